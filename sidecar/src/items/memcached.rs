@@ -1,0 +1,242 @@
+//! The item store on real memcached servers, through the `memcache` crate's async meta-protocol
+//! client (keys spread over the servers by rendezvous hashing).
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use memcache::exp::{
+    AsyncMetaClient, Delete, Error as McError, Get, Meta, MutationStatus, Set, Ttl,
+};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+
+use super::{CasOutcome, CasToken, Expiry, ItemError, ItemKey, ItemResult, ItemStore, StoreStats};
+
+/// How long one exchange may take before memcached counts as unreachable.
+const IO_TIMEOUT: Duration = Duration::from_secs(5);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+pub struct MemcachedStore {
+    client: AsyncMetaClient,
+    servers: Vec<String>,
+}
+
+impl MemcachedStore {
+    /// Resolve the servers; connections are dialed on first use (see [`ItemStore::ping`]).
+    pub async fn connect(servers: &[String]) -> ItemResult<MemcachedStore> {
+        let client = AsyncMetaClient::builder()
+            .connect_timeout(Some(CONNECT_TIMEOUT))
+            .io_timeout(Some(IO_TIMEOUT))
+            .connect_multiple_async(servers.iter().map(String::as_str))
+            .await
+            .map_err(|error| ItemError::Unavailable(error.to_string()))?;
+        Ok(MemcachedStore {
+            client,
+            servers: servers.to_vec(),
+        })
+    }
+
+    /// The protocol client, for benchmarks that compare the sidecar with raw memcached.
+    pub fn client(&self) -> &AsyncMetaClient {
+        &self.client
+    }
+}
+
+fn ttl(expiry: Expiry) -> Ttl {
+    match expiry {
+        Expiry::Never => Ttl::NEVER,
+        // memcached counts in whole seconds; round up so an expiry never comes early.
+        Expiry::After(duration) => {
+            let secs = duration.as_secs() + u64::from(duration.subsec_nanos() > 0);
+            Ttl::secs(u32::try_from(secs.max(1)).unwrap_or(u32::MAX))
+        }
+    }
+}
+
+fn classify(error: McError, size: usize) -> ItemError {
+    match error {
+        // memcached may close the connection after refusing a large value, which the client
+        // reports as an ambiguous outcome around the server's answer: the answer decides.
+        McError::Ambiguous { source, .. } if matches!(*source, McError::Server(_)) => {
+            classify(*source, size)
+        }
+        McError::Server(message) => {
+            let message = message.to_ascii_lowercase();
+            if message.contains("out of memory") {
+                ItemError::Full
+            } else if message.contains("too large") {
+                ItemError::TooLarge { size }
+            } else {
+                ItemError::Protocol(format!("server error: {message}"))
+            }
+        }
+        error @ (McError::Io(_) | McError::Timeout { .. } | McError::Ambiguous { .. }) => {
+            ItemError::Unavailable(error.to_string())
+        }
+        error => ItemError::Protocol(error.to_string()),
+    }
+}
+
+/// One `stats` section of one server, as name/value pairs. memcached's meta protocol has no
+/// stats command, so this speaks the text protocol for this one request.
+async fn read_stats(server: &str, section: &str) -> ItemResult<Vec<(String, String)>> {
+    let exchange = async {
+        let mut stream = TcpStream::connect(server).await?;
+        let command = if section.is_empty() {
+            "stats\r\n".to_owned()
+        } else {
+            format!("stats {section}\r\n")
+        };
+        stream.write_all(command.as_bytes()).await?;
+        let mut lines = BufReader::new(stream).lines();
+        let mut pairs = Vec::new();
+        while let Some(line) = lines.next_line().await? {
+            if line == "END" {
+                return Ok(pairs);
+            }
+            let mut fields = line.splitn(3, ' ');
+            if let (Some("STAT"), Some(name), Some(value)) =
+                (fields.next(), fields.next(), fields.next())
+            {
+                pairs.push((name.to_owned(), value.to_owned()));
+            }
+        }
+        Err(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "stats cut short",
+        ))
+    };
+    match tokio::time::timeout(IO_TIMEOUT, exchange).await {
+        Ok(Ok(pairs)) => Ok(pairs),
+        Ok(Err(error)) => Err(ItemError::Unavailable(format!("{server}: {error}"))),
+        Err(_) => Err(ItemError::Unavailable(format!("{server}: stats timed out"))),
+    }
+}
+
+fn stat(pairs: &[(String, String)], name: &str) -> u64 {
+    pairs
+        .iter()
+        .find(|(key, _)| key == name)
+        .and_then(|(_, value)| value.parse().ok())
+        .unwrap_or(0)
+}
+
+#[async_trait]
+impl ItemStore for MemcachedStore {
+    async fn get(&self, key: &ItemKey) -> ItemResult<Option<Bytes>> {
+        let result = self
+            .client
+            .run(Get::new(key))
+            .await
+            .map_err(|e| classify(e, 0))?;
+        Ok(result
+            .value
+            .filter(|_| result_hit(&result.status))
+            .map(Bytes::from))
+    }
+
+    async fn get_many(&self, keys: &[ItemKey]) -> ItemResult<Vec<Option<Bytes>>> {
+        let results = self
+            .client
+            .run_many(keys.iter().map(Get::new))
+            .await
+            .map_err(|e| classify(e, 0))?;
+        results
+            .into_iter()
+            .map(|result| {
+                let result = result.map_err(|e| classify(e, 0))?;
+                Ok(result
+                    .value
+                    .filter(|_| result_hit(&result.status))
+                    .map(Bytes::from))
+            })
+            .collect()
+    }
+
+    async fn gets(&self, key: &ItemKey) -> ItemResult<Option<(Bytes, CasToken)>> {
+        let result = self
+            .client
+            .run(Get::new(key).meta(Meta::NONE.cas()))
+            .await
+            .map_err(|e| classify(e, 0))?;
+        if !result_hit(&result.status) {
+            return Ok(None);
+        }
+        match (result.value, result.item.cas) {
+            (Some(value), Some(cas)) => Ok(Some((Bytes::from(value), CasToken(cas)))),
+            _ => Err(ItemError::Protocol("a hit without value or CAS".into())),
+        }
+    }
+
+    async fn set(&self, key: &ItemKey, value: Bytes, expiry: Expiry) -> ItemResult<()> {
+        let size = value.len();
+        let set = Set::new(key, &value).ttl(ttl(expiry));
+        self.client.run(set).await.map_err(|e| classify(e, size))?;
+        Ok(())
+    }
+
+    async fn add(&self, key: &ItemKey, value: Bytes, expiry: Expiry) -> ItemResult<bool> {
+        let size = value.len();
+        let set = Set::new(key, &value).ttl(ttl(expiry)).add();
+        let result = self.client.run(set).await.map_err(|e| classify(e, size))?;
+        Ok(result.status == MutationStatus::Applied)
+    }
+
+    async fn cas(
+        &self,
+        key: &ItemKey,
+        value: Bytes,
+        token: CasToken,
+        expiry: Expiry,
+    ) -> ItemResult<CasOutcome> {
+        let size = value.len();
+        let set = Set::new(key, &value).ttl(ttl(expiry)).compare_cas(token.0);
+        let result = self.client.run(set).await.map_err(|e| classify(e, size))?;
+        Ok(match result.status {
+            MutationStatus::Applied => CasOutcome::Stored,
+            MutationStatus::NotFound => CasOutcome::NotFound,
+            _ => CasOutcome::Conflict,
+        })
+    }
+
+    async fn touch(&self, key: &ItemKey, expiry: Expiry) -> ItemResult<bool> {
+        let get = Get::new(key).touch(ttl(expiry)).without_value();
+        let result = self.client.run(get).await.map_err(|e| classify(e, 0))?;
+        Ok(result_hit(&result.status))
+    }
+
+    async fn delete(&self, key: &ItemKey) -> ItemResult<bool> {
+        let result = self
+            .client
+            .run(Delete::new(key))
+            .await
+            .map_err(|e| classify(e, 0))?;
+        Ok(result.status == MutationStatus::Applied)
+    }
+
+    async fn stats(&self) -> ItemResult<StoreStats> {
+        let mut total = StoreStats {
+            item_size_max: u64::MAX,
+            ..StoreStats::default()
+        };
+        for server in &self.servers {
+            let general = read_stats(server, "").await?;
+            let settings = read_stats(server, "settings").await?;
+            total.limit_bytes += stat(&general, "limit_maxbytes");
+            total.used_bytes += stat(&general, "bytes");
+            total.items += stat(&general, "curr_items");
+            total.evictions += stat(&general, "evictions");
+            total.item_size_max = total.item_size_max.min(stat(&settings, "item_size_max"));
+        }
+        Ok(total)
+    }
+
+    async fn ping(&self) -> ItemResult<()> {
+        self.client.noop().await.map_err(|e| classify(e, 0))
+    }
+}
+
+fn result_hit(status: &memcache::exp::GetStatus) -> bool {
+    *status == memcache::exp::GetStatus::Hit
+}

@@ -1,0 +1,119 @@
+//! The item store: the part of memcached's API that the blob and ordered stores build on.
+//!
+//! Two implementations share these semantics: [`MemcachedStore`] (real servers) and
+//! [`EmbeddedStore`] (in-process, for a sidecar started with nothing installed). Both refuse
+//! rather than evict when memory is full, and both enforce an item size limit.
+
+mod embedded;
+mod key;
+mod memcached;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+pub use embedded::EmbeddedStore;
+pub use key::{ItemKey, ItemKeyError};
+pub use memcached::MemcachedStore;
+
+/// How long an item lives. Blob chunks are written with a finite expiry until their blob is
+/// published, so that a crash mid-upload cannot leak them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Expiry {
+    Never,
+    After(Duration),
+}
+
+/// memcached's compare-and-swap token of one item version.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct CasToken(pub u64);
+
+/// What a compare-and-swap did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CasOutcome {
+    Stored,
+    /// Someone else changed the item since the token was read.
+    Conflict,
+    /// The item is gone.
+    NotFound,
+}
+
+/// Store-wide figures, summed over every server.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StoreStats {
+    /// Memory the servers may use for items (`limit_maxbytes`).
+    pub limit_bytes: u64,
+    /// Memory the items use now (`bytes`).
+    pub used_bytes: u64,
+    /// The smallest item size limit among the servers (`item_size_max`).
+    pub item_size_max: u64,
+    pub items: u64,
+    pub evictions: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ItemError {
+    /// memcached runs with evictions off (`-M`) and has no room left.
+    #[error("storage full: memcached has no memory left and evictions are off")]
+    Full,
+    #[error("item of {size} bytes is larger than memcached's item size limit")]
+    TooLarge { size: usize },
+    #[error("memcached unavailable: {0}")]
+    Unavailable(String),
+    #[error("memcached answered unexpectedly: {0}")]
+    Protocol(String),
+}
+
+impl ItemError {
+    /// A short, stable label for metrics.
+    pub fn label(&self) -> &'static str {
+        match self {
+            ItemError::Full => "full",
+            ItemError::TooLarge { .. } => "too_large",
+            ItemError::Unavailable(_) => "unavailable",
+            ItemError::Protocol(_) => "protocol",
+        }
+    }
+}
+
+pub type ItemResult<T> = Result<T, ItemError>;
+
+/// The operations every item store offers. Missing items are `None`/`false`, never errors.
+#[async_trait]
+pub trait ItemStore: Send + Sync + 'static {
+    async fn get(&self, key: &ItemKey) -> ItemResult<Option<Bytes>>;
+
+    /// Several gets in one round trip where the backend can; results in input order.
+    async fn get_many(&self, keys: &[ItemKey]) -> ItemResult<Vec<Option<Bytes>>>;
+
+    /// A get that also returns the CAS token of the version read.
+    async fn gets(&self, key: &ItemKey) -> ItemResult<Option<(Bytes, CasToken)>>;
+
+    async fn set(&self, key: &ItemKey, value: Bytes, expiry: Expiry) -> ItemResult<()>;
+
+    /// Store only if absent; `false` when the key exists.
+    async fn add(&self, key: &ItemKey, value: Bytes, expiry: Expiry) -> ItemResult<bool>;
+
+    async fn cas(
+        &self,
+        key: &ItemKey,
+        value: Bytes,
+        token: CasToken,
+        expiry: Expiry,
+    ) -> ItemResult<CasOutcome>;
+
+    /// Change an item's expiry; `false` when the key is absent.
+    async fn touch(&self, key: &ItemKey, expiry: Expiry) -> ItemResult<bool>;
+
+    /// `false` when the key was absent.
+    async fn delete(&self, key: &ItemKey) -> ItemResult<bool>;
+
+    async fn stats(&self) -> ItemResult<StoreStats>;
+
+    /// One cheap round trip to every server.
+    async fn ping(&self) -> ItemResult<()>;
+}
+
+pub type SharedItemStore = Arc<dyn ItemStore>;

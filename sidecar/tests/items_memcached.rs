@@ -1,0 +1,167 @@
+//! The memcached item store against a real memcached server: the semantics the upper layers
+//! rely on (CAS, add, expiry, refusal when full, the item size limit, statistics).
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use zenko_memcached_sidecar::items::{
+    CasOutcome, Expiry, ItemError, ItemKey, ItemStore, MemcachedStore,
+};
+use zenko_memcached_testkit::Memcached;
+
+fn key(name: &str) -> ItemKey {
+    ItemKey::new(name).unwrap()
+}
+
+async fn store(server: &Memcached) -> MemcachedStore {
+    MemcachedStore::connect(&[server.address()]).await.unwrap()
+}
+
+#[tokio::test]
+async fn get_set_add_cas_delete() {
+    let server = Memcached::start(&[]);
+    let store = store(&server).await;
+    let value = |text: &'static str| Bytes::from_static(text.as_bytes());
+    assert_eq!(store.get(&key("a")).await.unwrap(), None);
+    store
+        .set(&key("a"), value("1"), Expiry::Never)
+        .await
+        .unwrap();
+    assert_eq!(store.get(&key("a")).await.unwrap(), Some(value("1")));
+    assert!(
+        !store
+            .add(&key("a"), value("2"), Expiry::Never)
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .add(&key("b"), value("2"), Expiry::Never)
+            .await
+            .unwrap()
+    );
+    let many = store
+        .get_many(&[key("a"), key("zz"), key("b")])
+        .await
+        .unwrap();
+    assert_eq!(many, vec![Some(value("1")), None, Some(value("2"))]);
+
+    let (_, stale) = store.gets(&key("a")).await.unwrap().unwrap();
+    store
+        .set(&key("a"), value("3"), Expiry::Never)
+        .await
+        .unwrap();
+    let outcome = store
+        .cas(&key("a"), value("4"), stale, Expiry::Never)
+        .await
+        .unwrap();
+    assert_eq!(outcome, CasOutcome::Conflict);
+    let (current, fresh) = store.gets(&key("a")).await.unwrap().unwrap();
+    assert_eq!(current, value("3"));
+    let outcome = store
+        .cas(&key("a"), value("4"), fresh, Expiry::Never)
+        .await
+        .unwrap();
+    assert_eq!(outcome, CasOutcome::Stored);
+    let outcome = store
+        .cas(&key("nope"), value("4"), fresh, Expiry::Never)
+        .await
+        .unwrap();
+    assert_eq!(outcome, CasOutcome::NotFound);
+
+    assert!(store.delete(&key("a")).await.unwrap());
+    assert!(!store.delete(&key("a")).await.unwrap());
+    // An empty value is a legal item.
+    store
+        .set(&key("empty"), Bytes::new(), Expiry::Never)
+        .await
+        .unwrap();
+    assert_eq!(store.get(&key("empty")).await.unwrap(), Some(Bytes::new()));
+}
+
+#[tokio::test]
+async fn expiry_and_touch() {
+    let server = Memcached::start(&[]);
+    let store = store(&server).await;
+    let short = Expiry::After(Duration::from_secs(1));
+    store
+        .set(&key("gone"), Bytes::from_static(b"x"), short)
+        .await
+        .unwrap();
+    store
+        .set(&key("kept"), Bytes::from_static(b"y"), short)
+        .await
+        .unwrap();
+    assert!(store.touch(&key("kept"), Expiry::Never).await.unwrap());
+    assert!(!store.touch(&key("absent"), Expiry::Never).await.unwrap());
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert_eq!(store.get(&key("gone")).await.unwrap(), None);
+    assert!(store.get(&key("kept")).await.unwrap().is_some());
+}
+
+#[tokio::test]
+async fn refuses_when_full_without_evicting() {
+    let server = Memcached::start_with(vec![
+        "-m".into(),
+        "8".into(),
+        "-M".into(),
+        "-I".into(),
+        "1m".into(),
+    ]);
+    let store = store(&server).await;
+    let chunk = Bytes::from(vec![7u8; 512 * 1024]);
+    let mut stored = 0;
+    let mut refused = None;
+    for index in 0..64 {
+        match store
+            .set(&key(&format!("k{index}")), chunk.clone(), Expiry::Never)
+            .await
+        {
+            Ok(()) => stored += 1,
+            Err(error) => {
+                refused = Some(error);
+                break;
+            }
+        }
+    }
+    assert!(
+        matches!(refused, Some(ItemError::Full)),
+        "got {refused:?} after {stored} items"
+    );
+    assert_eq!(server.stat("evictions"), Some(0));
+    assert_eq!(store.get(&key("k0")).await.unwrap(), Some(chunk));
+}
+
+#[tokio::test]
+async fn refuses_items_over_the_limit_and_reports_stats() {
+    let server = Memcached::start(&[]);
+    let store = store(&server).await;
+    let too_big = Bytes::from(vec![1u8; 3 * 1024 * 1024]);
+    let refused = store.set(&key("big"), too_big, Expiry::Never).await;
+    assert!(
+        matches!(refused, Err(ItemError::TooLarge { .. })),
+        "got {refused:?}"
+    );
+    let stats = store.stats().await.unwrap();
+    assert_eq!(stats.limit_bytes, 64 * 1024 * 1024);
+    assert_eq!(stats.item_size_max, 2 * 1024 * 1024);
+    assert_eq!(stats.evictions, 0);
+}
+
+#[tokio::test]
+async fn unreachable_server_is_unavailable() {
+    let mut server = Memcached::start(&[]);
+    let store = store(&server).await;
+    store.ping().await.unwrap();
+    server.stop();
+    assert!(matches!(store.ping().await, Err(ItemError::Unavailable(_))));
+    assert!(matches!(
+        store.get(&key("a")).await,
+        Err(ItemError::Unavailable(_))
+    ));
+    server.start_again();
+    store
+        .set(&key("a"), Bytes::from_static(b"back"), Expiry::Never)
+        .await
+        .unwrap();
+}

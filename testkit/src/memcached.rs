@@ -1,0 +1,126 @@
+//! A real memcached server on a free port, started with the flags a test needs.
+
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use crate::ports::{free_port, wait_for_listener};
+
+/// The memcached binary: `ZMM_TEST_MEMCACHED` or `memcached` on the PATH.
+fn binary() -> String {
+    std::env::var("ZMM_TEST_MEMCACHED").unwrap_or_else(|_| "memcached".to_owned())
+}
+
+pub struct Memcached {
+    port: u16,
+    args: Vec<String>,
+    child: Option<Child>,
+}
+
+impl Memcached {
+    /// memcached with 64 MiB, evictions off (`-M`) and a 2 MiB item limit, plus `extra` flags.
+    pub fn start(extra: &[&str]) -> Memcached {
+        let mut args: Vec<String> = ["-m", "64", "-M", "-I", "2m"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        args.extend(extra.iter().map(|s| s.to_string()));
+        Memcached::start_with(args)
+    }
+
+    /// memcached with exactly these flags (besides the address).
+    pub fn start_with(args: Vec<String>) -> Memcached {
+        let mut server = Memcached {
+            port: free_port(),
+            args,
+            child: None,
+        };
+        server.spawn();
+        server
+    }
+
+    fn spawn(&mut self) {
+        let port = self.port.to_string();
+        let child = Command::new(binary())
+            .args(["-l", "127.0.0.1", "-p", &port, "-U", "0", "-u", "root"])
+            .args(&self.args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|error| {
+                panic!(
+                    "cannot start memcached ({error}); install it (the README's test command does)"
+                )
+            });
+        self.child = Some(child);
+        assert!(
+            wait_for_listener(self.addr(), Duration::from_secs(10)),
+            "memcached did not listen on {}",
+            self.addr()
+        );
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    /// `127.0.0.1:PORT`, as the sidecar's `--memcached` takes it.
+    pub fn address(&self) -> String {
+        self.addr().to_string()
+    }
+
+    /// Stop the server (SIGKILL: its memory is gone unless it was started with warm restart).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Stop gracefully with SIGUSR1, which makes memcached save its memory file (`-e`).
+    pub fn stop_gracefully(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-USR1", &child.id().to_string()])
+                .status();
+            let _ = child.wait();
+        }
+    }
+
+    /// Start again on the same port with the same flags.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+
+    /// Start again after [`Memcached::stop`] or [`Memcached::stop_gracefully`].
+    pub fn start_again(&mut self) {
+        if self.child.is_none() {
+            self.spawn();
+        }
+    }
+
+    /// One `stats` figure read straight from the server, for assertions such as `evictions`.
+    pub fn stat(&self, name: &str) -> Option<u64> {
+        use std::io::{BufRead, BufReader, Write};
+        let mut stream = std::net::TcpStream::connect(self.addr()).ok()?;
+        stream.write_all(b"stats\r\n").ok()?;
+        for line in BufReader::new(stream).lines() {
+            let line = line.ok()?;
+            if line == "END" {
+                break;
+            }
+            let mut fields = line.split(' ');
+            if fields.next() == Some("STAT") && fields.next() == Some(name) {
+                return fields.next()?.parse().ok();
+            }
+        }
+        None
+    }
+}
+
+impl Drop for Memcached {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
