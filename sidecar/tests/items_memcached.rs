@@ -1,6 +1,8 @@
 //! The memcached item store against a real memcached server: the semantics the upper layers
 //! rely on (CAS, add, expiry, refusal when full, the item size limit, statistics).
 
+#![allow(clippy::unwrap_used)] // a test fails loudly on the first unexpected error
+
 use std::time::Duration;
 
 use bytes::Bytes;
