@@ -1,5 +1,12 @@
 //! zenko-memcached-sidecar: CloudServer's file DATA (HTTP) and METADATA (socket.io) backends,
 //! with every byte kept in memcached.
 
+pub mod admin;
+pub mod blob;
+pub mod config;
+pub mod data;
+pub mod health;
 pub mod items;
+pub mod metrics;
 pub mod ordered;
+pub mod server;

@@ -1,3 +1,26 @@
-//! The sidecar binary.
+//! The sidecar binary: parse the configuration, set up logging, run until told to stop.
 
-fn main() {}
+use std::process::ExitCode;
+
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+use zenko_memcached_sidecar::config::Config;
+use zenko_memcached_sidecar::server;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let config = Config::parse();
+    let filter = EnvFilter::try_new(&config.log_level).unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .init();
+    match server::run(config).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!("{error}");
+            eprintln!("zenko-memcached-sidecar: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,8 +1,10 @@
 //! Test fixtures that start real processes on free loopback ports and stop them on drop:
-//! memcached servers (no mock of memcached anywhere) and, for end-to-end tests, the sidecar.
+//! memcached servers (no mock of memcached anywhere) and the sidecar binary.
 
 mod memcached;
 mod ports;
+mod sidecar;
 
 pub use memcached::Memcached;
-pub use ports::free_port;
+pub use ports::{free_port, wait_for_listener};
+pub use sidecar::Sidecar;

@@ -1,0 +1,53 @@
+//! The sidecar's configuration: command-line flags, each also read from a `ZMM_*` variable.
+
+use std::net::SocketAddr;
+
+use clap::Parser;
+
+#[derive(Clone, Debug, Parser)]
+#[command(name = "zenko-memcached-sidecar", version, about)]
+pub struct Config {
+    /// memcached servers, HOST:PORT[,HOST:PORT...]. Without it the sidecar keeps everything
+    /// in an embedded in-process store that is lost when it stops.
+    #[arg(long, env = "ZMM_MEMCACHED", value_delimiter = ',')]
+    pub memcached: Vec<String>,
+
+    /// Where CloudServer's data client connects (HTTP).
+    #[arg(long, env = "ZMM_DATA_ADDR", default_value = "0.0.0.0:9991")]
+    pub data_addr: SocketAddr,
+
+    /// Where CloudServer's metadata client connects (socket.io).
+    #[arg(long, env = "ZMM_METADATA_ADDR", default_value = "0.0.0.0:9990")]
+    pub metadata_addr: SocketAddr,
+
+    /// Health (/healthz, /readyz) and Prometheus metrics (/metrics).
+    #[arg(long, env = "ZMM_ADMIN_ADDR", default_value = "0.0.0.0:9992")]
+    pub admin_addr: SocketAddr,
+
+    /// Bytes of blob data per memcached item; must fit memcached's item size limit (-I).
+    #[arg(long, env = "ZMM_CHUNK_SIZE", default_value_t = 512 * 1024,
+          value_parser = clap::value_parser!(u64).range(1024..=256 * 1024 * 1024))]
+    pub chunk_size: u64,
+
+    /// Replication group id written into version ids (CloudServer's `replicationGroupId`).
+    #[arg(long, env = "ZMM_REPLICATION_GROUP_ID", default_value = "RG001")]
+    pub replication_group_id: String,
+
+    /// Log filter, e.g. `info` or `zenko_memcached_sidecar=debug`.
+    #[arg(long, env = "ZMM_LOG_LEVEL", default_value = "info")]
+    pub log_level: String,
+
+    /// Seconds to wait at start for every memcached server to answer before giving up.
+    #[arg(long, env = "ZMM_STARTUP_WAIT", default_value_t = 0)]
+    pub startup_wait: u64,
+
+    /// Memory of the embedded store, in MiB (only without --memcached).
+    #[arg(long, env = "ZMM_EMBEDDED_MEMORY_MIB", default_value_t = 256,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub embedded_memory_mib: u64,
+
+    /// Item size limit of the embedded store, in bytes (memcached's -I).
+    #[arg(long, env = "ZMM_EMBEDDED_ITEM_SIZE_MAX", default_value_t = 1024 * 1024,
+          value_parser = clap::value_parser!(u64).range(1024..))]
+    pub embedded_item_size_max: u64,
+}

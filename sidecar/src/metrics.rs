@@ -1,0 +1,115 @@
+//! Prometheus metrics of the sidecar, served on the admin port's `/metrics`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub route: &'static str,
+    pub status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    pub route: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrorLabels {
+    pub kind: &'static str,
+}
+
+fn latency_histogram() -> Histogram {
+    // 0.5 ms to about 16 s.
+    Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+}
+
+/// Every metric the sidecar reports. Cheap to clone.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Arc<Registry>,
+    pub data_requests: Family<RequestLabels, Counter>,
+    pub data_latency: Family<RouteLabels, Histogram, fn() -> Histogram>,
+    pub data_bytes_in: Counter,
+    pub data_bytes_out: Counter,
+    pub memcached_errors: Family<ErrorLabels, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Metrics {
+        let mut registry = Registry::with_prefix("zmm");
+        let data_requests = Family::<RequestLabels, Counter>::default();
+        let data_latency =
+            Family::<RouteLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+                latency_histogram as fn() -> Histogram,
+            );
+        let data_bytes_in = Counter::default();
+        let data_bytes_out = Counter::default();
+        let memcached_errors = Family::<ErrorLabels, Counter>::default();
+        registry.register(
+            "data_requests",
+            "Data API requests by route and status",
+            data_requests.clone(),
+        );
+        registry.register(
+            "data_request_duration_seconds",
+            "Data API time to response headers, by route",
+            data_latency.clone(),
+        );
+        registry.register(
+            "data_received_bytes",
+            "Blob bytes received by the data API",
+            data_bytes_in.clone(),
+        );
+        registry.register(
+            "data_sent_bytes",
+            "Blob bytes sent by the data API",
+            data_bytes_out.clone(),
+        );
+        registry.register(
+            "memcached_errors",
+            "Failed memcached operations by kind",
+            memcached_errors.clone(),
+        );
+        Metrics {
+            registry: Arc::new(registry),
+            data_requests,
+            data_latency,
+            data_bytes_in,
+            data_bytes_out,
+            memcached_errors,
+        }
+    }
+}
+
+impl Metrics {
+    pub fn observe_data(&self, route: &'static str, status: u16, elapsed: Duration) {
+        self.data_requests
+            .get_or_create(&RequestLabels { route, status })
+            .inc();
+        self.data_latency
+            .get_or_create(&RouteLabels { route })
+            .observe(elapsed.as_secs_f64());
+    }
+
+    pub fn memcached_error(&self, kind: &'static str) {
+        self.memcached_errors
+            .get_or_create(&ErrorLabels { kind })
+            .inc();
+    }
+
+    /// The OpenMetrics text of every metric.
+    pub fn encode(&self) -> String {
+        let mut text = String::new();
+        if prometheus_client::encoding::text::encode(&mut text, &self.registry).is_err() {
+            text.clear();
+        }
+        text
+    }
+}

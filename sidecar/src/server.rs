@@ -1,0 +1,160 @@
+//! Starting the sidecar: the item store, the start-up checks, the listeners, and a shutdown
+//! that lets in-flight requests finish.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use tokio::net::TcpListener;
+
+use crate::admin;
+use crate::blob::{BlobStore, CHUNK_ITEM_OVERHEAD};
+use crate::config::Config;
+use crate::data::{self, DataService};
+use crate::health::Health;
+use crate::items::{EmbeddedStore, ItemError, ItemStore, MemcachedStore, SharedItemStore};
+use crate::metrics::Metrics;
+
+/// How often readiness probes memcached.
+const HEALTH_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Why the sidecar could not start; each is one line for the operator.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("memcached {servers} unreachable: {source}")]
+    Unreachable { servers: String, source: ItemError },
+    #[error(
+        "--chunk-size {chunk_size} does not fit memcached's item size limit of {item_size_max} bytes \
+         (a chunk needs {overhead} more bytes): lower --chunk-size or raise memcached's -I"
+    )]
+    ChunkTooLarge {
+        chunk_size: u64,
+        item_size_max: u64,
+        overhead: u64,
+    },
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("server failed: {0}")]
+    Serve(std::io::Error),
+}
+
+/// The item store the configuration names, checked to be answering.
+pub async fn connect_items(config: &Config) -> Result<SharedItemStore, StartupError> {
+    if config.memcached.is_empty() {
+        tracing::warn!(
+            memory_mib = config.embedded_memory_mib,
+            "no --memcached given: using the embedded in-process store; NOTHING IS PERSISTENT"
+        );
+        let store = EmbeddedStore::new(
+            (config.embedded_memory_mib * 1024 * 1024) as usize,
+            config.embedded_item_size_max as usize,
+        );
+        return Ok(Arc::new(store));
+    }
+    let servers = config.memcached.join(",");
+    let unreachable = |source| StartupError::Unreachable {
+        servers: servers.clone(),
+        source,
+    };
+    let deadline = Instant::now() + Duration::from_secs(config.startup_wait);
+    loop {
+        let attempt = async {
+            let store = MemcachedStore::connect(&config.memcached).await?;
+            store.ping().await?;
+            Ok::<_, ItemError>(store)
+        };
+        match attempt.await {
+            Ok(store) => return Ok(Arc::new(store)),
+            Err(error) if Instant::now() >= deadline => return Err(unreachable(error)),
+            Err(error) => {
+                tracing::info!(%error, "waiting for memcached");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    }
+}
+
+async fn check_chunk_size(items: &SharedItemStore, chunk_size: u64) -> Result<(), StartupError> {
+    let stats = items
+        .stats()
+        .await
+        .map_err(|source| StartupError::Unreachable {
+            servers: "stats".into(),
+            source,
+        })?;
+    if chunk_size + CHUNK_ITEM_OVERHEAD > stats.item_size_max {
+        return Err(StartupError::ChunkTooLarge {
+            chunk_size,
+            item_size_max: stats.item_size_max,
+            overhead: CHUNK_ITEM_OVERHEAD,
+        });
+    }
+    Ok(())
+}
+
+async fn listen(addr: SocketAddr) -> Result<TcpListener, StartupError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartupError::Listen { addr, source })
+}
+
+/// Run until SIGTERM or SIGINT, then finish in-flight requests and return.
+pub async fn run(config: Config) -> Result<(), StartupError> {
+    let items = connect_items(&config).await?;
+    check_chunk_size(&items, config.chunk_size).await?;
+    let metrics = Metrics::default();
+    let health = Health::default();
+    health.set_ready(items.ping().await.is_ok());
+    let _watch = health.watch(items.clone(), HEALTH_INTERVAL);
+
+    let data = data::router(DataService {
+        blobs: BlobStore::new(items.clone(), config.chunk_size),
+        items: items.clone(),
+        metrics: metrics.clone(),
+        health: health.clone(),
+    });
+    let admin = admin::router(health, metrics);
+
+    let data_listener = listen(config.data_addr).await?;
+    let admin_listener = listen(config.admin_addr).await?;
+    tracing::info!(data = %config.data_addr, admin = %config.admin_addr, chunk_size = config.chunk_size, "serving");
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down: finishing in-flight requests");
+        let _ = stop_tx.send(true);
+    });
+    let serve = |listener: TcpListener, app: Router| {
+        let mut stop = stop_rx.clone();
+        async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = stop.wait_for(|stopped| *stopped).await;
+                })
+                .await
+        }
+    };
+    let (data_result, admin_result) =
+        tokio::join!(serve(data_listener, data), serve(admin_listener, admin));
+    data_result.and(admin_result).map_err(StartupError::Serve)
+}
+
+async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate => {}
+    }
+}
