@@ -7,6 +7,11 @@ use tracing_subscriber::EnvFilter;
 use zenko_memcached_sidecar::config::Config;
 use zenko_memcached_sidecar::server;
 
+// glibc's allocator keeps freed chunk buffers in per-thread arenas, so the process grows
+// far past what it uses at once under many concurrent uploads; mimalloc returns them.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let config = Config::parse();

@@ -108,6 +108,11 @@ impl Sidecar {
         format!("http://{}", self.admin_addr())
     }
 
+    /// The process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Send a signal by name (`TERM`, `KILL`, ...).
     pub fn signal(&self, name: &str) {
         if let Some(child) = &self.child {

@@ -12,11 +12,26 @@ fn checksum(item: &ItemKey, data: &[u8]) -> u32 {
     crc32c::crc32c_append(crc32c::crc32c(item.as_ref()), data)
 }
 
-pub fn seal(item: &ItemKey, data: &[u8]) -> Bytes {
-    let mut sealed = BytesMut::with_capacity(SEAL_LEN + data.len());
-    sealed.put_u32_le(checksum(item, data));
-    sealed.put_slice(data);
-    sealed.freeze()
+/// A buffer to collect the bytes of one chunk in, with room for the seal in front, so that
+/// sealing does not copy the chunk.
+pub fn unsealed(capacity: usize) -> BytesMut {
+    let mut buffer = BytesMut::with_capacity(SEAL_LEN + capacity);
+    buffer.put_u32_le(0);
+    buffer
+}
+
+/// Seal a buffer made by [`unsealed`] and filled with the chunk's bytes.
+pub fn seal_in_place(item: &ItemKey, mut buffer: BytesMut) -> Bytes {
+    let sum = checksum(item, &buffer[SEAL_LEN..]);
+    buffer[..SEAL_LEN].copy_from_slice(&sum.to_le_bytes());
+    buffer.freeze()
+}
+
+#[cfg(test)]
+fn seal(item: &ItemKey, data: &[u8]) -> Bytes {
+    let mut buffer = unsealed(data.len());
+    buffer.put_slice(data);
+    seal_in_place(item, buffer)
 }
 
 /// The chunk's bytes, or `None` when the seal does not match.

@@ -189,7 +189,7 @@ impl Upload {
     {
         let chunk_size = self.store.chunk_size as usize;
         let mut body = std::pin::pin!(body);
-        let mut buffer = BytesMut::with_capacity(chunk_size.min(declared as usize));
+        let mut buffer = chunk::unsealed(chunk_size.min(declared as usize));
         let mut writes = JoinSet::new();
         let mut received = 0u64;
         while let Some(frame) = body.next().await {
@@ -200,21 +200,21 @@ impl Upload {
             }
             let mut frame = &frame[..];
             while !frame.is_empty() {
-                let take = (chunk_size - buffer.len()).min(frame.len());
+                let take = (chunk_size - filled(&buffer)).min(frame.len());
                 buffer.extend_from_slice(&frame[..take]);
                 frame = &frame[take..];
-                if buffer.len() == chunk_size {
-                    let full = buffer.split().freeze();
+                if filled(&buffer) == chunk_size {
+                    let rest = chunk_size.min((declared - received) as usize + frame.len());
+                    let full = std::mem::replace(&mut buffer, chunk::unsealed(rest));
                     self.write_chunk(&mut writes, full).await?;
-                    buffer.reserve(chunk_size.min((declared - received) as usize + frame.len()));
                 }
             }
         }
         if received != declared {
             return Err(BlobError::Length { declared, received });
         }
-        if !buffer.is_empty() {
-            self.write_chunk(&mut writes, buffer.freeze()).await?;
+        if filled(&buffer) > 0 {
+            self.write_chunk(&mut writes, buffer).await?;
         }
         while let Some(done) = writes.join_next().await {
             flatten(done)?;
@@ -226,7 +226,7 @@ impl Upload {
     async fn write_chunk(
         &mut self,
         writes: &mut JoinSet<Result<(), ItemError>>,
-        data: Bytes,
+        buffer: BytesMut,
     ) -> Result<(), BlobError> {
         while writes.len() >= WRITE_AHEAD {
             if let Some(done) = writes.join_next().await {
@@ -237,8 +237,7 @@ impl Upload {
         self.started += 1;
         let items = self.store.items.clone();
         writes.spawn(async move {
-            let sealed = chunk::seal(&item, &data);
-            drop(data);
+            let sealed = chunk::seal_in_place(&item, buffer);
             items.set(&item, sealed, PENDING_EXPIRY).await
         });
         Ok(())
@@ -267,6 +266,11 @@ impl Upload {
         self.published = true;
         Ok(())
     }
+}
+
+/// Bytes of blob data in a chunk buffer.
+fn filled(buffer: &BytesMut) -> usize {
+    buffer.len() - chunk::SEAL_LEN
 }
 
 fn flatten(done: Result<Result<(), ItemError>, tokio::task::JoinError>) -> Result<(), BlobError> {

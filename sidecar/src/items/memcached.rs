@@ -16,6 +16,9 @@ use super::{CasOutcome, CasToken, Expiry, ItemError, ItemKey, ItemResult, ItemSt
 /// How long one exchange may take before memcached counts as unreachable.
 const IO_TIMEOUT: Duration = Duration::from_secs(5);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Idle connections kept per server: enough for every request's read-ahead and write-ahead
+/// at high concurrency, so that busy periods do not dial a connection per operation.
+const MAX_IDLE: usize = 64;
 
 pub struct MemcachedStore {
     client: AsyncMetaClient,
@@ -28,6 +31,7 @@ impl MemcachedStore {
         let client = AsyncMetaClient::builder()
             .connect_timeout(Some(CONNECT_TIMEOUT))
             .io_timeout(Some(IO_TIMEOUT))
+            .max_idle(MAX_IDLE)
             .connect_multiple_async(servers.iter().map(String::as_str))
             .await
             .map_err(|error| ItemError::Unavailable(error.to_string()))?;
@@ -172,6 +176,8 @@ impl ItemStore for MemcachedStore {
     async fn set(&self, key: &ItemKey, value: Bytes, expiry: Expiry) -> ItemResult<()> {
         let size = value.len();
         let set = Set::new(key, &value).ttl(ttl(expiry));
+        // The request holds its own copy; ours would double the memory of large values.
+        drop(value);
         self.client.run(set).await.map_err(|e| classify(e, size))?;
         Ok(())
     }

@@ -1,0 +1,274 @@
+//! Data API throughput against raw memcached, and the sidecar's peak memory under large uploads.
+//!
+//! `cargo bench -p zenko-memcached-sidecar --bench data` starts a real memcached and the release
+//! sidecar, then prints, for each object size and client count, PUT and GET throughput through
+//! the sidecar and raw memcached set/get of the same bytes with the same client library (cut
+//! into the same item size), and their ratio. Figures from one run compare with each other only.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::StreamExt;
+use memcache::exp::{Get, Set};
+use reqwest::Client;
+use zenko_memcached_sidecar::items::MemcachedStore;
+use zenko_memcached_testkit::{Memcached, Sidecar};
+
+const BINARY: &str = env!("CARGO_BIN_EXE_zenko-memcached-sidecar");
+const CHUNK: usize = 512 * 1024;
+const MIB: f64 = 1024.0 * 1024.0;
+/// How long each measurement runs at least.
+const WINDOW: Duration = Duration::from_secs(2);
+
+#[derive(Clone, Copy)]
+enum Op {
+    Put,
+    Get,
+}
+
+/// Run `clients` loops of `one` until the window has passed; bytes per second.
+async fn throughput<F, Fut>(clients: usize, size: usize, one: F) -> f64
+where
+    F: Fn(usize) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let one = Arc::new(one);
+    let started = Instant::now();
+    let tasks = (0..clients).map(|client| {
+        let one = one.clone();
+        tokio::spawn(async move {
+            let mut done = 0usize;
+            while started.elapsed() < WINDOW {
+                one(client).await;
+                done += 1;
+            }
+            done
+        })
+    });
+    let mut operations = 0;
+    for task in futures::future::join_all(tasks).await {
+        operations += task.unwrap_or(0);
+    }
+    (operations * size) as f64 / started.elapsed().as_secs_f64()
+}
+
+async fn raw(
+    store: Arc<MemcachedStore>,
+    op: Op,
+    clients: usize,
+    size: usize,
+    payload: Bytes,
+) -> f64 {
+    let items = size.div_ceil(CHUNK).max(1);
+    for client in 0..clients {
+        for item in 0..items {
+            let part = payload.slice(item * CHUNK..((item + 1) * CHUNK).min(size));
+            let _ = store
+                .client()
+                .run(Set::new(format!("raw:{client}:{item}"), &part))
+                .await;
+        }
+    }
+    throughput(clients, size, move |client| {
+        let (store, payload) = (store.clone(), payload.clone());
+        async move {
+            for item in 0..items {
+                let key = format!("raw:{client}:{item}");
+                match op {
+                    Op::Put => {
+                        let part = payload.slice(item * CHUNK..((item + 1) * CHUNK).min(size));
+                        let _ = store.client().run(Set::new(key, &part)).await;
+                    }
+                    Op::Get => {
+                        let _ = store.client().run(Get::new(key)).await;
+                    }
+                }
+            }
+        }
+    })
+    .await
+}
+
+async fn sidecar(url: String, op: Op, clients: usize, size: usize, payload: Bytes) -> f64 {
+    let http = Client::new();
+    let mut keys = Vec::new();
+    for _ in 0..clients {
+        keys.push(upload(&http, &url, payload.clone()).await);
+    }
+    let keys = Arc::new(keys);
+    let stored = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let rate = {
+        let (http, url, stored, keys) = (http.clone(), url.clone(), stored.clone(), keys.clone());
+        throughput(clients, size, move |client| {
+            let (http, url, payload, keys, stored) = (
+                http.clone(),
+                url.clone(),
+                payload.clone(),
+                keys.clone(),
+                stored.clone(),
+            );
+            async move {
+                match op {
+                    Op::Put => {
+                        let location = upload(&http, &url, payload).await;
+                        stored.lock().map(|mut stored| stored.push(location)).ok();
+                    }
+                    Op::Get => {
+                        if let Ok(response) =
+                            http.get(format!("{url}{}", keys[client])).send().await
+                        {
+                            let mut body = response.bytes_stream();
+                            while let Some(Ok(_)) = body.next().await {}
+                        }
+                    }
+                }
+            }
+        })
+        .await
+    };
+    // Free the space again, outside the measurement.
+    let stored: Vec<String> = stored
+        .lock()
+        .map(|stored| stored.clone())
+        .unwrap_or_default();
+    for location in stored.iter().chain(keys.iter()) {
+        let _ = http.delete(format!("{url}{location}")).send().await;
+    }
+    rate
+}
+
+async fn upload(http: &Client, url: &str, payload: Bytes) -> String {
+    let response = http
+        .put(format!("{url}/DataFile/"))
+        .header("content-length", payload.len())
+        .body(payload)
+        .send()
+        .await;
+    response
+        .ok()
+        .and_then(|response| response.headers().get("location").cloned())
+        .and_then(|value| value.to_str().ok().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+fn peak_rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find(|line| line.starts_with("VmHWM:"))
+                .and_then(|line| line.split_whitespace().nth(1))
+                .and_then(|kib| kib.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+#[tokio::main]
+async fn main() {
+    // `cargo bench` passes `--bench`; any other argument is a filter this binary ignores.
+    let memcached = Memcached::start_with(
+        ["-m", "6000", "-M", "-I", "1m", "-t", "2"]
+            .map(String::from)
+            .to_vec(),
+    );
+    let sidecar_process = Sidecar::start(
+        BINARY,
+        &[
+            "--memcached",
+            &memcached.address(),
+            "--chunk-size",
+            &CHUNK.to_string(),
+        ],
+    );
+    let store = Arc::new(
+        MemcachedStore::connect(&[memcached.address()])
+            .await
+            .expect("memcached"),
+    );
+    let url = sidecar_process.data_url();
+
+    println!("data API throughput, MiB/s (ratio = sidecar / raw memcached, same run)");
+    println!(
+        "{:>8} {:>7} {:>4} {:>10} {:>10} {:>6}",
+        "size", "clients", "op", "raw", "sidecar", "ratio"
+    );
+    for (label, size) in [
+        ("4KiB", 4 * 1024),
+        ("1MiB", 1024 * 1024),
+        ("64MiB", 64 * 1024 * 1024),
+    ] {
+        let payload = Bytes::from((0..size).map(|i| (i * 31 % 251) as u8).collect::<Vec<u8>>());
+        for clients in [1, 16] {
+            for (name, op) in [("PUT", Op::Put), ("GET", Op::Get)] {
+                let raw = raw(store.clone(), op, clients, size, payload.clone()).await;
+                let through = sidecar(url.clone(), op, clients, size, payload.clone()).await;
+                println!(
+                    "{label:>8} {clients:>7} {name:>4} {:>10.1} {:>10.1} {:>6.2}",
+                    raw / MIB,
+                    through / MIB,
+                    through / raw
+                );
+            }
+        }
+    }
+
+    println!(
+        "sidecar peak RSS after the throughput runs: {:.1} MiB",
+        peak_rss_kib(sidecar_process.pid().unwrap_or(0)) as f64 / 1024.0
+    );
+    drop(sidecar_process);
+    drop(memcached);
+
+    // Peak memory of a fresh sidecar while 16 clients each upload 256 MiB at once.
+    const BIG: u64 = 256 * 1024 * 1024;
+    let memcached = Memcached::start_with(
+        ["-m", "5000", "-M", "-I", "1m", "-t", "2"]
+            .map(String::from)
+            .to_vec(),
+    );
+    let sidecar_process = Sidecar::start(
+        BINARY,
+        &[
+            "--memcached",
+            &memcached.address(),
+            "--chunk-size",
+            &CHUNK.to_string(),
+        ],
+    );
+    let url = sidecar_process.data_url();
+    let http = Client::new();
+    let before = peak_rss_kib(sidecar_process.pid().unwrap_or(0));
+    let started = Instant::now();
+    let uploads = (0..16).map(|client| {
+        let (http, url) = (http.clone(), url.clone());
+        tokio::spawn(async move {
+            let piece = Bytes::from(vec![client as u8; 1024 * 1024]);
+            let body = futures::stream::iter(
+                (0..BIG / (1024 * 1024)).map(move |_| Ok::<_, std::io::Error>(piece.clone())),
+            );
+            let response = http
+                .put(format!("{url}/DataFile/"))
+                .header("content-length", BIG)
+                .body(reqwest::Body::wrap_stream(body))
+                .send()
+                .await;
+            response.map(|r| r.status().as_u16()).unwrap_or(0)
+        })
+    });
+    let statuses: Vec<u16> = futures::future::join_all(uploads)
+        .await
+        .into_iter()
+        .map(|s| s.unwrap_or(0))
+        .collect();
+    let elapsed = started.elapsed().as_secs_f64();
+    let peak = peak_rss_kib(sidecar_process.pid().unwrap_or(0));
+    println!(
+        "16 x 256 MiB uploads: statuses {:?}, {:.0} MiB/s, sidecar peak RSS {:.1} MiB (before: {:.1} MiB)",
+        statuses.iter().collect::<std::collections::BTreeSet<_>>(),
+        (16 * BIG) as f64 / MIB / elapsed,
+        peak as f64 / 1024.0,
+        before as f64 / 1024.0
+    );
+}
