@@ -109,6 +109,16 @@ impl PageCache {
         }
     }
 
+    /// Forget a page a commit replaced: only scans of older snapshots may still want it, and
+    /// keeping it would push current pages out.
+    pub fn remove(&self, db: DbId, page: PageId) {
+        let mut lru = self.lock();
+        if let Some(entry) = lru.entries.remove(&(db, page)) {
+            lru.by_age.remove(&entry.tick);
+            lru.bytes -= entry.bytes;
+        }
+    }
+
     pub fn stats(&self) -> PageCacheStats {
         let lru = self.lock();
         PageCacheStats {

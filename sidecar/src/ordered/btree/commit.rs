@@ -68,7 +68,27 @@ pub async fn submit(
     })?
 }
 
+/// Drops a database's queue if its commit task panics, so that the batches in it fail
+/// instead of waiting forever and the next write starts a new task.
+struct QueueGuard<'a> {
+    inner: &'a Inner,
+    db: DbId,
+}
+
+impl Drop for QueueGuard<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.inner
+                .queues
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .remove(&self.db);
+        }
+    }
+}
+
 async fn run_queue(inner: Arc<Inner>, db: DbId, sublevel: Sublevel) {
+    let _guard = QueueGuard { inner: &inner, db };
     loop {
         let group: Vec<Pending> = {
             let mut queues = inner
@@ -323,7 +343,7 @@ async fn try_commit(
     let current = inner.read_root_for_update(db, sublevel).await?;
     let base = match &current {
         Some((record, _)) => record.clone(),
-        None => RootRecord::empty(sublevel.clone()),
+        None => Arc::new(RootRecord::empty(sublevel.clone())),
     };
 
     // The group's net effect, checking each batch on the state the batches before it leave.
@@ -398,13 +418,13 @@ async fn try_commit(
     let page_keys: Vec<ItemKey> = build
         .pages
         .iter()
-        .filter_map(|(page, _)| page_key(db, *page).ok())
+        .filter_map(|(page, _, _)| page_key(db, *page).ok())
         .collect();
     let written = async {
         let items = build
             .pages
             .iter()
-            .map(|(page, bytes)| Ok((page_key(db, *page)?, Bytes::from(bytes.clone()))))
+            .map(|(page, item, _)| Ok((page_key(db, *page)?, item.clone())))
             .collect::<OrderedResult<Vec<_>>>()?;
         add_all(inner, items).await
     }
@@ -428,6 +448,7 @@ async fn try_commit(
         garbage,
     };
     let item = Bytes::from(record.encode());
+    let record_garbage = record.garbage;
     let key = root_key(db)?;
     let outcome = match &current {
         Some((_, token)) => inner.items.cas(&key, item, *token, Expiry::Never).await,
@@ -445,6 +466,15 @@ async fn try_commit(
     };
     match outcome {
         Ok(CasOutcome::Stored) => {
+            // The new pages are the current ones: the next reads will want them.
+            for (page, item, node) in build.pages {
+                inner.cache.insert(db, page, node, item.len());
+            }
+            for replaced in record_garbage.iter().chain(&overflow) {
+                if let Garbage::Page(page) = replaced {
+                    inner.cache.remove(db, *page);
+                }
+            }
             expire(inner, db, &overflow).await;
             delete_values(inner, db, &unused).await;
             Ok(Some(results))

@@ -78,6 +78,9 @@ const MAX_ROOT_GARBAGE: usize = 2048;
 /// Room in the root record for its header and garbage list.
 const ROOT_HEADROOM: usize = 64 + MAX_ROOT_GARBAGE * 18;
 
+/// Databases whose last decoded root record is kept (each at most a root node in size).
+const ROOT_CACHE_ENTRIES: usize = 16;
+
 /// The configuration made to fit the memcached servers' item limit.
 #[derive(Clone, Copy, Debug)]
 struct Limits {
@@ -125,6 +128,7 @@ struct Inner {
     items: SharedItemStore,
     limits: Limits,
     cache: PageCache,
+    roots: Mutex<HashMap<DbId, (bytes::Bytes, Arc<node::RootRecord>)>>,
     queues: Mutex<HashMap<DbId, DbQueue>>,
 }
 
@@ -148,6 +152,7 @@ impl MemcachedOrderedStore {
                 items,
                 limits,
                 cache: PageCache::new(config.cache),
+                roots: Mutex::new(HashMap::new()),
                 queues: Mutex::new(HashMap::new()),
             }),
         })

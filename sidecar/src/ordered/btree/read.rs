@@ -40,11 +40,45 @@ impl Inner {
         &self,
         db: DbId,
         sublevel: &Sublevel,
-    ) -> OrderedResult<RootRecord> {
+    ) -> OrderedResult<Arc<RootRecord>> {
         match self.items.get(&root_key(db)?).await? {
-            Some(item) => self.decode_root(sublevel, &item),
-            None => Ok(RootRecord::empty(sublevel.clone())),
+            Some(item) => self.root_from(db, sublevel, item),
+            None => Ok(Arc::new(RootRecord::empty(sublevel.clone()))),
         }
+    }
+
+    /// Decode a root record, reusing the last decoding when the item has not changed: a
+    /// big root (thousands of children) costs more to decode than to compare.
+    fn root_from(
+        &self,
+        db: DbId,
+        sublevel: &Sublevel,
+        item: Bytes,
+    ) -> OrderedResult<Arc<RootRecord>> {
+        let roots = self
+            .roots
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some((bytes, record)) = roots.get(&db)
+            && *bytes == item
+            && &record.sublevel == sublevel
+        {
+            return Ok(record.clone());
+        }
+        drop(roots);
+        let record = Arc::new(self.decode_root(sublevel, &item)?);
+        let mut roots = self
+            .roots
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if roots.len() >= super::ROOT_CACHE_ENTRIES
+            && !roots.contains_key(&db)
+            && let Some(victim) = roots.keys().next().copied()
+        {
+            roots.remove(&victim);
+        }
+        roots.insert(db, (item, record.clone()));
+        Ok(record)
     }
 
     /// The current root record with its CAS token, `None` if it does not exist yet.
@@ -52,9 +86,9 @@ impl Inner {
         &self,
         db: DbId,
         sublevel: &Sublevel,
-    ) -> OrderedResult<Option<(RootRecord, CasToken)>> {
+    ) -> OrderedResult<Option<(Arc<RootRecord>, CasToken)>> {
         match self.items.gets(&root_key(db)?).await? {
-            Some((item, token)) => Ok(Some((self.decode_root(sublevel, &item)?, token))),
+            Some((item, token)) => Ok(Some((self.root_from(db, sublevel, item)?, token))),
             None => Ok(None),
         }
     }

@@ -4,6 +4,9 @@
 //! Nodes larger than a page split into even pieces; a rewritten node smaller than a quarter
 //! page merges with a neighbour, so deletes do not leave a trail of tiny pages.
 
+use std::sync::Arc;
+
+use bytes::Bytes;
 use futures::future::BoxFuture;
 
 use super::Inner;
@@ -17,14 +20,16 @@ pub type Change = (String, Option<LeafValue>);
 /// What a commit produces besides its root.
 #[derive(Default)]
 pub struct Build {
-    pub pages: Vec<(PageId, Vec<u8>)>,
+    /// New pages: id, encoded item, and the node (cached once the commit succeeds).
+    pub pages: Vec<(PageId, Bytes, Arc<Node>)>,
     pub garbage: Vec<Garbage>,
 }
 
 impl Build {
-    fn write(&mut self, node: &Node) -> PageId {
+    fn write(&mut self, node: Node) -> PageId {
         let id = PageId::fresh();
-        self.pages.push((id, node.encode_page(id)));
+        let item = Bytes::from(node.encode_page(id));
+        self.pages.push((id, item, Arc::new(node)));
         id
     }
 }
@@ -152,7 +157,7 @@ impl TreeWriter<'_> {
                 }
                 _ => {
                     let mut children = Vec::with_capacity(pieces.len());
-                    for (index, piece) in pieces.iter().enumerate() {
+                    for (index, piece) in std::mem::take(&mut pieces).into_iter().enumerate() {
                         let separator = if index == 0 {
                             String::new()
                         } else {
@@ -262,7 +267,7 @@ impl TreeWriter<'_> {
             match child {
                 Child::Kept(separator, page) => written.push((separator, page)),
                 Child::Rebuilt(separator, node) => {
-                    let page = self.build.write(&node);
+                    let page = self.build.write(node);
                     written.push((separator, page));
                 }
             }
