@@ -317,6 +317,17 @@ async fn delete_values(inner: &Inner, db: DbId, values: &[ValueRef]) {
     delete_keys(inner, garbage_keys(db, &garbage)).await;
 }
 
+/// The root a commit starts from is current: a page or value of it missing is lost data.
+fn missing_is_corrupt(sublevel: &Sublevel, error: OrderedError) -> OrderedError {
+    match error {
+        OrderedError::SnapshotExpired(_) => OrderedError::Corrupt(
+            sublevel.clone(),
+            "an item of the current tree is missing from memcached".into(),
+        ),
+        other => other,
+    }
+}
+
 struct Failure {
     error: OrderedError,
     /// The root record may or may not have been replaced: nothing may be cleaned up.
@@ -356,12 +367,20 @@ async fn try_commit(
                 Some((None, _)) => wanted.is_none(),
                 Some((Some(LeafValue::Inline(text)), _)) => wanted.as_deref() == Some(text),
                 Some((Some(LeafValue::OutOfLine(_)), text)) => wanted.as_deref() == *text,
-                None => match inner.lookup(db, sublevel, &base.root, key).await? {
+                None => match inner
+                    .lookup(db, sublevel, &base.root, key)
+                    .await
+                    .map_err(|error| missing_is_corrupt(sublevel, error))?
+                {
                     None => wanted.is_none(),
                     Some(LeafValue::Inline(text)) => wanted.as_deref() == Some(text.as_str()),
                     Some(LeafValue::OutOfLine(reference)) => match wanted {
                         Some(wanted) if wanted.len() as u64 == reference.len => {
-                            inner.value(db, sublevel, &reference).await? == *wanted
+                            inner
+                                .value(db, sublevel, &reference)
+                                .await
+                                .map_err(|error| missing_is_corrupt(sublevel, error))?
+                                == *wanted
                         }
                         _ => false,
                     },
