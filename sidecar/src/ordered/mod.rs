@@ -4,6 +4,7 @@
 //! metadata service and the implementations: [`MemoryOrderedStore`], a plain in-process map that
 //! is also the model the real store is tested against.
 
+pub mod btree;
 mod memory;
 
 use std::fmt;
@@ -14,6 +15,7 @@ use futures::stream::BoxStream;
 
 use crate::items::ItemError;
 
+pub use btree::{MemcachedOrderedStore, PageCacheConfig, PageCacheStats, TreeConfig};
 pub use memory::MemoryOrderedStore;
 
 /// The path of one database: `[]` is the root, `["bucket"]` a bucket's database.
@@ -115,6 +117,12 @@ pub enum OrderedError {
     Conflict,
     #[error("database {0} is corrupt: {1}")]
     Corrupt(Sublevel, String),
+    /// A scan outlived the grace period after its snapshot was replaced, and the pages it
+    /// still needed have been reclaimed.
+    #[error(
+        "the snapshot of database {0} this scan reads has been reclaimed; start the scan again"
+    )]
+    SnapshotExpired(Sublevel),
 }
 
 pub type OrderedResult<T> = Result<T, OrderedError>;

@@ -1,0 +1,247 @@
+//! Reading a database: its root record, pages through the cache, out-of-line values, and
+//! point lookups.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::Inner;
+use super::codec::DecodeError;
+use super::ids::{DbId, PageId, chunk_key, page_key, root_key};
+use super::node::{LeafValue, Node, RootRecord, ValueRef, decode_chunk};
+use crate::items::CasToken;
+use crate::ordered::{OrderedError, OrderedResult, Sublevel};
+
+/// Index of the child whose subtree may hold `key`.
+pub fn child_index(children: &[(String, PageId)], key: &str) -> usize {
+    children
+        .partition_point(|(separator, _)| separator.as_str() <= key)
+        .saturating_sub(1)
+}
+
+fn corrupt(sublevel: &Sublevel, what: &str, error: DecodeError) -> OrderedError {
+    OrderedError::Corrupt(sublevel.clone(), format!("{what}: {error}"))
+}
+
+impl Inner {
+    fn decode_root(&self, sublevel: &Sublevel, item: &[u8]) -> OrderedResult<RootRecord> {
+        let record = RootRecord::decode(item).map_err(|e| corrupt(sublevel, "root record", e))?;
+        if &record.sublevel != sublevel {
+            return Err(OrderedError::Corrupt(
+                sublevel.clone(),
+                format!("root record belongs to database {}", record.sublevel),
+            ));
+        }
+        Ok(record)
+    }
+
+    /// The current root record (an empty tree if the database never held a key).
+    pub(super) async fn read_root(
+        &self,
+        db: DbId,
+        sublevel: &Sublevel,
+    ) -> OrderedResult<Arc<RootRecord>> {
+        match self.items.get(&root_key(db)?).await? {
+            Some(item) => self.root_from(db, sublevel, item),
+            None => Ok(Arc::new(RootRecord::empty(sublevel.clone()))),
+        }
+    }
+
+    /// Decode a root record, reusing the last decoding when the item has not changed: a
+    /// big root (thousands of children) costs more to decode than to compare.
+    fn root_from(
+        &self,
+        db: DbId,
+        sublevel: &Sublevel,
+        item: Bytes,
+    ) -> OrderedResult<Arc<RootRecord>> {
+        let roots = self
+            .roots
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some((bytes, record)) = roots.get(&db)
+            && *bytes == item
+            && &record.sublevel == sublevel
+        {
+            return Ok(record.clone());
+        }
+        drop(roots);
+        let record = Arc::new(self.decode_root(sublevel, &item)?);
+        let mut roots = self
+            .roots
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if roots.len() >= super::ROOT_CACHE_ENTRIES
+            && !roots.contains_key(&db)
+            && let Some(victim) = roots.keys().next().copied()
+        {
+            roots.remove(&victim);
+        }
+        roots.insert(db, (item, record.clone()));
+        Ok(record)
+    }
+
+    /// The current root record with its CAS token, `None` if it does not exist yet.
+    pub(super) async fn read_root_for_update(
+        &self,
+        db: DbId,
+        sublevel: &Sublevel,
+    ) -> OrderedResult<Option<(Arc<RootRecord>, CasToken)>> {
+        match self.items.gets(&root_key(db)?).await? {
+            Some((item, token)) => Ok(Some((self.root_from(db, sublevel, item)?, token))),
+            None => Ok(None),
+        }
+    }
+
+    fn decode_page(
+        &self,
+        db: DbId,
+        sublevel: &Sublevel,
+        page: PageId,
+        item: &Bytes,
+    ) -> OrderedResult<Arc<Node>> {
+        let node =
+            Arc::new(Node::decode_page(item, page).map_err(|e| corrupt(sublevel, "page", e))?);
+        self.cache.insert(db, page, node.clone(), item.len());
+        Ok(node)
+    }
+
+    /// A page, from the cache or memcached. A missing page means the snapshot that refers
+    /// to it was replaced more than a grace period ago.
+    pub(super) async fn page(
+        &self,
+        db: DbId,
+        sublevel: &Sublevel,
+        page: PageId,
+    ) -> OrderedResult<Arc<Node>> {
+        if let Some(node) = self.cache.get(db, page) {
+            return Ok(node);
+        }
+        match self.items.get(&page_key(db, page)?).await? {
+            Some(item) => self.decode_page(db, sublevel, page, &item),
+            None => Err(OrderedError::SnapshotExpired(sublevel.clone())),
+        }
+    }
+
+    /// Several pages in one round trip for those not cached; results in input order.
+    pub(super) async fn pages(
+        &self,
+        db: DbId,
+        sublevel: &Sublevel,
+        ids: &[PageId],
+    ) -> OrderedResult<Vec<Arc<Node>>> {
+        let mut found: Vec<Option<Arc<Node>>> =
+            ids.iter().map(|id| self.cache.get(db, *id)).collect();
+        let missing: Vec<usize> = (0..ids.len()).filter(|i| found[*i].is_none()).collect();
+        if !missing.is_empty() {
+            let keys = missing
+                .iter()
+                .map(|i| page_key(db, ids[*i]))
+                .collect::<OrderedResult<Vec<_>>>()?;
+            let items = self.items.get_many(&keys).await?;
+            for (i, item) in missing.into_iter().zip(items) {
+                let item = item.ok_or_else(|| OrderedError::SnapshotExpired(sublevel.clone()))?;
+                found[i] = Some(self.decode_page(db, sublevel, ids[i], &item)?);
+            }
+        }
+        found
+            .into_iter()
+            .map(|node| node.ok_or_else(|| OrderedError::SnapshotExpired(sublevel.clone())))
+            .collect()
+    }
+
+    /// An out-of-line value, checked against the length and checksum in its leaf.
+    pub(super) async fn value(
+        &self,
+        db: DbId,
+        sublevel: &Sublevel,
+        value: &ValueRef,
+    ) -> OrderedResult<String> {
+        let keys = (0..value.chunks)
+            .map(|index| chunk_key(db, value.id, index))
+            .collect::<OrderedResult<Vec<_>>>()?;
+        let items = self.items.get_many(&keys).await?;
+        let mut bytes = Vec::with_capacity(usize::try_from(value.len).unwrap_or(0));
+        for (index, item) in (0..value.chunks).zip(items) {
+            let item = item.ok_or_else(|| OrderedError::SnapshotExpired(sublevel.clone()))?;
+            bytes.extend_from_slice(
+                decode_chunk(&item, value.id, index)
+                    .map_err(|e| corrupt(sublevel, "value chunk", e))?,
+            );
+        }
+        if bytes.len() as u64 != value.len || crc32c::crc32c(&bytes) != value.crc {
+            return Err(OrderedError::Corrupt(
+                sublevel.clone(),
+                "value does not match its checksum".into(),
+            ));
+        }
+        String::from_utf8(bytes).map_err(|_| corrupt(sublevel, "value", DecodeError::Utf8))
+    }
+
+    pub(super) async fn resolve(
+        &self,
+        db: DbId,
+        sublevel: &Sublevel,
+        value: LeafValue,
+    ) -> OrderedResult<String> {
+        match value {
+            LeafValue::Inline(text) => Ok(text),
+            LeafValue::OutOfLine(reference) => self.value(db, sublevel, &reference).await,
+        }
+    }
+
+    /// The leaf entry of `key` in the tree under `root`.
+    pub(super) async fn lookup(
+        &self,
+        db: DbId,
+        sublevel: &Sublevel,
+        root: &Arc<Node>,
+        key: &str,
+    ) -> OrderedResult<Option<LeafValue>> {
+        let mut node = root.clone();
+        loop {
+            let child = match node.as_ref() {
+                Node::Leaf(entries) => {
+                    return Ok(entries
+                        .binary_search_by(|(entry, _)| entry.as_str().cmp(key))
+                        .ok()
+                        .map(|i| entries[i].1.clone()));
+                }
+                Node::Internal(children) => match children.get(child_index(children, key)) {
+                    Some((_, page)) => *page,
+                    None => return Ok(None),
+                },
+            };
+            node = self.page(db, sublevel, child).await?;
+        }
+    }
+
+    pub(super) async fn get(
+        &self,
+        db: DbId,
+        sublevel: &Sublevel,
+        key: &str,
+    ) -> OrderedResult<Option<String>> {
+        // A page can vanish between reading the root and the page only if the root was
+        // replaced long ago in between; one fresh attempt tells that from lost data.
+        for attempt in 0..2 {
+            let root = self.read_root(db, sublevel).await?;
+            let found = match self.lookup(db, sublevel, &root.root, key).await {
+                Ok(found) => found,
+                Err(OrderedError::SnapshotExpired(_)) if attempt == 0 => continue,
+                Err(error) => return Err(error),
+            };
+            return match found {
+                None => Ok(None),
+                Some(value) => match self.resolve(db, sublevel, value).await {
+                    Err(OrderedError::SnapshotExpired(_)) if attempt == 0 => continue,
+                    other => other.map(Some),
+                },
+            };
+        }
+        Err(OrderedError::Corrupt(
+            sublevel.clone(),
+            "a page of the current tree is missing from memcached".into(),
+        ))
+    }
+}
