@@ -2,4 +2,5 @@
 //! with every byte kept in memcached.
 
 pub mod items;
+pub mod metadata;
 pub mod ordered;
