@@ -7,9 +7,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use zenko_memcached_sidecar::items::ItemError;
 use zenko_memcached_sidecar::items::{EmbeddedStore, MemcachedStore, SharedItemStore};
 use zenko_memcached_sidecar::metadata::{MetadataConfig, MetadataService, router};
-use zenko_memcached_sidecar::ordered::{MemoryOrderedStore, OrderedStore};
+use zenko_memcached_sidecar::ordered::{
+    Batch, KeyRange, MemoryOrderedStore, OrderedError, OrderedResult, OrderedStore, ScanStream,
+    Sublevel,
+};
 
 fn js_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/js")
@@ -138,7 +142,15 @@ async fn uuid_is_stable_across_restarts_with_memcached() {
         items
     };
     let first_server = serve(Arc::new(MemoryOrderedStore::default()), connect().await).await;
-    let first = uuid_of(&scenario(&first_server, "4", "uuid", None).await);
+    let first_output = scenario(&first_server, "4", "uuid", None).await;
+    let first = uuid_of(&first_output);
+    let total: u64 = first_output
+        .lines()
+        .find_map(|line| line.strip_prefix("TOTAL "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(Some(total), memcached.stat("limit_maxbytes"));
     drop(first_server);
     // A new process (new service, new connections) over the same memcached.
     let second_server = serve(Arc::new(MemoryOrderedStore::default()), connect().await).await;
@@ -151,4 +163,31 @@ async fn uuid_is_stable_across_restarts_with_memcached() {
         uuid_of(&scenario(&third_server, "4", "uuid", None).await),
         first
     );
+}
+
+/// An ordered store whose memcached is full: every operation fails that way.
+struct FullStore;
+
+#[async_trait::async_trait]
+impl OrderedStore for FullStore {
+    async fn get(&self, _: &Sublevel, _: &str) -> OrderedResult<Option<String>> {
+        Err(OrderedError::Items(ItemError::Full))
+    }
+    async fn write(&self, _: &Sublevel, _: Batch) -> OrderedResult<()> {
+        Err(OrderedError::Items(ItemError::Full))
+    }
+    async fn scan(&self, _: &Sublevel, _: KeyRange, _: bool) -> OrderedResult<ScanStream> {
+        Err(OrderedError::Items(ItemError::Full))
+    }
+    async fn databases(&self) -> OrderedResult<Vec<Sublevel>> {
+        Err(OrderedError::Items(ItemError::Full))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn storage_full_is_reported_to_both_generations() {
+    let items: SharedItemStore = Arc::new(EmbeddedStore::new(64 << 20, 2 << 20));
+    let server = serve(Arc::new(FullStore), items).await;
+    scenario(&server, "4", "full", None).await;
+    scenario(&server, "2", "full", None).await;
 }

@@ -339,7 +339,28 @@ scenarios.malformed = async c => {
 
 scenarios.uuid = async c => {
     const uuid = await c.call('getUUID', []);
+    const usage = await c.call('getDiskUsage', []);
+    assert.ok(usage.total > 0 && usage.available <= usage.total && usage.free === usage.available,
+        JSON.stringify(usage));
     console.log(`UUID ${uuid}`);
+    console.log(`TOTAL ${usage.total}`);
+};
+
+// Against a store that reports memcached full: clear errors, and the server keeps serving.
+scenarios.full = async c => {
+    for (const [name, args] of [
+        ['put', ['k', '{}', {}]],
+        ['put', ['k', '{}', { versioning: true }]],
+        ['get', ['k', {}]],
+        ['del', ['k', { versionId: 'v' }]],
+        ['createReadStream', [{}]],
+        ['rawListKeys', [{}]],
+    ]) {
+        const wire = await expectError(c.call(name, args, ['b']), 'InternalError');
+        assert.strictEqual(wire.code, 500);
+        assert.ok(wire.description.includes('storage full'), `${name}: ${wire.description}`);
+    }
+    await scenarios.manifest(c);
 };
 
 async function main() {
