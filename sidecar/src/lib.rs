@@ -7,6 +7,7 @@ pub mod config;
 pub mod data;
 pub mod health;
 pub mod items;
+pub mod metadata;
 pub mod metrics;
 pub mod ordered;
 pub mod server;

@@ -1,0 +1,270 @@
+//! The metadata API handlers: put, get, del, getDiskUsage, createReadStream, rawListKeys,
+//! getUUID, over the versioning engine and the ordered store.
+
+use std::ops::Bound;
+use std::sync::Arc;
+
+use futures::{StreamExt, TryStreamExt, stream};
+use serde_json::{Value, json};
+
+use super::errors::{MetadataError, MetadataResult};
+use super::listing::Listing;
+use super::stream::ItemStream;
+use super::uuid::DeploymentUuid;
+use super::versioning::{PutOptions, VersionSelector, VersioningEngine};
+use crate::items::SharedItemStore;
+use crate::ordered::{KeyRange, OrderedStore, Sublevel};
+
+/// The calls of the service, as the manifest lists them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Api {
+    Put,
+    Get,
+    Del,
+    GetDiskUsage,
+    CreateReadStream,
+    RawListKeys,
+    GetUuid,
+}
+
+impl Api {
+    pub const ALL: [Api; 7] = [
+        Api::Put,
+        Api::Get,
+        Api::Del,
+        Api::GetDiskUsage,
+        Api::CreateReadStream,
+        Api::RawListKeys,
+        Api::GetUuid,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Api::Put => "put",
+            Api::Get => "get",
+            Api::Del => "del",
+            Api::GetDiskUsage => "getDiskUsage",
+            Api::CreateReadStream => "createReadStream",
+            Api::RawListKeys => "rawListKeys",
+            Api::GetUuid => "getUUID",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Api> {
+        Api::ALL.into_iter().find(|api| api.name() == name)
+    }
+}
+
+/// What a call answers: a value, or a stream whose marker is the value.
+pub enum Answer {
+    Value(Value),
+    Stream(ItemStream),
+}
+
+/// Positional arguments of a call, checked one by one.
+pub struct Args<'a>(&'a [Value]);
+
+impl<'a> Args<'a> {
+    pub fn new(args: &'a [Value]) -> Args<'a> {
+        Args(args)
+    }
+
+    fn string(&self, index: usize, what: &str) -> MetadataResult<&'a str> {
+        match self.0.get(index) {
+            Some(Value::String(s)) => Ok(s),
+            Some(_) => Err(MetadataError::InvalidArgument(format!(
+                "{what} must be a string"
+            ))),
+            None => Err(MetadataError::InvalidArgument(format!("{what} is missing"))),
+        }
+    }
+
+    fn options(&self, index: usize) -> &'a Value {
+        self.0.get(index).unwrap_or(&Value::Null)
+    }
+}
+
+pub struct Handlers {
+    pub engine: VersioningEngine,
+    pub items: SharedItemStore,
+    pub uuid: DeploymentUuid,
+}
+
+fn result_or_null(result: Option<String>) -> Value {
+    result.map_or(Value::Null, Value::String)
+}
+
+impl Handlers {
+    fn store(&self) -> &Arc<dyn OrderedStore> {
+        self.engine.store()
+    }
+
+    pub async fn call(&self, api: Api, db: &Sublevel, args: Args<'_>) -> MetadataResult<Answer> {
+        let value = match api {
+            Api::Put => {
+                let key = args.string(0, "key")?;
+                let value = args.string(1, "value")?;
+                let options = PutOptions::parse(args.options(2))?;
+                result_or_null(self.engine.put(db, key, value, &options).await?)
+            }
+            Api::Get => {
+                let key = args.string(0, "key")?;
+                let selector = VersionSelector::parse(args.options(1))?;
+                Value::String(self.engine.get(db, key, &selector).await?)
+            }
+            Api::Del => {
+                let key = args.string(0, "key")?;
+                let selector = VersionSelector::parse(args.options(1))?;
+                result_or_null(self.engine.del(db, key, &selector).await?)
+            }
+            Api::GetDiskUsage => self.disk_usage().await?,
+            Api::GetUuid => Value::String(self.uuid.get().await?),
+            Api::CreateReadStream => {
+                let listing = Listing::parse(args.options(0))?;
+                return Ok(Answer::Stream(self.read_stream(db, listing).await?));
+            }
+            Api::RawListKeys => {
+                let listing = Listing::parse(args.options(0))?;
+                return Ok(Answer::Stream(self.raw_keys(listing).await?));
+            }
+        };
+        Ok(Answer::Value(value))
+    }
+
+    /// `{available, free, total}` of memcached's memory.
+    async fn disk_usage(&self) -> MetadataResult<Value> {
+        let stats = self.items.stats().await?;
+        let free = stats.limit_bytes.saturating_sub(stats.used_bytes);
+        Ok(json!({"available": free, "free": free, "total": stats.limit_bytes}))
+    }
+
+    async fn read_stream(&self, db: &Sublevel, listing: Listing) -> MetadataResult<ItemStream> {
+        if listing.empty {
+            return Ok(stream::empty().boxed());
+        }
+        let scan = self
+            .store()
+            .scan(db, listing.range.clone(), listing.reverse)
+            .await?;
+        let limit = listing
+            .limit
+            .map_or(usize::MAX, |l| usize::try_from(l).unwrap_or(usize::MAX));
+        Ok(scan
+            .take(limit)
+            .map(move |item| {
+                item.map(|(key, value)| listing.item(key, value))
+                    .map_err(MetadataError::from)
+            })
+            .boxed())
+    }
+
+    /// Every key of every database in level-sublevel's physical encoding
+    /// (`!<path joined by #>!<key>`), options applied to the encoded keys.
+    async fn raw_keys(&self, listing: Listing) -> MetadataResult<ItemStream> {
+        if listing.empty {
+            return Ok(stream::empty().boxed());
+        }
+        let mut prefixes: Vec<(String, Sublevel)> = self
+            .store()
+            .databases()
+            .await?
+            .into_iter()
+            .map(|db| (format!("!{}!", db.path().join("#")), db))
+            .collect();
+        // Databases come out in the order of their encoded prefixes; keys of one prefix all
+        // sort before those of a greater one unless a sublevel name contains `!` or `#`.
+        prefixes.sort();
+        if listing.reverse {
+            prefixes.reverse();
+        }
+        let store = self.store().clone();
+        let range = listing.range.clone();
+        let reverse = listing.reverse;
+        let per_db = stream::iter(prefixes).then(move |(prefix, db)| {
+            let store = store.clone();
+            let range = range.clone();
+            async move {
+                let inner = match db_range(&prefix, &range) {
+                    Some(inner) => store.scan(&db, inner, reverse).await?,
+                    None => stream::empty().boxed(),
+                };
+                Ok::<_, MetadataError>(inner.map(move |item| {
+                    item.map(|(key, value)| (format!("{prefix}{key}"), value))
+                        .map_err(MetadataError::from)
+                }))
+            }
+        });
+        let limit = listing
+            .limit
+            .map_or(usize::MAX, |l| usize::try_from(l).unwrap_or(usize::MAX));
+        let range = listing.range.clone();
+        Ok(per_db
+            .try_flatten()
+            .try_filter(move |(key, _)| std::future::ready(range.contains(key)))
+            .take(limit)
+            .map(move |item| item.map(|(key, value)| listing.item(key, value)))
+            .boxed())
+    }
+}
+
+/// The part of a raw-key range that falls inside one database, in that database's own keys;
+/// `None` when the range misses the database entirely. Bounds that do not start with the
+/// prefix only tell whether the whole database is in or out.
+fn db_range(prefix: &str, range: &KeyRange) -> Option<KeyRange> {
+    let lower = match &range.lower {
+        Bound::Unbounded => Bound::Unbounded,
+        Bound::Included(b) | Bound::Excluded(b) => match b.strip_prefix(prefix) {
+            Some(rest) => match &range.lower {
+                Bound::Excluded(_) => Bound::Excluded(rest.to_owned()),
+                _ => Bound::Included(rest.to_owned()),
+            },
+            None if b.as_str() < prefix => Bound::Unbounded,
+            None => return None,
+        },
+    };
+    let upper = match &range.upper {
+        Bound::Unbounded => Bound::Unbounded,
+        Bound::Included(b) | Bound::Excluded(b) => match b.strip_prefix(prefix) {
+            Some(rest) => match &range.upper {
+                Bound::Excluded(_) => Bound::Excluded(rest.to_owned()),
+                _ => Bound::Included(rest.to_owned()),
+            },
+            None if b.as_str() > prefix => Bound::Unbounded,
+            None => return None,
+        },
+    };
+    Some(KeyRange { lower, upper })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn raw_ranges_translate_per_database() {
+        let all = KeyRange::all();
+        assert_eq!(db_range("!b!", &all), Some(KeyRange::all()));
+        let r = KeyRange {
+            lower: Bound::Included("!b!k".into()),
+            upper: Bound::Excluded("!c!".into()),
+        };
+        assert_eq!(
+            db_range("!b!", &r),
+            Some(KeyRange {
+                lower: Bound::Included("k".into()),
+                upper: Bound::Unbounded
+            })
+        );
+        assert_eq!(db_range("!a!", &r), None);
+        assert_eq!(db_range("!d!", &r), None);
+    }
+
+    #[test]
+    fn api_names_round_trip() {
+        for api in Api::ALL {
+            assert_eq!(Api::from_name(api.name()), Some(api));
+        }
+        assert_eq!(Api::from_name("getManifest"), None);
+        assert_eq!(Api::from_name("nope"), None);
+    }
+}

@@ -1,0 +1,251 @@
+//! The METADATA service: Arsenal's `/MDFile/metadata` socket.io RPC over the ordered store,
+//! for socket.io 4.x (Engine.IO 4) and 2.x (Engine.IO 3) clients at once.
+
+pub mod api;
+pub mod errors;
+pub mod listing;
+pub mod metrics;
+pub mod rpc;
+pub mod stream;
+pub mod uuid;
+pub mod versioning;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use socketioxide::SocketIo;
+use socketioxide::extract::{AckSender, Event, SocketRef, TryData};
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::items::SharedItemStore;
+use crate::ordered::OrderedStore;
+use api::{Answer, Args, Handlers};
+pub use errors::{MetadataError, MetadataResult};
+pub use metrics::CallObserver;
+use rpc::{CallName, CallRequest};
+use stream::{StreamId, StreamRegistry};
+pub use versioning::{ReplicationGroupId, VersionId};
+
+/// The socket.io namespace CloudServer connects to.
+pub const NAMESPACE: &str = "/MDFile/metadata";
+/// Largest message accepted, as Arsenal's socket.io 4.x servers (`maxHttpBufferSize`).
+pub const MAX_PAYLOAD: u64 = 100_000_000;
+
+#[derive(Clone)]
+pub struct MetadataConfig {
+    pub replication_group_id: ReplicationGroupId,
+    /// Delay before a placeholder master left by a version delete is repaired in the
+    /// background (reference: 15 s); `None`: only the next get repairs it.
+    pub placeholder_repair_delay: Option<Duration>,
+    /// Told about each finished call (metrics).
+    pub observer: Option<Arc<dyn CallObserver>>,
+}
+
+impl Default for MetadataConfig {
+    fn default() -> Self {
+        MetadataConfig {
+            replication_group_id: ReplicationGroupId::default(),
+            placeholder_repair_delay: Some(Duration::from_secs(15)),
+            observer: None,
+        }
+    }
+}
+
+struct Inner {
+    handlers: Handlers,
+    streams: Arc<StreamRegistry>,
+    observer: Option<Arc<dyn CallObserver>>,
+}
+
+/// The metadata service, shared by every connection.
+#[derive(Clone)]
+pub struct MetadataService {
+    inner: Arc<Inner>,
+}
+
+impl MetadataService {
+    pub fn new(
+        store: Arc<dyn OrderedStore>,
+        items: SharedItemStore,
+        config: MetadataConfig,
+    ) -> MetadataService {
+        let engine = versioning::VersioningEngine::new(
+            store,
+            versioning::VersionIdGenerator::new(config.replication_group_id),
+            config.placeholder_repair_delay,
+        );
+        MetadataService {
+            inner: Arc::new(Inner {
+                handlers: Handlers {
+                    engine,
+                    uuid: uuid::DeploymentUuid::new(items.clone()),
+                    items,
+                },
+                streams: Arc::new(StreamRegistry::default()),
+                observer: config.observer,
+            }),
+        }
+    }
+
+    /// Streams currently being produced (for tests and diagnostics).
+    pub fn open_streams(&self) -> usize {
+        self.inner.streams.len()
+    }
+
+    fn observe(&self, call: &str, outcome: &str, started: Instant) {
+        if let Some(observer) = &self.inner.observer {
+            observer.call_finished(call, outcome, started.elapsed());
+        }
+    }
+
+    /// One `call` event: answer through the ack, then start the stream if there is one.
+    async fn on_call(
+        &self,
+        socket: SocketRef,
+        data: Result<(Value, Value), String>,
+        ack: AckSender,
+        connection: CancellationToken,
+    ) {
+        let started = Instant::now();
+        let parsed = data
+            .map_err(|error| MetadataError::InvalidArgument(format!("malformed call: {error}")))
+            .and_then(|(name, args)| Ok((CallName::parse(&name)?, CallRequest::parse(&args)?)));
+        let (name, request) = match parsed {
+            Ok(parsed) => parsed,
+            Err(error) => {
+                tracing::info!(%error, "refused call");
+                self.observe("unknown", error.label(), started);
+                send_ack(ack, Err(&error));
+                return;
+            }
+        };
+        let span = tracing::info_span!(
+            "metadata_call",
+            call = name.as_str(),
+            req_uids = request.req_uids.as_deref().unwrap_or(""),
+            db = %request.sublevel,
+        );
+        async {
+            let answer = match name {
+                CallName::Manifest => Ok(Answer::Value(rpc::manifest())),
+                CallName::Api(api) => {
+                    self.inner
+                        .handlers
+                        .call(api, &request.sublevel, Args::new(&request.rpc_args))
+                        .await
+                }
+            };
+            match answer {
+                Ok(Answer::Value(value)) => {
+                    self.observe(name.as_str(), "ok", started);
+                    send_ack(ack, Ok(value));
+                }
+                Ok(Answer::Stream(items)) => {
+                    self.observe(name.as_str(), "ok", started);
+                    let id = StreamId::random();
+                    let cancel = self.inner.streams.register(id.clone(), &connection);
+                    // The ack goes into the socket's queue before any stream-data.
+                    send_ack(ack, Ok(stream::marker(&id)));
+                    tokio::spawn(
+                        stream::produce(socket, id, items, cancel, self.inner.streams.clone())
+                            .in_current_span(),
+                    );
+                }
+                Err(error) => {
+                    match &error {
+                        MetadataError::ObjNotFound => tracing::debug!("not found"),
+                        MetadataError::InvalidArgument(_) => tracing::info!(%error, "refused"),
+                        _ => tracing::warn!(%error, "call failed"),
+                    }
+                    self.observe(name.as_str(), error.label(), started);
+                    send_ack(ack, Err(&error));
+                }
+            }
+        }
+        .instrument(span)
+        .await;
+    }
+
+    fn on_hangup(&self, data: Result<Value, String>) {
+        let id = data
+            .ok()
+            .and_then(|v| v.get("streamId").and_then(Value::as_str).map(str::to_owned));
+        match id {
+            Some(id) => {
+                let id = StreamId::from_client(id);
+                if self.inner.streams.hang_up(&id) {
+                    tracing::debug!(stream = %id, "stream hung up by the consumer");
+                }
+            }
+            None => tracing::info!("stream-hangup without a stream id"),
+        }
+    }
+}
+
+fn send_ack(ack: AckSender, answer: Result<Value, &MetadataError>) {
+    let sent = match answer {
+        Ok(value) => ack.send(&(Value::Null, value)),
+        Err(error) => ack.send(&(error.to_wire(),)),
+    };
+    if let Err(error) = sent {
+        tracing::debug!(%error, "could not send the call's ack");
+    }
+}
+
+fn on_connect(socket: SocketRef, service: MetadataService) {
+    tracing::debug!(sid = %socket.id, protocol = ?socket.protocol(), "metadata client connected");
+    let connection = CancellationToken::new();
+    {
+        let service = service.clone();
+        let connection = connection.clone();
+        socket.on(
+            "call",
+            move |socket: SocketRef, TryData(data): TryData<(Value, Value)>, ack: AckSender| {
+                let service = service.clone();
+                let connection = connection.clone();
+                async move {
+                    let data = data.map_err(|error| error.to_string());
+                    service.on_call(socket, data, ack, connection).await;
+                }
+            },
+        );
+    }
+    {
+        let service = service.clone();
+        socket.on("stream-hangup", move |TryData(data): TryData<Value>| {
+            service.on_hangup(data.map_err(|error| error.to_string()));
+            std::future::ready(())
+        });
+    }
+    socket.on_fallback(|Event(event): Event, ack: AckSender| {
+        let error = MetadataError::InvalidArgument(format!("unknown event {event:?}"));
+        tracing::info!(%error, "refused event");
+        send_ack(ack, Err(&error));
+        std::future::ready(())
+    });
+    socket.on_disconnect(move || {
+        // Stop every stream of this connection: nobody will ack them any more.
+        connection.cancel();
+        std::future::ready(())
+    });
+}
+
+/// The socket.io service on an axum router: serve it on `--metadata-addr`.
+pub fn router(service: MetadataService) -> axum::Router {
+    let (layer, io) = SocketIo::builder()
+        .max_payload(MAX_PAYLOAD)
+        .ws_max_message_size(MAX_PAYLOAD as usize)
+        .ws_max_frame_size(MAX_PAYLOAD as usize)
+        .max_buffer_size(1024)
+        .build_layer();
+    // Socket.IO v4 (2.x) clients are always connected to `/` first; without a root namespace
+    // socketioxide closes their connection.
+    io.ns("/", |_socket: SocketRef| std::future::ready(()));
+    io.ns(NAMESPACE, move |socket: SocketRef| {
+        on_connect(socket, service.clone());
+        std::future::ready(())
+    });
+    axum::Router::new().layer(layer)
+}
