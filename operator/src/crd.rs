@@ -27,6 +27,7 @@ pub const GROUP: &str = "zenko.io";
     shortname = "zmm",
     category = "zenko",
     namespaced,
+    doc = "A Zenko memcached storage module: memcached and the CloudServer data/metadata sidecar on the storage nodes. Its status tells where CloudServer connects.",
     status = "ZenkoMemcachedModuleStatus",
     derive = "PartialEq",
     scale(
