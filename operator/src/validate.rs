@@ -302,7 +302,7 @@ mod tests {
     #[test]
     fn several_violations_are_reported_together() {
         let m = module("Bad_Name", |s| {
-            s.memcached.memory_limit_mib = 16;
+            s.memcached.memory_limit_mib = 2;
             s.sidecar.replication_group_id = "RG-0001".into();
             s.placement.spread = SpreadPolicy::Preferred;
             s.memcached.extra_args = vec!["-p=1234".into()];
@@ -311,10 +311,10 @@ mod tests {
         assert!(v.contains(&Violation::NameInvalid {
             name: "Bad_Name".into()
         }));
-        assert!(v.contains(&Violation::MemoryTooSmall { memory_mib: 16 }));
+        assert!(v.contains(&Violation::MemoryTooSmall { memory_mib: 2 }));
         assert!(v.contains(&Violation::ItemSizeOverHalfMemory {
             item_kib: 2048,
-            memory_mib: 16
+            memory_mib: 2
         }));
         assert!(v.contains(&Violation::ReplicationGroupId {
             value: "RG-0001".into()
