@@ -17,6 +17,8 @@ pub const GROUP: &str = "zenko.io";
 
 /// Desired state of a Zenko memcached storage module: memcached and the CloudServer data/metadata
 /// sidecar, run as one StatefulSet on the storage nodes of the cluster.
+// Each `printcolumn(...)` repeats the same keys, which clippy mistakes for duplicated attributes.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[kube(
     group = "zenko.io",
