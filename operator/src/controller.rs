@@ -298,7 +298,14 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<&str>) -> Result<()> {
     let client = ctx.client.clone();
     let modules: Api<ZenkoMemcachedModule> = scoped(&client, namespace);
     // Fail early with a clear message instead of a watcher retrying forever.
-    modules.list(&ListParams::default().limit(1)).await?;
+    if let Err(e) = modules.list(&ListParams::default().limit(1)).await {
+        tracing::error!(
+            error = %e,
+            "cannot list ZenkoMemcachedModules: is the CRD installed (kubectl apply -f \
+             charts/zenko-memcached-operator/crds/) and may the operator list them?"
+        );
+        return Err(e.into());
+    }
     let owned = watcher::Config::default().labels(&format!(
         "{}={}",
         labels::MANAGED_BY_KEY,

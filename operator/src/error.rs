@@ -12,7 +12,7 @@ pub enum Error {
     #[error("the module has no {0}; it must come from the API server")]
     MissingObjectKey(&'static str),
 
-    #[error("Kubernetes API request failed: {0}")]
+    #[error("Kubernetes API: {0}")]
     Kube(#[from] kube::Error),
 
     #[error("could not serialize an object: {0}")]

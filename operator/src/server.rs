@@ -68,3 +68,56 @@ pub async fn serve(addr: SocketAddr, health: Arc<Health>) -> Result<()> {
             source,
         })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use axum::http::Request;
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    async fn get(health: &Arc<Health>, path: &str) -> (StatusCode, String) {
+        let response = router(health.clone())
+            .oneshot(
+                Request::get(path)
+                    .body(Body::empty())
+                    .unwrap_or_else(|e| panic!("{e}")),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let status = response.status();
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        (status, String::from_utf8_lossy(&bytes).into_owned())
+    }
+
+    #[tokio::test]
+    async fn health_readiness_and_metrics() {
+        let mut registry = Registry::default();
+        let metrics = crate::metrics::Metrics::register(&mut registry);
+        metrics.reconciles.inc();
+        let health = Arc::new(Health {
+            registry,
+            ready: false.into(),
+        });
+        assert_eq!(get(&health, "/healthz").await.0, StatusCode::OK);
+        assert_eq!(
+            get(&health, "/readyz").await.0,
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        health.ready.store(true, Ordering::Relaxed);
+        assert_eq!(get(&health, "/readyz").await.0, StatusCode::OK);
+        let (status, text) = get(&health, "/metrics").await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(
+            text.contains("zenko_memcached_operator_reconciles_total 1"),
+            "{text}"
+        );
+        assert_eq!(get(&health, "/nope").await.0, StatusCode::NOT_FOUND);
+    }
+}

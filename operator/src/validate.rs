@@ -37,17 +37,41 @@ impl Validated<'_> {
 /// One problem in a spec.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Violation {
-    NameInvalid { name: String },
-    ChunkTooLarge { chunk: i64, item_kib: i64 },
-    ItemSizeOverHalfMemory { item_kib: i64, memory_mib: i64 },
-    MemoryTooSmall { memory_mib: i64 },
-    ReplicationGroupId { value: String },
+    NameInvalid {
+        name: String,
+    },
+    ChunkTooLarge {
+        chunk: i64,
+        item_kib: i64,
+    },
+    ItemSizeOverHalfMemory {
+        item_kib: i64,
+        memory_mib: i64,
+    },
+    MemoryTooSmall {
+        memory_mib: i64,
+    },
+    ReplicationGroupId {
+        value: String,
+    },
     WarmRestartNeedsRequiredSpread,
-    HostPathNotAbsolute { path: String },
+    HostPathNotAbsolute {
+        path: String,
+    },
     NodeLabelEmpty,
-    ExtraArgConflicts { arg: String },
-    MaxUnavailableTooHigh { max_unavailable: i32, replicas: i32 },
-    PortOutOfRange { field: &'static str, port: i32 },
+    ExtraArgConflicts {
+        arg: String,
+    },
+    MaxUnavailableTooHigh {
+        max_unavailable: i32,
+        replicas: i32,
+    },
+    OutOfRange {
+        field: &'static str,
+        value: i64,
+        min: i64,
+        max: i64,
+    },
 }
 
 /// The smallest memory limit that leaves memcached room for more than a handful of slabs.
@@ -119,9 +143,12 @@ impl fmt::Display for Violation {
                 "podDisruptionBudget.maxUnavailable ({max_unavailable}) must be lower than replicas \
                  ({replicas}), otherwise a drain may take the whole module down"
             ),
-            Self::PortOutOfRange { field, port } => {
-                write!(f, "{field} ({port}) must be between 1 and 65535")
-            }
+            Self::OutOfRange {
+                field,
+                value,
+                min,
+                max,
+            } => write!(f, "{field} ({value}) must be between {min} and {max}"),
         }
     }
 }
@@ -223,12 +250,57 @@ fn violations(name: &str, module: &ZenkoMemcachedModule) -> Vec<Violation> {
             replicas: spec.replicas,
         });
     }
-    for (field, port) in [
-        ("services.dataPort", spec.services.data_port),
-        ("services.metadataPort", spec.services.metadata_port),
-    ] {
-        if !(1..=65535).contains(&port) {
-            found.push(Violation::PortOutOfRange { field, port });
+    let ranges: [(&'static str, i32, i64, i64); 9] = [
+        ("replicas", spec.replicas, 1, 64),
+        (
+            "memcached.memoryLimitMiB",
+            spec.memcached.memory_limit_mib,
+            MIN_MEMORY_MIB,
+            1_048_576,
+        ),
+        (
+            "memcached.maxItemSizeKiB",
+            spec.memcached.max_item_size_kib,
+            1024,
+            1_048_576,
+        ),
+        ("memcached.threads", spec.memcached.threads, 1, 64),
+        (
+            "memcached.maxConnections",
+            spec.memcached.max_connections,
+            64,
+            65536,
+        ),
+        (
+            "sidecar.chunkSizeBytes",
+            spec.sidecar.chunk_size_bytes,
+            4096,
+            1_073_741_824,
+        ),
+        ("services.dataPort", spec.services.data_port, 1, 65535),
+        (
+            "services.metadataPort",
+            spec.services.metadata_port,
+            1,
+            65535,
+        ),
+        (
+            "podDisruptionBudget.maxUnavailable",
+            spec.pod_disruption_budget.max_unavailable,
+            1,
+            64,
+        ),
+    ];
+    for (field, value, min, max) in ranges {
+        let value = i64::from(value);
+        // memoryLimitMiB below the minimum has its own, more helpful, message
+        if !(min..=max).contains(&value) && !(field == "memcached.memoryLimitMiB" && value < min) {
+            found.push(Violation::OutOfRange {
+                field,
+                value,
+                min,
+                max,
+            });
         }
     }
     found
@@ -333,6 +405,31 @@ mod tests {
             vec![Violation::NameInvalid { name: long.clone() }]
         );
         assert!(validate(&module(&long[..MAX_NAME_LEN], |_| {})).is_ok());
+    }
+
+    #[test]
+    fn ranges_are_checked_for_modules_that_skipped_the_schema() {
+        let m = module("store", |s| {
+            s.replicas = 0;
+            s.services.data_port = 70000;
+        });
+        assert_eq!(
+            violations_of(&m),
+            vec![
+                Violation::OutOfRange {
+                    field: "replicas",
+                    value: 0,
+                    min: 1,
+                    max: 64
+                },
+                Violation::OutOfRange {
+                    field: "services.dataPort",
+                    value: 70000,
+                    min: 1,
+                    max: 65535
+                },
+            ]
+        );
     }
 
     #[test]
