@@ -133,7 +133,10 @@ async fn apply_module(module: &ZenkoMemcachedModule, ctx: &Context) -> Result<Ac
         &now(),
     );
     let phase = status.phase;
-    patch_status(&ctx.client, validated.namespace, validated.name, &status).await?;
+    // An unchanged status is not written again: each write is a watch event and a new reconcile.
+    if module.status.as_ref() != Some(&status) {
+        patch_status(&ctx.client, validated.namespace, validated.name, &status).await?;
+    }
     Ok(match phase {
         Phase::Available => Action::requeue(Duration::from_secs(300)),
         // Owned StatefulSet updates trigger reconciles too; this only bounds a missed one.
@@ -272,6 +275,9 @@ async fn record_failure(module: &ZenkoMemcachedModule, ctx: &Context, error: &Er
         },
         &now(),
     );
+    if module.status.as_ref() == Some(&status) {
+        return;
+    }
     if let Err(e) = patch_status(&ctx.client, &namespace, name, &status).await {
         warn!(module = %key(module), error = %e, "could not write the Degraded status");
     }

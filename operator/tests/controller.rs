@@ -187,6 +187,38 @@ async fn status_becomes_available_once_the_pods_are_ready() {
 }
 
 #[tokio::test]
+async fn an_unchanged_status_is_not_written_again() {
+    let Harness { ctx, mut api, .. } = harness();
+    let mut module = fixture("ha.yaml");
+    let ready = json!({
+        "observedGeneration": 2, "replicas": 3, "readyReplicas": 3, "updatedReplicas": 3,
+        "currentRevision": "store-7c9", "updateRevision": "store-7c9",
+    });
+    let mut written = None;
+    for round in 0..2 {
+        let task = start(&module, &ctx);
+        expect_config_and_services(&mut api, "6d1c2a4e-0000-4000-8000-000000000002").await;
+        let sts = api.expect(Method::PATCH, STS).await;
+        let mut applied = sts.body.clone();
+        applied["metadata"]["generation"] = json!(2);
+        applied["status"] = ready.clone();
+        sts.respond_json(StatusCode::OK, &applied);
+        api.expect(Method::PATCH, PDB).await.respond_with_body();
+        if round == 0 {
+            let status = api.expect(Method::PATCH, STATUS).await;
+            written = Some(status.body["status"].clone());
+            respond_module(status, &module);
+        }
+        assert!(finish(task).await.is_ok(), "round {round}");
+        module.status = written
+            .clone()
+            .map(|s| serde_json::from_value(s).unwrap_or_else(|e| panic!("{e}")));
+    }
+    drop(ctx);
+    api.expect_no_more().await;
+}
+
+#[tokio::test]
 async fn a_child_deleted_behind_the_operators_back_is_applied_again() {
     let Harness { ctx, mut api, .. } = harness();
     let mut module = fixture("single.yaml");
