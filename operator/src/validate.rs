@@ -294,14 +294,16 @@ fn violations(name: &str, module: &ZenkoMemcachedModule) -> Vec<Violation> {
     for (field, value, min, max) in ranges {
         let value = i64::from(value);
         // memoryLimitMiB below the minimum has its own, more helpful, message
-        if !(min..=max).contains(&value) && !(field == "memcached.memoryLimitMiB" && value < min) {
-            found.push(Violation::OutOfRange {
-                field,
-                value,
-                min,
-                max,
-            });
+        let reported_elsewhere = field == "memcached.memoryLimitMiB" && value < min;
+        if (min..=max).contains(&value) || reported_elsewhere {
+            continue;
         }
+        found.push(Violation::OutOfRange {
+            field,
+            value,
+            min,
+            max,
+        });
     }
     found
 }
