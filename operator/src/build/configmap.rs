@@ -1,0 +1,94 @@
+//! The ConfigMap holding the sidecar's environment, and the hash that rolls the pods when it changes.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::ConfigMap;
+use sha2::{Digest, Sha256};
+
+use super::labels::Component;
+use super::{MEMCACHED_PORT, names, object_meta};
+use crate::validate::Validated;
+
+/// Pod template annotation carrying the hash of the ConfigMap data: `envFrom` is only read at
+/// container start, so a changed ConfigMap must change the template to reach running pods.
+pub const CONFIG_HASH_ANNOTATION: &str = "zenko.io/config-hash";
+
+/// Seconds the sidecar waits for memcached at start: both containers start together.
+const STARTUP_WAIT_SECONDS: u32 = 60;
+
+pub fn build(module: &Validated<'_>) -> ConfigMap {
+    let sidecar = &module.module.spec.sidecar;
+    let data = BTreeMap::from([
+        ("ZMM_MEMCACHED".to_owned(), memcached_servers(module)),
+        (
+            "ZMM_DATA_ADDR".to_owned(),
+            format!("0.0.0.0:{}", super::DATA_PORT),
+        ),
+        (
+            "ZMM_METADATA_ADDR".to_owned(),
+            format!("0.0.0.0:{}", super::METADATA_PORT),
+        ),
+        (
+            "ZMM_ADMIN_ADDR".to_owned(),
+            format!("0.0.0.0:{}", super::ADMIN_PORT),
+        ),
+        (
+            "ZMM_CHUNK_SIZE".to_owned(),
+            sidecar.chunk_size_bytes.to_string(),
+        ),
+        (
+            "ZMM_REPLICATION_GROUP_ID".to_owned(),
+            sidecar.replication_group_id.clone(),
+        ),
+        (
+            "ZMM_LOG_LEVEL".to_owned(),
+            sidecar.log_level.as_str().to_owned(),
+        ),
+        (
+            "ZMM_STARTUP_WAIT".to_owned(),
+            STARTUP_WAIT_SECONDS.to_string(),
+        ),
+    ]);
+    ConfigMap {
+        metadata: object_meta(module, names::config_map(module.name), Component::Storage),
+        data: Some(data),
+        ..ConfigMap::default()
+    }
+}
+
+/// The memcached servers every sidecar uses. With several pods each sidecar must list all of
+/// them, in the same order, so that every sidecar maps a key to the same server; the headless
+/// Service's per-pod names are stable and resolve before the pods are ready.
+fn memcached_servers(module: &Validated<'_>) -> String {
+    let replicas = module.module.spec.replicas;
+    if replicas <= 1 {
+        return format!("127.0.0.1:{MEMCACHED_PORT}");
+    }
+    let sts = names::stateful_set(module.name);
+    let headless = names::headless_service(module.name);
+    (0..replicas)
+        .map(|i| {
+            format!(
+                "{sts}-{i}.{headless}.{}.svc:{MEMCACHED_PORT}",
+                module.namespace
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Hex SHA-256 over the ConfigMap's sorted keys and values.
+pub fn config_hash(config_map: &ConfigMap) -> String {
+    let mut hasher = Sha256::new();
+    for (key, value) in config_map.data.iter().flatten() {
+        hasher.update(key.as_bytes());
+        hasher.update([0]);
+        hasher.update(value.as_bytes());
+        hasher.update([0]);
+    }
+    hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}

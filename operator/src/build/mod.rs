@@ -1,0 +1,133 @@
+//! Pure functions from a validated module to the Kubernetes objects it should own.
+//!
+//! Nothing here talks to the API server: the controller applies what these return, and the
+//! `manifests` command prints it, so both always agree.
+
+mod configmap;
+pub mod labels;
+mod pdb;
+mod services;
+mod statefulset;
+
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use serde::Serialize;
+
+use crate::crd::Endpoints;
+use crate::validate::Validated;
+
+pub use configmap::{CONFIG_HASH_ANNOTATION, config_hash};
+pub use statefulset::{ADMIN_PORT, DATA_PORT, MEMCACHED_PORT, METADATA_PORT, memcached_args};
+
+/// Every object one module owns.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Children {
+    pub config_map: ConfigMap,
+    pub headless_service: Service,
+    pub data_service: Service,
+    pub metadata_service: Service,
+    pub stateful_set: StatefulSet,
+    /// Only with more than one replica: with one pod, a budget would block every node drain.
+    pub pod_disruption_budget: Option<PodDisruptionBudget>,
+}
+
+/// Builds every child of the module.
+pub fn build(module: &Validated<'_>) -> Children {
+    let config_map = configmap::build(module);
+    let hash = config_hash(&config_map);
+    Children {
+        headless_service: services::headless(module),
+        data_service: services::data(module),
+        metadata_service: services::metadata(module),
+        stateful_set: statefulset::build(module, &hash),
+        pod_disruption_budget: pdb::build(module),
+        config_map,
+    }
+}
+
+impl Children {
+    /// The objects in the order they are applied: configuration and Services before the pods that use them.
+    pub fn to_json_values(&self) -> Result<Vec<serde_json::Value>, serde_json::Error> {
+        let mut out = vec![
+            serde_json::to_value(&self.config_map)?,
+            serde_json::to_value(&self.headless_service)?,
+            serde_json::to_value(&self.data_service)?,
+            serde_json::to_value(&self.metadata_service)?,
+            serde_json::to_value(&self.stateful_set)?,
+        ];
+        if let Some(pdb) = &self.pod_disruption_budget {
+            out.push(serde_json::to_value(pdb)?);
+        }
+        Ok(out)
+    }
+}
+
+/// Names of the objects of a module, derived from the module's name only, so that they are stable.
+pub mod names {
+    pub fn stateful_set(module: &str) -> String {
+        module.to_owned()
+    }
+    pub fn headless_service(module: &str) -> String {
+        format!("{module}-headless")
+    }
+    pub fn data_service(module: &str) -> String {
+        format!("{module}-data")
+    }
+    pub fn metadata_service(module: &str) -> String {
+        format!("{module}-metadata")
+    }
+    pub fn config_map(module: &str) -> String {
+        format!("{module}-sidecar")
+    }
+    pub fn pod_disruption_budget(module: &str) -> String {
+        module.to_owned()
+    }
+}
+
+/// The addresses CloudServer is configured with, from the Services' cluster DNS names.
+pub fn endpoints(module: &Validated<'_>) -> Endpoints {
+    let services = &module.module.spec.services;
+    Endpoints {
+        data: format!(
+            "{}.{}.svc:{}",
+            names::data_service(module.name),
+            module.namespace,
+            services.data_port
+        ),
+        metadata: format!(
+            "{}.{}.svc:{}",
+            names::metadata_service(module.name),
+            module.namespace,
+            services.metadata_port
+        ),
+    }
+}
+
+/// Metadata shared by every child: name, namespace, standard labels and the owner reference
+/// that makes the child garbage-collected with the module and watched by the controller.
+fn object_meta(module: &Validated<'_>, name: String, component: labels::Component) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name),
+        namespace: Some(module.namespace.to_owned()),
+        labels: Some(labels::standard(module.name, component)),
+        owner_references: module.owner_reference().map(|o| vec![o]),
+        ..ObjectMeta::default()
+    }
+}
+
+/// Serializes objects as one multi-document YAML stream.
+pub fn to_yaml<T: Serialize>(objects: &[T]) -> Result<String, crate::error::Error> {
+    let mut out = String::new();
+    for object in objects {
+        out.push_str("---\n");
+        let doc = serde_saphyr::to_string(object)
+            .map_err(|e| crate::error::Error::YamlWrite(e.to_string()))?;
+        out.push_str(&doc);
+        if !doc.ends_with('\n') {
+            out.push('\n');
+        }
+    }
+    Ok(out)
+}

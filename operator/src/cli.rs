@@ -1,0 +1,115 @@
+//! The command line of `zenko-memcached-operator`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "zenko-memcached-operator",
+    version,
+    about = "Kubernetes operator for zenko-memcached storage modules"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the controller against the cluster of the kubeconfig or the in-cluster service account.
+    Run(RunArgs),
+    /// Print the ZenkoMemcachedModule CustomResourceDefinition as YAML.
+    Crd,
+    /// Print the objects the operator would create for a module, for review or GitOps.
+    Manifests(ManifestsArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// Only watch modules in this namespace; all namespaces when unset.
+    #[arg(long, env = "ZMM_OPERATOR_NAMESPACE")]
+    pub namespace: Option<String>,
+
+    /// Address of the /healthz, /readyz and /metrics endpoints.
+    #[arg(long, env = "ZMM_OPERATOR_LISTEN", default_value = "0.0.0.0:8080")]
+    pub listen: SocketAddr,
+
+    /// Elect a leader among replicas of the operator through a Lease.
+    #[arg(long, env = "ZMM_OPERATOR_LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]
+    pub leader_election: bool,
+
+    /// Name of the Lease used for leader election.
+    #[arg(
+        long,
+        env = "ZMM_OPERATOR_LEASE_NAME",
+        default_value = "zenko-memcached-operator"
+    )]
+    pub lease_name: String,
+
+    /// Namespace of the Lease, normally the operator's own (downward API).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    pub lease_namespace: String,
+
+    /// Identity of this replica in the Lease, normally the pod name (downward API).
+    #[arg(long, env = "POD_NAME")]
+    pub identity: Option<String>,
+
+    /// Log format.
+    #[arg(long, env = "ZMM_OPERATOR_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ManifestsArgs {
+    /// The ZenkoMemcachedModule YAML file; `-` reads standard input.
+    #[arg(short = 'f', long = "filename")]
+    pub file: PathBuf,
+
+    /// Namespace of the objects when the module names none.
+    #[arg(short, long, default_value = "default")]
+    pub namespace: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn manifests_takes_a_file() {
+        let cli = Cli::try_parse_from(["zenko-memcached-operator", "manifests", "-f", "m.yaml"])
+            .unwrap_or_else(|e| panic!("{e}"));
+        match cli.command {
+            Command::Manifests(args) => assert_eq!(args.file, PathBuf::from("m.yaml")),
+            other => panic!("parsed {other:?}"),
+        }
+    }
+
+    #[test]
+    fn leader_election_can_be_turned_off() {
+        let cli = Cli::try_parse_from([
+            "zenko-memcached-operator",
+            "run",
+            "--leader-election",
+            "false",
+        ])
+        .unwrap_or_else(|e| panic!("{e}"));
+        match cli.command {
+            Command::Run(args) => assert!(!args.leader_election),
+            other => panic!("parsed {other:?}"),
+        }
+    }
+}

@@ -1,0 +1,374 @@
+//! The reconcile loop: validate → build → apply → status, with failures turned into events,
+//! the Degraded condition and a per-module backoff.
+
+use std::collections::HashMap;
+use std::fmt::Debug;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::NamespaceResourceScope;
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, Preconditions};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::{Controller, watcher};
+use kube::{Api, Client, Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tracing::{info, warn};
+
+use crate::build::{self, Children, labels, names};
+use crate::crd::{Phase, ZenkoMemcachedModule, ZenkoMemcachedModuleStatus};
+use crate::error::{Error, Result};
+use crate::metrics::Metrics;
+use crate::status::{self, Observation};
+use crate::validate::{Validated, validate};
+
+/// The one field manager of every server-side apply the operator makes.
+pub const FIELD_MANAGER: &str = labels::MANAGER;
+
+/// Longest event note the API server accepts.
+const MAX_EVENT_NOTE: usize = 1024;
+
+/// What every reconcile shares.
+pub struct Context {
+    pub client: Client,
+    pub metrics: Metrics,
+    recorder: Recorder,
+    /// Consecutive failures per module (namespace/name), reset by a successful reconcile.
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+impl Context {
+    pub fn new(client: Client, metrics: Metrics, instance: Option<String>) -> Self {
+        let reporter = Reporter {
+            controller: FIELD_MANAGER.to_owned(),
+            instance,
+        };
+        Self {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            metrics,
+            failures: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn note_failure(&self, module: &ZenkoMemcachedModule) -> u32 {
+        let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        let count = failures.entry(key(module)).or_insert(0);
+        *count = count.saturating_add(1);
+        *count
+    }
+
+    fn forget_failures(&self, module: &ZenkoMemcachedModule) {
+        let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        failures.remove(&key(module));
+    }
+}
+
+fn key(module: &ZenkoMemcachedModule) -> String {
+    format!(
+        "{}/{}",
+        module.namespace().unwrap_or_default(),
+        module.name_any()
+    )
+}
+
+/// Reconciles one module; failures are recorded before they reach `error_policy`.
+pub async fn reconcile(module: Arc<ZenkoMemcachedModule>, ctx: Arc<Context>) -> Result<Action> {
+    let _timer = ctx.metrics.reconcile_started();
+    if module.metadata.deletion_timestamp.is_some() {
+        // The children go with the module through their owner references.
+        return Ok(Action::await_change());
+    }
+    match apply_module(&module, &ctx).await {
+        Ok(action) => {
+            ctx.forget_failures(&module);
+            Ok(action)
+        }
+        Err(error) => {
+            ctx.metrics.reconcile_failed(&error);
+            record_failure(&module, &ctx, &error).await;
+            Err(error)
+        }
+    }
+}
+
+/// Retries a failed module with exponential backoff; an invalid spec waits for an edit, which
+/// triggers a reconcile by itself.
+pub fn error_policy(module: Arc<ZenkoMemcachedModule>, error: &Error, ctx: Arc<Context>) -> Action {
+    let attempts = ctx.note_failure(&module);
+    warn!(module = %key(&module), %error, attempts, "reconcile failed");
+    Action::requeue(retry_delay(error, attempts))
+}
+
+/// 2 s, 4 s, 8 s … capped at five minutes.
+pub fn retry_delay(error: &Error, attempts: u32) -> Duration {
+    const MAX: Duration = Duration::from_secs(300);
+    if matches!(error, Error::InvalidSpec(_)) {
+        return MAX;
+    }
+    let exponent = attempts.clamp(1, 8);
+    Duration::from_secs(1u64 << exponent).min(MAX)
+}
+
+async fn apply_module(module: &ZenkoMemcachedModule, ctx: &Context) -> Result<Action> {
+    let validated = validate(module)?;
+    if module.metadata.uid.is_none() {
+        return Err(Error::MissingObjectKey("metadata.uid"));
+    }
+    let children = build::build(&validated);
+    let stateful_set = apply_children(&ctx.client, &validated, &children).await?;
+    let status = status::compute(
+        module,
+        Observation::Applied {
+            module: &validated,
+            stateful_set: &stateful_set,
+        },
+        &now(),
+    );
+    let phase = status.phase;
+    // An unchanged status is not written again: each write is a watch event and a new reconcile.
+    if module.status.as_ref() != Some(&status) {
+        patch_status(&ctx.client, validated.namespace, validated.name, &status).await?;
+    }
+    Ok(match phase {
+        Phase::Available => Action::requeue(Duration::from_secs(300)),
+        // Owned StatefulSet updates trigger reconciles too; this only bounds a missed one.
+        _ => Action::requeue(Duration::from_secs(30)),
+    })
+}
+
+/// Applies every child, configuration before the pods that read it, and returns the applied
+/// StatefulSet (with its status) for the module's status.
+async fn apply_children(
+    client: &Client,
+    module: &Validated<'_>,
+    children: &Children,
+) -> Result<StatefulSet> {
+    let ns = module.namespace;
+    apply(client, ns, &children.config_map).await?;
+    apply(client, ns, &children.headless_service).await?;
+    apply(client, ns, &children.data_service).await?;
+    apply(client, ns, &children.metadata_service).await?;
+    let stateful_set = apply(client, ns, &children.stateful_set).await?;
+    match &children.pod_disruption_budget {
+        Some(pdb) => {
+            apply(client, ns, pdb).await?;
+        }
+        None => delete_owned_pdb(client, module).await?,
+    }
+    Ok(stateful_set)
+}
+
+async fn apply<K>(client: &Client, namespace: &str, object: &K) -> Result<K>
+where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + Debug
+        + Serialize
+        + DeserializeOwned,
+{
+    let name = object
+        .meta()
+        .name
+        .as_deref()
+        .ok_or(Error::MissingObjectKey("metadata.name of a child"))?;
+    let api: Api<K> = Api::namespaced(client.clone(), namespace);
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    Ok(api.patch(name, &params, &Patch::Apply(object)).await?)
+}
+
+/// Scaling down to one replica leaves a budget that would block every drain of that node;
+/// only a budget this module owns is removed.
+async fn delete_owned_pdb(client: &Client, module: &Validated<'_>) -> Result<()> {
+    let api: Api<PodDisruptionBudget> = Api::namespaced(client.clone(), module.namespace);
+    let name = names::pod_disruption_budget(module.name);
+    let Some(existing) = api.get_opt(&name).await? else {
+        return Ok(());
+    };
+    let owner_uid = module.module.metadata.uid.as_deref();
+    let owned = existing
+        .owner_references()
+        .iter()
+        .any(|o| Some(o.uid.as_str()) == owner_uid);
+    if owned {
+        let params = DeleteParams {
+            preconditions: Some(Preconditions {
+                uid: existing.metadata.uid.clone(),
+                resource_version: None,
+            }),
+            ..DeleteParams::default()
+        };
+        api.delete(&name, &params).await?;
+    }
+    Ok(())
+}
+
+async fn patch_status(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    status: &ZenkoMemcachedModuleStatus,
+) -> Result<()> {
+    let api: Api<ZenkoMemcachedModule> = Api::namespaced(client.clone(), namespace);
+    let body = serde_json::json!({
+        "apiVersion": ZenkoMemcachedModule::api_version(&()),
+        "kind": ZenkoMemcachedModule::kind(&()),
+        "status": status,
+    });
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    api.patch_status(name, &params, &Patch::Apply(&body))
+        .await?;
+    Ok(())
+}
+
+/// The condition reason and the message a person reads for a failure.
+fn failure_reason(error: &Error) -> (&'static str, String) {
+    match error {
+        Error::InvalidSpec(violations) => {
+            ("InvalidSpec", format!("nothing was applied: {violations}"))
+        }
+        Error::Kube(kube::Error::Api(s)) if s.code == 403 => (
+            "Forbidden",
+            format!(
+                "the operator may not change the module's objects ({}); check its RBAC rules",
+                s.message
+            ),
+        ),
+        Error::Kube(e) => (
+            "ApplyFailed",
+            format!("applying the module's objects failed, will retry: {e}"),
+        ),
+        other => ("ReconcileFailed", other.to_string()),
+    }
+}
+
+/// Publishes a Warning event and writes Degraded; both are best effort, since the original
+/// error is what the controller retries on.
+async fn record_failure(module: &ZenkoMemcachedModule, ctx: &Context, error: &Error) {
+    let (reason, message) = failure_reason(error);
+    let event = Event {
+        type_: EventType::Warning,
+        reason: reason.to_owned(),
+        note: Some(truncate(&message, MAX_EVENT_NOTE)),
+        action: "Reconcile".to_owned(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&event, &module.object_ref(&())).await {
+        warn!(module = %key(module), error = %e, "could not publish event");
+    }
+    let (Some(namespace), Some(name)) = (module.namespace(), module.metadata.name.as_deref())
+    else {
+        return;
+    };
+    let status = status::compute(
+        module,
+        Observation::Failed {
+            reason,
+            message: &message,
+        },
+        &now(),
+    );
+    if module.status.as_ref() == Some(&status) {
+        return;
+    }
+    if let Err(e) = patch_status(&ctx.client, &namespace, name, &status).await {
+        warn!(module = %key(module), error = %e, "could not write the Degraded status");
+    }
+}
+
+fn truncate(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_owned();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_owned()
+}
+
+fn now() -> Time {
+    Time(Timestamp::now())
+}
+
+/// Runs the controller until a termination signal: watches the modules (in one namespace or
+/// all) and the children the operator manages, so that an edited or deleted child is put back.
+pub async fn run(ctx: Arc<Context>, namespace: Option<&str>) -> Result<()> {
+    let client = ctx.client.clone();
+    let modules: Api<ZenkoMemcachedModule> = scoped(&client, namespace);
+    // Fail early with a clear message instead of a watcher retrying forever.
+    if let Err(e) = modules.list(&ListParams::default().limit(1)).await {
+        tracing::error!(
+            error = %e,
+            "cannot list ZenkoMemcachedModules: is the CRD installed (kubectl apply -f \
+             charts/zenko-memcached-operator/crds/) and may the operator list them?"
+        );
+        return Err(e.into());
+    }
+    let owned = watcher::Config::default().labels(&format!(
+        "{}={}",
+        labels::MANAGED_BY_KEY,
+        labels::MANAGER
+    ));
+    info!(
+        namespace = namespace.unwrap_or("<all>"),
+        "controller starting"
+    );
+    Controller::new(modules, watcher::Config::default().any_semantic())
+        .owns(scoped::<StatefulSet>(&client, namespace), owned.clone())
+        .owns(scoped::<Service>(&client, namespace), owned.clone())
+        .owns(scoped::<ConfigMap>(&client, namespace), owned.clone())
+        .owns(scoped::<PodDisruptionBudget>(&client, namespace), owned)
+        .shutdown_on_signal()
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            match result {
+                Ok((object, _)) => info!(module = %object, "reconciled"),
+                Err(e) => warn!(error = %e, "reconcile error"),
+            }
+        })
+        .await;
+    Ok(())
+}
+
+fn scoped<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::validate::{Violation, Violations};
+
+    #[test]
+    fn retries_back_off_exponentially_up_to_five_minutes() {
+        let e = Error::MissingObjectKey("x");
+        assert_eq!(retry_delay(&e, 1), Duration::from_secs(2));
+        assert_eq!(retry_delay(&e, 2), Duration::from_secs(4));
+        assert_eq!(retry_delay(&e, 8), Duration::from_secs(256));
+        assert_eq!(retry_delay(&e, 30), Duration::from_secs(256));
+        let invalid = Error::InvalidSpec(Violations(vec![Violation::NodeLabelEmpty]));
+        assert_eq!(retry_delay(&invalid, 1), Duration::from_secs(300));
+    }
+
+    #[test]
+    fn event_notes_are_cut_on_a_char_boundary() {
+        let text = "é".repeat(600);
+        let cut = truncate(&text, MAX_EVENT_NOTE);
+        assert!(cut.len() <= MAX_EVENT_NOTE);
+        assert!(text.starts_with(&cut));
+    }
+}

@@ -1,0 +1,498 @@
+//! The `ZenkoMemcachedModule` custom resource: spec and status types, from which the CRD schema is derived.
+//!
+//! Everything a user may set is typed and bounded here, so that the API server rejects most mistakes
+//! before the operator ever sees them (`kubectl explain zmm.spec` reads the doc comments below).
+//! What a schema cannot express (relations between fields) is checked in `validate.rs`.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{ResourceRequirements, Toleration};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// API group of the resource.
+pub const GROUP: &str = "zenko.io";
+
+/// Desired state of a Zenko memcached storage module: memcached and the CloudServer data/metadata
+/// sidecar, run as one StatefulSet on the storage nodes of the cluster.
+// Each `printcolumn(...)` repeats the same keys, which clippy mistakes for duplicated attributes.
+#[allow(clippy::duplicated_attributes)]
+#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "zenko.io",
+    version = "v1alpha1",
+    kind = "ZenkoMemcachedModule",
+    plural = "zenkomemcachedmodules",
+    singular = "zenkomemcachedmodule",
+    shortname = "zmm",
+    category = "zenko",
+    namespaced,
+    doc = "A Zenko memcached storage module: memcached and the CloudServer data/metadata sidecar on the storage nodes. Its status tells where CloudServer connects.",
+    status = "ZenkoMemcachedModuleStatus",
+    derive = "PartialEq",
+    scale(
+        spec_replicas_path = ".spec.replicas",
+        status_replicas_path = ".status.replicas",
+        label_selector_path = ".status.selector"
+    ),
+    printcolumn(
+        name = "Ready",
+        type_ = "integer",
+        json_path = ".status.readyReplicas",
+        description = "Pods whose memcached and sidecar are both ready"
+    ),
+    printcolumn(
+        name = "Replicas",
+        type_ = "integer",
+        json_path = ".spec.replicas",
+        description = "Desired number of storage pods"
+    ),
+    printcolumn(
+        name = "Phase",
+        type_ = "string",
+        json_path = ".status.phase",
+        description = "Available, Progressing or Degraded"
+    ),
+    printcolumn(
+        name = "Data",
+        type_ = "string",
+        json_path = ".status.endpoints.data",
+        description = "host:port for CloudServer's dataClient",
+        priority = "1"
+    ),
+    printcolumn(
+        name = "Metadata",
+        type_ = "string",
+        json_path = ".status.endpoints.metadata",
+        description = "host:port for CloudServer's metadataClient",
+        priority = "1"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ZenkoMemcachedModuleSpec {
+    /// Number of storage pods. Each pod runs one memcached and one sidecar; every sidecar spreads
+    /// its keys over all memcached pods, so the module's capacity is replicas x memcached.memoryLimitMiB.
+    #[serde(default = "default_replicas")]
+    #[schemars(range(min = 1, max = 64))]
+    pub replicas: i32,
+
+    /// The memcached server that holds every byte of data and metadata.
+    #[serde(default)]
+    pub memcached: MemcachedSpec,
+
+    /// The sidecar serving CloudServer's DATA (HTTP) and METADATA (socket.io) protocols.
+    #[serde(default)]
+    pub sidecar: SidecarSpec,
+
+    /// Which nodes run the module and how its pods spread over them.
+    #[serde(default)]
+    pub placement: PlacementSpec,
+
+    /// The Services through which CloudServer reaches the module.
+    #[serde(default)]
+    pub services: ServicesSpec,
+
+    /// The PodDisruptionBudget created when replicas > 1.
+    #[serde(default)]
+    pub pod_disruption_budget: PodDisruptionBudgetSpec,
+
+    /// Prometheus scraping of the sidecar's /metrics endpoint.
+    #[serde(default)]
+    pub metrics: MetricsSpec,
+}
+
+/// memcached settings. The defaults favour not losing data: no evictions and a warm restart file.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MemcachedSpec {
+    /// Container image of memcached (1.6 or later, for warm restart).
+    #[serde(default = "default_memcached_image")]
+    #[schemars(length(min = 1))]
+    pub image: String,
+
+    /// When to pull the image; the cluster default when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_pull_policy: Option<ImagePullPolicy>,
+
+    /// Memory memcached may use for items, in MiB (memcached -m). This is the module's capacity per pod.
+    #[serde(default = "default_memory_limit_mib", rename = "memoryLimitMiB")]
+    #[schemars(range(min = 64, max = 1048576))]
+    pub memory_limit_mib: i32,
+
+    /// Largest item memcached accepts, in KiB (memcached -I). Must hold one sidecar chunk plus 4 KiB,
+    /// and be at most half of memoryLimitMiB.
+    #[serde(default = "default_max_item_size_kib", rename = "maxItemSizeKiB")]
+    #[schemars(range(min = 1024, max = 1048576))]
+    pub max_item_size_kib: i32,
+
+    /// Worker threads (memcached -t).
+    #[serde(default = "default_threads")]
+    #[schemars(range(min = 1, max = 64))]
+    pub threads: i32,
+
+    /// Maximum simultaneous connections (memcached -c).
+    #[serde(default = "default_max_connections")]
+    #[schemars(range(min = 64, max = 65536))]
+    pub max_connections: i32,
+
+    /// Let memcached evict items when full. Off by default (memcached -M): an evicted item is lost
+    /// data, while a refused write becomes a clear "storage full" error in CloudServer.
+    #[serde(default)]
+    pub evictions: bool,
+
+    /// Keep memcached's contents across memcached restarts with a memory file on the storage node.
+    #[serde(default)]
+    pub warm_restart: WarmRestartSpec,
+
+    /// Container resources of memcached. When unset, the memory request and limit are
+    /// memoryLimitMiB plus headroom for connections and the hash table.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+
+    /// Extra memcached command-line arguments, appended after the ones derived from this spec.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extra_args: Vec<String>,
+}
+
+/// memcached warm restart (memcached -e): the item memory lives in a file on the node and survives
+/// a restart of memcached, as long as memcached is stopped gracefully.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WarmRestartSpec {
+    /// Whether memcached keeps its memory in a file on the storage node.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+
+    /// Absolute directory on the storage node under which each module keeps its memory file
+    /// (in <hostPath>/<namespace>/<module>). Prefer a tmpfs or DAX mount: the file is as large
+    /// as memoryLimitMiB.
+    #[serde(default = "default_host_path")]
+    #[schemars(regex(pattern = r"^/.*$"))]
+    pub host_path: String,
+}
+
+/// Sidecar settings.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SidecarSpec {
+    /// Container image of zenko-memcached-sidecar.
+    #[serde(default = "default_sidecar_image")]
+    #[schemars(length(min = 1))]
+    pub image: String,
+
+    /// When to pull the image; the cluster default when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_pull_policy: Option<ImagePullPolicy>,
+
+    /// Container resources of the sidecar. When unset: 100m CPU and 128Mi memory requested, 512Mi limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+
+    /// Verbosity of the sidecar's logs.
+    #[serde(default)]
+    pub log_level: LogLevel,
+
+    /// Size in bytes of the chunks a blob is split into, one memcached item each.
+    /// chunkSizeBytes + 4096 must not exceed memcached.maxItemSizeKiB x 1024.
+    #[serde(default = "default_chunk_size")]
+    #[schemars(range(min = 4096, max = 1073741824))]
+    pub chunk_size_bytes: i32,
+
+    /// Replication group id that the sidecar writes into the data locations it returns
+    /// (1 to 7 letters or digits, CloudServer's default is RG001).
+    #[serde(default = "default_replication_group_id")]
+    #[schemars(regex(pattern = r"^[A-Za-z0-9]{1,7}$"))]
+    pub replication_group_id: String,
+}
+
+/// Log verbosity of the sidecar.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    Error,
+    Warn,
+    #[default]
+    Info,
+    Debug,
+    Trace,
+}
+
+impl LogLevel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Error => "error",
+            Self::Warn => "warn",
+            Self::Info => "info",
+            Self::Debug => "debug",
+            Self::Trace => "trace",
+        }
+    }
+}
+
+/// Kubernetes image pull policy.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum ImagePullPolicy {
+    Always,
+    IfNotPresent,
+    Never,
+}
+
+impl ImagePullPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Always => "Always",
+            Self::IfNotPresent => "IfNotPresent",
+            Self::Never => "Never",
+        }
+    }
+}
+
+/// Where the pods run.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PlacementSpec {
+    /// Label key that marks storage nodes; pods only run on nodes carrying it with nodeLabelValue.
+    #[serde(default = "default_node_label_key")]
+    #[schemars(length(min = 1, max = 317))]
+    pub node_label_key: String,
+
+    /// Label value that marks storage nodes.
+    #[serde(default = "default_node_label_value")]
+    #[schemars(length(max = 63))]
+    pub node_label_value: String,
+
+    /// Tolerations of the pods, for storage nodes that are tainted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tolerations: Vec<Toleration>,
+
+    /// How replicas spread across storage nodes. Required: at most one pod of the module per node
+    /// (needed with warm restart, whose memory file is per node). Preferred: spread when possible.
+    #[serde(default)]
+    pub spread: SpreadPolicy,
+}
+
+/// Spreading of a module's pods across storage nodes.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum SpreadPolicy {
+    /// At most one pod of the module per node; extra replicas stay Pending.
+    #[default]
+    Required,
+    /// Spread evenly when possible, but allow several pods per node.
+    Preferred,
+}
+
+/// The Services of the module.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ServicesSpec {
+    /// Type of the data and metadata Services.
+    #[serde(default, rename = "type")]
+    pub type_: ServiceType,
+
+    /// Annotations added to the data and metadata Services (for example load-balancer settings).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+
+    /// Port of the data Service (CloudServer dataClient.port).
+    #[serde(default = "default_data_port")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub data_port: i32,
+
+    /// Port of the metadata Service (CloudServer metadataClient.port).
+    #[serde(default = "default_metadata_port")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub metadata_port: i32,
+}
+
+/// Kubernetes Service type.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum ServiceType {
+    #[default]
+    ClusterIP,
+    NodePort,
+    LoadBalancer,
+}
+
+impl ServiceType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ClusterIP => "ClusterIP",
+            Self::NodePort => "NodePort",
+            Self::LoadBalancer => "LoadBalancer",
+        }
+    }
+}
+
+/// PodDisruptionBudget of the module, only created when replicas > 1.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PodDisruptionBudgetSpec {
+    /// Whether to create the PodDisruptionBudget.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+
+    /// Pods that voluntary disruptions (node drains) may take down at once.
+    #[serde(default = "default_max_unavailable")]
+    #[schemars(range(min = 1, max = 64))]
+    pub max_unavailable: i32,
+}
+
+/// Metrics settings.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MetricsSpec {
+    /// Annotate the pods for Prometheus scraping of the sidecar's /metrics (port 9992).
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+}
+
+/// Observed state of the module, written by the operator.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ZenkoMemcachedModuleStatus {
+    /// The metadata.generation of the spec this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+
+    /// Pods of the StatefulSet.
+    #[serde(default)]
+    pub replicas: i32,
+
+    /// Pods whose memcached and sidecar are both ready.
+    #[serde(default)]
+    pub ready_replicas: i32,
+
+    /// Label selector of the pods, for the scale subresource.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<String>,
+
+    /// Summary of the conditions.
+    #[serde(default)]
+    pub phase: Phase,
+
+    /// Where CloudServer connects; set once the Services exist.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoints: Option<Endpoints>,
+
+    /// Available, Progressing and Degraded, with reasons and messages.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+}
+
+/// The two addresses CloudServer is configured with, as host:port.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Endpoints {
+    /// host:port for CloudServer's dataClient (DATA server, HTTP).
+    pub data: String,
+    /// host:port for CloudServer's metadataClient (METADATA server, socket.io).
+    pub metadata: String,
+}
+
+/// One-word summary of the module's conditions.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum Phase {
+    #[default]
+    Pending,
+    Progressing,
+    Available,
+    Degraded,
+}
+
+fn default_replicas() -> i32 {
+    1
+}
+fn default_true() -> bool {
+    true
+}
+fn default_memcached_image() -> String {
+    "memcached:1.6-alpine".to_owned()
+}
+fn default_memory_limit_mib() -> i32 {
+    1024
+}
+fn default_max_item_size_kib() -> i32 {
+    2048
+}
+fn default_threads() -> i32 {
+    4
+}
+fn default_max_connections() -> i32 {
+    1024
+}
+fn default_host_path() -> String {
+    "/var/lib/zenko-memcached".to_owned()
+}
+fn default_sidecar_image() -> String {
+    "zenko/zenko-memcached-sidecar:0.1.0".to_owned()
+}
+fn default_chunk_size() -> i32 {
+    524_288
+}
+fn default_replication_group_id() -> String {
+    "RG001".to_owned()
+}
+fn default_node_label_key() -> String {
+    "io.zenko.type".to_owned()
+}
+fn default_node_label_value() -> String {
+    "storage".to_owned()
+}
+fn default_data_port() -> i32 {
+    9991
+}
+fn default_metadata_port() -> i32 {
+    9990
+}
+fn default_max_unavailable() -> i32 {
+    1
+}
+
+// Defaults are spelled out once, in the serde default functions above, so that a spec parsed
+// from `{}` and the schema defaults the API server fills in always agree.
+macro_rules! default_from_serde {
+    ($($ty:ty),*) => {$(
+        impl Default for $ty {
+            fn default() -> Self {
+                serde_json::from_value(serde_json::json!({}))
+                    .unwrap_or_else(|e| unreachable!("every field of {} has a default: {e}", stringify!($ty)))
+            }
+        }
+    )*};
+}
+default_from_serde!(
+    ZenkoMemcachedModuleSpec,
+    MemcachedSpec,
+    WarmRestartSpec,
+    SidecarSpec,
+    PlacementSpec,
+    ServicesSpec,
+    PodDisruptionBudgetSpec,
+    MetricsSpec
+);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_spec_takes_documented_defaults() {
+        let spec = ZenkoMemcachedModuleSpec::default();
+        assert_eq!(spec.replicas, 1);
+        assert_eq!(spec.memcached.image, "memcached:1.6-alpine");
+        assert!(!spec.memcached.evictions);
+        assert!(spec.memcached.warm_restart.enabled);
+        assert_eq!(spec.sidecar.chunk_size_bytes, 524_288);
+        assert_eq!(spec.placement.node_label_key, "io.zenko.type");
+        assert_eq!(spec.placement.node_label_value, "storage");
+        assert_eq!(spec.services.data_port, 9991);
+        assert_eq!(spec.services.metadata_port, 9990);
+    }
+}

@@ -1,0 +1,17 @@
+//! The zenko-memcached Kubernetes operator: the `ZenkoMemcachedModule` resource, the builders of
+//! the objects it owns, and the controller that applies them.
+
+pub mod build;
+pub mod cli;
+pub mod controller;
+pub mod crd;
+pub mod error;
+pub mod leader;
+pub mod manifests;
+pub mod metrics;
+pub mod run;
+pub mod server;
+pub mod status;
+pub mod validate;
+
+pub use error::{Error, Result};

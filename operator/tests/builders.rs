@@ -1,0 +1,386 @@
+//! Builder tests from YAML fixtures: what the operator would apply for a module.
+
+mod common;
+
+use common::fixture;
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{Container, PodSpec, Service};
+use zenko_memcached_operator::build::{self, CONFIG_HASH_ANNOTATION, Children};
+use zenko_memcached_operator::crd::ZenkoMemcachedModule;
+use zenko_memcached_operator::validate::validate;
+
+fn children(module: &ZenkoMemcachedModule) -> Children {
+    let valid = validate(module).unwrap_or_else(|e| panic!("fixture should be valid: {e}"));
+    build::build(&valid)
+}
+
+fn pod(sts: &StatefulSet) -> &PodSpec {
+    sts.spec
+        .template
+        .spec
+        .as_ref()
+        .unwrap_or_else(|| panic!("no pod spec"))
+}
+
+fn container<'a>(sts: &'a StatefulSet, name: &str) -> &'a Container {
+    pod(sts)
+        .containers
+        .iter()
+        .find(|c| c.name == name)
+        .unwrap_or_else(|| panic!("no {name} container"))
+}
+
+fn json(value: &impl serde::Serialize) -> serde_json::Value {
+    serde_json::to_value(value).unwrap_or_else(|e| panic!("{e}"))
+}
+
+#[test]
+fn node_affinity_requires_the_storage_label() {
+    let single = children(&fixture("single.yaml"));
+    let affinity = json(&pod(&single.stateful_set).affinity);
+    assert_eq!(
+        affinity["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"],
+        serde_json::json!([{"matchExpressions": [
+            {"key": "io.zenko.type", "operator": "In", "values": ["storage"]}
+        ]}])
+    );
+    let ha = children(&fixture("ha.yaml"));
+    let affinity = json(&pod(&ha.stateful_set).affinity);
+    assert_eq!(
+        affinity["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+            [0]["matchExpressions"][0],
+        serde_json::json!({"key": "example.com/role", "operator": "In", "values": ["zenko-storage"]})
+    );
+}
+
+#[test]
+fn tolerations_are_copied_from_the_spec() {
+    let ha = children(&fixture("ha.yaml"));
+    assert_eq!(
+        json(&pod(&ha.stateful_set).tolerations),
+        serde_json::json!([{"key": "dedicated", "operator": "Equal", "value": "storage", "effect": "NoSchedule"}])
+    );
+    assert!(
+        pod(&children(&fixture("single.yaml")).stateful_set)
+            .tolerations
+            .is_none()
+    );
+}
+
+#[test]
+fn required_spread_puts_one_pod_per_node() {
+    let ha = children(&fixture("ha.yaml"));
+    let anti = json(&pod(&ha.stateful_set).affinity)["podAntiAffinity"].clone();
+    let required = &anti["requiredDuringSchedulingIgnoredDuringExecution"][0];
+    assert_eq!(required["topologyKey"], "kubernetes.io/hostname");
+    assert_eq!(
+        required["labelSelector"]["matchLabels"],
+        serde_json::json!({
+            "app.kubernetes.io/name": "zenko-memcached",
+            "app.kubernetes.io/instance": "store",
+            "app.kubernetes.io/component": "storage",
+        })
+    );
+    assert!(
+        anti.get("preferredDuringSchedulingIgnoredDuringExecution")
+            .is_none()
+    );
+    assert!(pod(&ha.stateful_set).topology_spread_constraints.is_none());
+}
+
+#[test]
+fn preferred_spread_uses_soft_anti_affinity_and_a_skew_constraint() {
+    let c = children(&fixture("preferred-evicting.yaml"));
+    let spec = pod(&c.stateful_set);
+    let anti = json(&spec.affinity)["podAntiAffinity"].clone();
+    assert!(
+        anti.get("requiredDuringSchedulingIgnoredDuringExecution")
+            .is_none()
+    );
+    assert_eq!(
+        anti["preferredDuringSchedulingIgnoredDuringExecution"][0]["podAffinityTerm"]["topologyKey"],
+        "kubernetes.io/hostname"
+    );
+    let spread = json(&spec.topology_spread_constraints);
+    assert_eq!(spread[0]["maxSkew"], 1);
+    assert_eq!(spread[0]["whenUnsatisfiable"], "ScheduleAnyway");
+}
+
+#[test]
+fn memcached_flags_follow_the_spec() {
+    let ha = children(&fixture("ha.yaml"));
+    let args = container(&ha.stateful_set, "memcached")
+        .args
+        .clone()
+        .unwrap_or_default();
+    assert_eq!(
+        args,
+        [
+            "-p",
+            "11211",
+            "-U",
+            "0",
+            "-m",
+            "4096",
+            "-I",
+            "1024k",
+            "-t",
+            "8",
+            "-c",
+            "4096",
+            "-M",
+            "-e",
+            "/warm/memory_file",
+            "-o",
+            "hashpower=20"
+        ]
+    );
+    let evicting = children(&fixture("preferred-evicting.yaml"));
+    let args = container(&evicting.stateful_set, "memcached")
+        .args
+        .clone()
+        .unwrap_or_default();
+    assert!(
+        !args.contains(&"-M".to_owned()),
+        "evictions enabled: {args:?}"
+    );
+    assert!(
+        !args.contains(&"-e".to_owned()),
+        "warm restart disabled: {args:?}"
+    );
+    assert!(pod(&evicting.stateful_set).volumes.is_none());
+}
+
+#[test]
+fn warm_restart_uses_a_per_module_host_path_owned_by_memcached() {
+    let ha = children(&fixture("ha.yaml"));
+    let spec = pod(&ha.stateful_set);
+    let volumes = json(&spec.volumes);
+    assert_eq!(
+        volumes,
+        serde_json::json!([{"name": "warm", "hostPath": {"path": "/mnt/zenko/zenko/store", "type": "DirectoryOrCreate"}}])
+    );
+    let init = spec.init_containers.clone().unwrap_or_default();
+    assert_eq!(init.len(), 1);
+    assert_eq!(
+        init[0].command,
+        Some(vec!["chown".into(), "11211:11211".into(), "/warm".into()])
+    );
+    let memcached = container(&ha.stateful_set, "memcached");
+    assert_eq!(json(&memcached.volume_mounts)[0]["mountPath"], "/warm");
+    assert!(
+        memcached.lifecycle.is_some(),
+        "graceful SIGUSR1 stop keeps the memory file"
+    );
+}
+
+#[test]
+fn ports_of_containers_and_services() {
+    let ha = children(&fixture("ha.yaml"));
+    let ports = |c: &Container| -> Vec<(String, i32)> {
+        c.ports
+            .iter()
+            .flatten()
+            .map(|p| (p.name.clone().unwrap_or_default(), p.container_port))
+            .collect()
+    };
+    assert_eq!(
+        ports(container(&ha.stateful_set, "memcached")),
+        [("memcache".into(), 11211)]
+    );
+    assert_eq!(
+        ports(container(&ha.stateful_set, "sidecar")),
+        [
+            ("data".into(), 9991),
+            ("metadata".into(), 9990),
+            ("admin".into(), 9992)
+        ]
+    );
+    let service_ports = |s: &Service| json(&s.spec.as_ref().and_then(|s| s.ports.clone()));
+    assert_eq!(
+        service_ports(&ha.data_service),
+        serde_json::json!([{"name": "data", "port": 19991, "targetPort": "data", "protocol": "TCP"}])
+    );
+    assert_eq!(
+        service_ports(&ha.metadata_service),
+        serde_json::json!([{"name": "metadata", "port": 19990, "targetPort": "metadata", "protocol": "TCP"}])
+    );
+    let data = json(&ha.data_service);
+    assert_eq!(data["metadata"]["name"], "store-data");
+    assert_eq!(data["spec"]["type"], "LoadBalancer");
+    assert_eq!(
+        data["metadata"]["annotations"]["service.beta.kubernetes.io/aws-load-balancer-internal"],
+        "true"
+    );
+    let headless = json(&ha.headless_service);
+    assert_eq!(headless["spec"]["clusterIP"], "None");
+    assert_eq!(headless["spec"]["publishNotReadyAddresses"], true);
+    assert_eq!(
+        ha.stateful_set.spec.service_name.as_deref(),
+        Some("store-headless")
+    );
+    // probes hit the sidecar's admin port and memcached's port
+    let sidecar = json(container(&ha.stateful_set, "sidecar"));
+    assert_eq!(
+        sidecar["readinessProbe"]["httpGet"],
+        serde_json::json!({"path": "/readyz", "port": "admin"})
+    );
+    assert_eq!(
+        sidecar["livenessProbe"]["httpGet"],
+        serde_json::json!({"path": "/healthz", "port": "admin"})
+    );
+    let memcached = json(container(&ha.stateful_set, "memcached"));
+    assert_eq!(memcached["readinessProbe"]["tcpSocket"]["port"], "memcache");
+}
+
+#[test]
+fn sidecar_reads_its_configmap_and_reaches_every_memcached() {
+    let ha = children(&fixture("ha.yaml"));
+    let data = ha.config_map.data.clone().unwrap_or_default();
+    assert_eq!(
+        data.get("ZMM_MEMCACHED").map(String::as_str),
+        Some(
+            "store-0.store-headless.zenko.svc:11211,store-1.store-headless.zenko.svc:11211,\
+             store-2.store-headless.zenko.svc:11211"
+        )
+    );
+    assert_eq!(
+        data.get("ZMM_CHUNK_SIZE").map(String::as_str),
+        Some("1044480")
+    );
+    assert_eq!(
+        data.get("ZMM_REPLICATION_GROUP_ID").map(String::as_str),
+        Some("RG002")
+    );
+    assert_eq!(data.get("ZMM_LOG_LEVEL").map(String::as_str), Some("debug"));
+    assert_eq!(data.get("ZMM_STARTUP_WAIT").map(String::as_str), Some("60"));
+    let sidecar = json(container(&ha.stateful_set, "sidecar"));
+    assert_eq!(
+        sidecar["envFrom"][0]["configMapRef"]["name"],
+        "store-sidecar"
+    );
+    assert_eq!(
+        sidecar["image"],
+        "registry.local/zenko-memcached-sidecar:1.2.3"
+    );
+
+    let single = children(&fixture("single.yaml"));
+    let data = single.config_map.data.clone().unwrap_or_default();
+    assert_eq!(
+        data.get("ZMM_MEMCACHED").map(String::as_str),
+        Some("127.0.0.1:11211")
+    );
+}
+
+#[test]
+fn pdb_only_when_more_than_one_replica() {
+    assert!(
+        children(&fixture("single.yaml"))
+            .pod_disruption_budget
+            .is_none()
+    );
+    let ha = children(&fixture("ha.yaml"));
+    let pdb = json(&ha.pod_disruption_budget);
+    assert_eq!(pdb["spec"]["maxUnavailable"], 1);
+    assert_eq!(
+        pdb["spec"]["selector"]["matchLabels"]["app.kubernetes.io/instance"],
+        "store"
+    );
+    let mut disabled = fixture("ha.yaml");
+    disabled.spec.pod_disruption_budget.enabled = false;
+    assert!(children(&disabled).pod_disruption_budget.is_none());
+}
+
+#[test]
+fn every_object_has_the_owner_reference_and_standard_labels() {
+    for file in ["single.yaml", "ha.yaml", "preferred-evicting.yaml"] {
+        let module = fixture(file);
+        let uid = module.metadata.uid.clone().unwrap_or_default();
+        let objects = children(&module)
+            .to_json_values()
+            .unwrap_or_else(|e| panic!("{e}"));
+        let expected = if module.spec.replicas > 1 { 6 } else { 5 };
+        assert_eq!(objects.len(), expected, "{file}");
+        for o in objects {
+            let what = format!("{file}: {} {}", o["kind"], o["metadata"]["name"]);
+            assert_eq!(
+                o["metadata"]["ownerReferences"],
+                serde_json::json!([{
+                    "apiVersion": "zenko.io/v1alpha1", "kind": "ZenkoMemcachedModule",
+                    "name": module.metadata.name.clone().unwrap_or_default(), "uid": uid,
+                    "controller": true,
+                }]),
+                "{what}"
+            );
+            let labels = &o["metadata"]["labels"];
+            assert_eq!(
+                labels["app.kubernetes.io/name"], "zenko-memcached",
+                "{what}"
+            );
+            assert_eq!(
+                labels["app.kubernetes.io/instance"], o["metadata"]["ownerReferences"][0]["name"],
+                "{what}"
+            );
+            assert_eq!(
+                labels["app.kubernetes.io/managed-by"], "zenko-memcached-operator",
+                "{what}"
+            );
+            assert_eq!(labels["app.kubernetes.io/part-of"], "zenko", "{what}");
+            assert!(labels["app.kubernetes.io/component"].is_string(), "{what}");
+            assert_eq!(o["metadata"]["namespace"], "zenko", "{what}");
+        }
+    }
+}
+
+#[test]
+fn a_spec_change_produces_a_new_pod_template() {
+    let before = fixture("ha.yaml");
+    let template = |m: &ZenkoMemcachedModule| children(m).stateful_set.spec.template;
+    let hash = |m: &ZenkoMemcachedModule| {
+        template(m)
+            .metadata
+            .and_then(|m| m.annotations)
+            .and_then(|a| a.get(CONFIG_HASH_ANNOTATION).cloned())
+            .unwrap_or_default()
+    };
+    // same spec, same template: applying it again does not roll the pods
+    assert_eq!(template(&before), template(&before.clone()));
+
+    // a memcached flag changes the container args
+    let mut memory = before.clone();
+    memory.spec.memcached.memory_limit_mib = 8192;
+    assert_ne!(template(&memory), template(&before));
+    assert_eq!(hash(&memory), hash(&before));
+
+    // a sidecar setting only changes the ConfigMap, and its hash rolls the pods
+    let mut log = before.clone();
+    log.spec.sidecar.log_level = zenko_memcached_operator::crd::LogLevel::Trace;
+    assert_ne!(hash(&log), hash(&before));
+    assert_eq!(hash(&log).len(), 64);
+    assert_ne!(template(&log), template(&before));
+}
+
+#[test]
+fn the_shipped_examples_are_valid_modules() {
+    for example in ["module.yaml", "module-ha.yaml"] {
+        let path = format!("{}/../examples/{example}", env!("CARGO_MANIFEST_DIR"));
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        let yaml = zenko_memcached_operator::manifests::manifests_yaml(&text, "default")
+            .unwrap_or_else(|e| panic!("{example}: {e}"));
+        assert!(yaml.contains("kind: StatefulSet"), "{example}");
+        // a module from a file has no uid: no dangling owner reference is printed
+        assert!(!yaml.contains("ownerReferences"), "{example}");
+    }
+}
+
+#[test]
+fn manifests_refuse_an_invalid_module_with_the_reason() {
+    let path = format!("{}/tests/fixtures/invalid.yaml", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{e}"));
+    let err = zenko_memcached_operator::manifests::manifests_yaml(&text, "default")
+        .err()
+        .unwrap_or_else(|| panic!("invalid module accepted"));
+    assert!(err.to_string().contains("sidecar.chunkSizeBytes"), "{err}");
+    let garbage = zenko_memcached_operator::manifests::manifests_yaml("spec: [", "default");
+    assert!(garbage.is_err());
+}

@@ -1,0 +1,49 @@
+//! The CRD shipped in the chart must be what `crd` prints; regenerate it with
+//! `cargo run -p zenko-memcached-operator -- crd > charts/zenko-memcached-operator/crds/zenkomemcachedmodules.zenko.io.yaml`.
+
+#[test]
+fn shipped_crd_matches_the_rust_types() {
+    let path = format!(
+        "{}/../charts/zenko-memcached-operator/crds/zenkomemcachedmodules.zenko.io.yaml",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let shipped = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    let generated =
+        zenko_memcached_operator::manifests::crd_yaml().unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        shipped == generated,
+        "{path} is stale; regenerate it with: cargo run -p zenko-memcached-operator -- crd > \
+         charts/zenko-memcached-operator/crds/zenkomemcachedmodules.zenko.io.yaml"
+    );
+}
+
+#[test]
+fn crd_has_short_name_status_and_printer_columns() {
+    let crd = zenko_memcached_operator::manifests::crd_yaml().unwrap_or_else(|e| panic!("{e}"));
+    let crd: serde_json::Value = serde_saphyr::from_str(&crd).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        crd["spec"]["names"]["shortNames"],
+        serde_json::json!(["zmm"])
+    );
+    let version = &crd["spec"]["versions"][0];
+    assert_eq!(version["name"], "v1alpha1");
+    assert!(version["subresources"]["status"].is_object());
+    let columns: Vec<&str> = version["additionalPrinterColumns"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c["name"].as_str())
+        .collect();
+    assert_eq!(
+        columns,
+        ["Ready", "Replicas", "Phase", "Data", "Metadata", "Age"]
+    );
+    let spec = &version["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"];
+    assert_eq!(spec["replicas"]["minimum"], 1.0);
+    assert_eq!(spec["replicas"]["default"], 1);
+    assert_eq!(
+        spec["placement"]["properties"]["spread"]["enum"],
+        serde_json::json!(["Required", "Preferred"])
+    );
+    assert!(spec["memcached"]["properties"]["evictions"]["description"].is_string());
+}
