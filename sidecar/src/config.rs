@@ -4,6 +4,8 @@ use std::net::SocketAddr;
 
 use clap::Parser;
 
+use crate::metadata::ReplicationGroupId;
+
 #[derive(Clone, Debug, Parser)]
 #[command(name = "zenko-memcached-sidecar", version, about)]
 pub struct Config {
@@ -29,9 +31,17 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(1024..=256 * 1024 * 1024))]
     pub chunk_size: u64,
 
-    /// Replication group id written into version ids (CloudServer's `replicationGroupId`).
-    #[arg(long, env = "ZMM_REPLICATION_GROUP_ID", default_value = "RG001")]
-    pub replication_group_id: String,
+    /// Replication group id written into version ids (CloudServer's `replicationGroupId`):
+    /// 1 to 7 letters and digits.
+    #[arg(long, env = "ZMM_REPLICATION_GROUP_ID", default_value = "RG001",
+          value_parser = |text: &str| ReplicationGroupId::new(text))]
+    pub replication_group_id: ReplicationGroupId,
+
+    /// Memory for cached metadata pages, in MiB: the bound on what the metadata store keeps
+    /// in the sidecar, however large the databases grow.
+    #[arg(long, env = "ZMM_PAGE_CACHE_MIB", default_value_t = 64,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub page_cache_mib: u64,
 
     /// Log filter, e.g. `info` or `zenko_memcached_sidecar=debug`.
     #[arg(long, env = "ZMM_LOG_LEVEL", default_value = "info")]

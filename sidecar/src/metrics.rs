@@ -21,6 +21,17 @@ pub struct RouteLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CallLabels {
+    pub call: String,
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CallNameLabels {
+    pub call: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ErrorLabels {
     pub kind: &'static str,
 }
@@ -39,6 +50,8 @@ pub struct Metrics {
     pub data_bytes_in: Counter,
     pub data_bytes_out: Counter,
     pub memcached_errors: Family<ErrorLabels, Counter>,
+    pub metadata_calls: Family<CallLabels, Counter>,
+    pub metadata_latency: Family<CallNameLabels, Histogram, fn() -> Histogram>,
 }
 
 impl Default for Metrics {
@@ -52,6 +65,11 @@ impl Default for Metrics {
         let data_bytes_in = Counter::default();
         let data_bytes_out = Counter::default();
         let memcached_errors = Family::<ErrorLabels, Counter>::default();
+        let metadata_calls = Family::<CallLabels, Counter>::default();
+        let metadata_latency =
+            Family::<CallNameLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+                latency_histogram as fn() -> Histogram,
+            );
         registry.register(
             "data_requests",
             "Data API requests by route and status",
@@ -77,6 +95,16 @@ impl Default for Metrics {
             "Failed memcached operations by kind",
             memcached_errors.clone(),
         );
+        registry.register(
+            "metadata_calls",
+            "Metadata RPC calls by name and outcome",
+            metadata_calls.clone(),
+        );
+        registry.register(
+            "metadata_call_duration_seconds",
+            "Metadata RPC time to answer, by call",
+            metadata_latency.clone(),
+        );
         Metrics {
             registry: Arc::new(registry),
             data_requests,
@@ -84,6 +112,27 @@ impl Default for Metrics {
             data_bytes_in,
             data_bytes_out,
             memcached_errors,
+            metadata_calls,
+            metadata_latency,
+        }
+    }
+}
+
+impl crate::metadata::CallObserver for Metrics {
+    fn call_finished(&self, call: &str, outcome: &str, elapsed: Duration) {
+        self.metadata_calls
+            .get_or_create(&CallLabels {
+                call: call.to_owned(),
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+        self.metadata_latency
+            .get_or_create(&CallNameLabels {
+                call: call.to_owned(),
+            })
+            .observe(elapsed.as_secs_f64());
+        if outcome == "storage_full" {
+            self.memcached_error("full");
         }
     }
 }

@@ -14,10 +14,15 @@ use crate::config::Config;
 use crate::data::{self, DataService};
 use crate::health::Health;
 use crate::items::{EmbeddedStore, ItemError, ItemStore, MemcachedStore, SharedItemStore};
+use crate::metadata::{self, MetadataConfig, MetadataService};
 use crate::metrics::Metrics;
+use crate::ordered::{MemcachedOrderedStore, OrderedError, PageCacheConfig, TreeConfig};
 
 /// How often readiness probes memcached.
 const HEALTH_INTERVAL: Duration = Duration::from_secs(1);
+/// How long in-flight requests may take to finish after SIGTERM; metadata clients keep their
+/// socket.io connections open, so the wait needs an end (Kubernetes allows 30 s by default).
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(25);
 
 /// Why the sidecar could not start; each is one line for the operator.
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +38,8 @@ pub enum StartupError {
         item_size_max: u64,
         overhead: u64,
     },
+    #[error("cannot open the metadata store: {0}")]
+    Metadata(OrderedError),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: SocketAddr,
@@ -117,11 +124,36 @@ pub async fn run(config: Config) -> Result<(), StartupError> {
         metrics: metrics.clone(),
         health: health.clone(),
     });
+    let tree = TreeConfig {
+        cache: PageCacheConfig {
+            max_bytes: (config.page_cache_mib * 1024 * 1024) as usize,
+        },
+        ..TreeConfig::default()
+    };
+    let ordered = MemcachedOrderedStore::open(items.clone(), tree)
+        .await
+        .map_err(StartupError::Metadata)?;
+    let metadata = metadata::router(MetadataService::new(
+        Arc::new(ordered),
+        items.clone(),
+        MetadataConfig {
+            replication_group_id: config.replication_group_id.clone(),
+            observer: Some(Arc::new(metrics.clone())),
+            ..MetadataConfig::default()
+        },
+    ));
     let admin = admin::router(health, metrics);
 
     let data_listener = listen(config.data_addr).await?;
+    let metadata_listener = listen(config.metadata_addr).await?;
     let admin_listener = listen(config.admin_addr).await?;
-    tracing::info!(data = %config.data_addr, admin = %config.admin_addr, chunk_size = config.chunk_size, "serving");
+    tracing::info!(
+        data = %config.data_addr,
+        metadata = %config.metadata_addr,
+        admin = %config.admin_addr,
+        chunk_size = config.chunk_size,
+        "serving"
+    );
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
@@ -139,9 +171,24 @@ pub async fn run(config: Config) -> Result<(), StartupError> {
                 .await
         }
     };
-    let (data_result, admin_result) =
-        tokio::join!(serve(data_listener, data), serve(admin_listener, admin));
-    data_result.and(admin_result).map_err(StartupError::Serve)
+    let servers = async {
+        let (data_result, metadata_result, admin_result) = tokio::join!(
+            serve(data_listener, data),
+            serve(metadata_listener, metadata),
+            serve(admin_listener, admin)
+        );
+        data_result.and(metadata_result).and(admin_result)
+    };
+    let mut stopped = stop_rx.clone();
+    let deadline = async move {
+        let _ = stopped.wait_for(|stopped| *stopped).await;
+        tokio::time::sleep(SHUTDOWN_GRACE).await;
+        tracing::warn!("connections still open after the shutdown grace period: closing them");
+    };
+    tokio::select! {
+        result = servers => result.map_err(StartupError::Serve),
+        () = deadline => Ok(()),
+    }
 }
 
 async fn shutdown_signal() {
