@@ -56,6 +56,11 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(1..))]
     pub embedded_memory_mib: u64,
 
+    /// Instead of serving, GET this local URL once and exit 0 if it answers 200
+    /// (a health check for images without a shell), e.g. http://127.0.0.1:9992/readyz.
+    #[arg(long, value_name = "URL")]
+    pub probe: Option<String>,
+
     /// Item size limit of the embedded store, in bytes (memcached's -I).
     #[arg(long, env = "ZMM_EMBEDDED_ITEM_SIZE_MAX", default_value_t = 1024 * 1024,
           value_parser = clap::value_parser!(u64).range(1024..))]

@@ -10,4 +10,5 @@ pub mod items;
 pub mod metadata;
 pub mod metrics;
 pub mod ordered;
+pub mod probe;
 pub mod server;

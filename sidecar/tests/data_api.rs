@@ -685,3 +685,20 @@ fn invalid_configuration_fails_fast_with_one_line() {
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(stderr.contains("unreachable"), "{stderr}");
 }
+
+#[test]
+fn probe_checks_readiness_for_health_checks() {
+    let mut memcached = Memcached::start(&[]);
+    let sidecar = sidecar(&memcached);
+    let ready = format!("{}/readyz", sidecar.admin_url());
+    let timeout = Duration::from_secs(10);
+    let (status, _) = Sidecar::run_to_exit(BINARY, &["--probe", &ready], timeout);
+    assert!(status.success());
+    memcached.stop();
+    std::thread::sleep(Duration::from_millis(1500));
+    let (status, stderr) = Sidecar::run_to_exit(BINARY, &["--probe", &ready], timeout);
+    assert!(!status.success());
+    assert!(stderr.contains("503"), "{stderr}");
+    let (status, stderr) = Sidecar::run_to_exit(BINARY, &["--probe", "ftp://x"], timeout);
+    assert!(!status.success() && stderr.contains("http://"), "{stderr}");
+}
