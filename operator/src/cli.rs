@@ -24,6 +24,8 @@ pub enum Command {
     Crd,
     /// Print the objects the operator would create for a module, for review or GitOps.
     Manifests(ManifestsArgs),
+    /// Write the Docker Swarm stack (docker-stack.yml) of a module, for `docker stack deploy`.
+    Stack(StackArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -78,6 +80,21 @@ pub struct ManifestsArgs {
     pub namespace: String,
 }
 
+#[derive(Debug, clap::Args)]
+pub struct StackArgs {
+    /// The ZenkoMemcachedModule YAML file; `-` reads standard input.
+    #[arg(short = 'f', long = "filename")]
+    pub file: PathBuf,
+
+    /// Where to write the stack; standard output when unset. Nothing is written when the module is invalid.
+    #[arg(short, long)]
+    pub output: Option<PathBuf>,
+
+    /// Namespace naming the warm restart directory (<hostPath>/<namespace>/<module>) when the module names none.
+    #[arg(short, long, default_value = "default")]
+    pub namespace: String,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -96,6 +113,27 @@ mod tests {
             Command::Manifests(args) => assert_eq!(args.file, PathBuf::from("m.yaml")),
             other => panic!("parsed {other:?}"),
         }
+    }
+
+    #[test]
+    fn stack_writes_to_stdout_unless_told() {
+        let parse = |args: &[&str]| match Cli::try_parse_from(args) {
+            Ok(Cli {
+                command: Command::Stack(args),
+            }) => args,
+            other => panic!("parsed {other:?}"),
+        };
+        let out = parse(&["zenko-memcached-operator", "stack", "-f", "m.yaml"]);
+        assert_eq!(out.output, None);
+        let out = parse(&[
+            "zenko-memcached-operator",
+            "stack",
+            "-f",
+            "m.yaml",
+            "-o",
+            "s.yml",
+        ]);
+        assert_eq!(out.output, Some(PathBuf::from("s.yml")));
     }
 
     #[test]

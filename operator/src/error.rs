@@ -31,6 +31,13 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    /// A resource amount the Swarm stack cannot express (Kubernetes checks its own at apply time).
+    #[error(
+        "{field} {value:?} is not a Kubernetes quantity the stack generator understands; \
+         use forms such as 250m, 0.5, 512Mi or 2Gi"
+    )]
+    InvalidQuantity { field: String, value: String },
+
     #[error("leadership of Lease {0} was lost")]
     LeadershipLost(String),
 }
@@ -48,6 +55,7 @@ impl Error {
             Self::YamlRead(_) | Self::YamlWrite(_) => "yaml",
             Self::Io { .. } => "io",
             Self::LeadershipLost(_) => "leadership_lost",
+            Self::InvalidQuantity { .. } => "invalid_quantity",
         }
     }
 }

@@ -1,5 +1,5 @@
 //! The zenko-memcached Kubernetes operator: the `ZenkoMemcachedModule` resource, the builders of
-//! the objects it owns, and the controller that applies them.
+//! the objects it owns, the controller that applies them, and the Swarm stack generator.
 
 pub mod build;
 pub mod cli;
@@ -11,6 +11,7 @@ pub mod manifests;
 pub mod metrics;
 pub mod run;
 pub mod server;
+pub mod stack;
 pub mod status;
 pub mod validate;
 

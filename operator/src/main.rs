@@ -4,8 +4,10 @@ use std::io::{Read, Write};
 use std::process::ExitCode;
 
 use clap::Parser;
+use std::path::Path;
 use tracing_subscriber::EnvFilter;
-use zenko_memcached_operator::cli::{Cli, Command, LogFormat, ManifestsArgs};
+
+use zenko_memcached_operator::cli::{Cli, Command, LogFormat, ManifestsArgs, StackArgs};
 use zenko_memcached_operator::{Error, Result, manifests, run};
 
 fn main() -> ExitCode {
@@ -13,6 +15,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Crd => manifests::crd_yaml().and_then(|y| print(&y)),
         Command::Manifests(args) => manifests_command(&args),
+        Command::Stack(args) => stack_command(&args),
         Command::Run(args) => run_command(args),
     };
     match result {
@@ -25,19 +28,39 @@ fn main() -> ExitCode {
 }
 
 fn manifests_command(args: &ManifestsArgs) -> Result<()> {
-    let path = args.file.display().to_string();
+    print(&manifests::manifests_yaml(
+        &read_input(&args.file)?,
+        &args.namespace,
+    )?)
+}
+
+/// The whole stack is built before the output file is opened, so that an invalid module
+/// leaves an existing file untouched.
+fn stack_command(args: &StackArgs) -> Result<()> {
+    let yaml = manifests::stack_yaml(&read_input(&args.file)?, &args.namespace)?;
+    match &args.output {
+        None => print(&yaml),
+        Some(path) => std::fs::write(path, yaml).map_err(|source| Error::Io {
+            path: path.display().to_string(),
+            source,
+        }),
+    }
+}
+
+/// The text of a file, or of standard input for `-`.
+fn read_input(file: &Path) -> Result<String> {
+    let path = file.display().to_string();
     let io = |source| Error::Io {
         path: path.clone(),
         source,
     };
-    let text = if path == "-" {
+    if path == "-" {
         let mut text = String::new();
         std::io::stdin().read_to_string(&mut text).map_err(io)?;
-        text
+        Ok(text)
     } else {
-        std::fs::read_to_string(&args.file).map_err(io)?
-    };
-    print(&manifests::manifests_yaml(&text, &args.namespace)?)
+        std::fs::read_to_string(file).map_err(io)
+    }
 }
 
 fn run_command(args: zenko_memcached_operator::cli::RunArgs) -> Result<()> {

@@ -7,6 +7,7 @@ use sha2::{Digest, Sha256};
 
 use super::labels::Component;
 use super::{MEMCACHED_PORT, names, object_meta};
+use crate::crd::SidecarSpec;
 use crate::validate::Validated;
 
 /// Pod template annotation carrying the hash of the ConfigMap data: `envFrom` is only read at
@@ -14,12 +15,27 @@ use crate::validate::Validated;
 pub const CONFIG_HASH_ANNOTATION: &str = "zenko.io/config-hash";
 
 /// Seconds the sidecar waits for memcached at start: both containers start together.
-const STARTUP_WAIT_SECONDS: u32 = 60;
+pub const STARTUP_WAIT_SECONDS: u32 = 60;
 
 pub fn build(module: &Validated<'_>) -> ConfigMap {
-    let sidecar = &module.module.spec.sidecar;
-    let data = BTreeMap::from([
-        ("ZMM_MEMCACHED".to_owned(), memcached_servers(module)),
+    let data = sidecar_env(&module.module.spec.sidecar, &memcached_servers(module));
+    ConfigMap {
+        metadata: object_meta(module, names::config_map(module.name), Component::Storage),
+        data: Some(data),
+        ..ConfigMap::default()
+    }
+}
+
+/// The sidecar's environment, shared by Kubernetes (this ConfigMap) and Swarm (the stack's
+/// `environment`): only the list of memcached servers differs, because only the way a sidecar
+/// reaches each memcached differs. The order of `memcached_servers` is the key routing order and
+/// must be the same for every sidecar of a module.
+pub fn sidecar_env(
+    sidecar: &SidecarSpec,
+    memcached_servers: &[String],
+) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("ZMM_MEMCACHED".to_owned(), memcached_servers.join(",")),
         (
             "ZMM_DATA_ADDR".to_owned(),
             format!("0.0.0.0:{}", super::DATA_PORT),
@@ -48,21 +64,16 @@ pub fn build(module: &Validated<'_>) -> ConfigMap {
             "ZMM_STARTUP_WAIT".to_owned(),
             STARTUP_WAIT_SECONDS.to_string(),
         ),
-    ]);
-    ConfigMap {
-        metadata: object_meta(module, names::config_map(module.name), Component::Storage),
-        data: Some(data),
-        ..ConfigMap::default()
-    }
+    ])
 }
 
 /// The memcached servers every sidecar uses. With several pods each sidecar must list all of
 /// them, in the same order, so that every sidecar maps a key to the same server; the headless
 /// Service's per-pod names are stable and resolve before the pods are ready.
-fn memcached_servers(module: &Validated<'_>) -> String {
+fn memcached_servers(module: &Validated<'_>) -> Vec<String> {
     let replicas = module.module.spec.replicas;
     if replicas <= 1 {
-        return format!("127.0.0.1:{MEMCACHED_PORT}");
+        return vec![format!("127.0.0.1:{MEMCACHED_PORT}")];
     }
     let sts = names::stateful_set(module.name);
     let headless = names::headless_service(module.name);
@@ -73,8 +84,7 @@ fn memcached_servers(module: &Validated<'_>) -> String {
                 module.namespace
             )
         })
-        .collect::<Vec<_>>()
-        .join(",")
+        .collect()
 }
 
 /// Hex SHA-256 over the ConfigMap's sorted keys and values.

@@ -17,7 +17,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use super::configmap::CONFIG_HASH_ANNOTATION;
 use super::labels::{self, Component, pod_selector};
 use super::{names, object_meta};
-use crate::crd::{MemcachedSpec, SpreadPolicy};
+use crate::crd::{MemcachedSpec, SidecarSpec, SpreadPolicy};
 use crate::validate::Validated;
 
 pub const MEMCACHED_PORT: u16 = 11211;
@@ -28,9 +28,12 @@ pub const ADMIN_PORT: u16 = 9992;
 const MEMCACHED_CONTAINER: &str = "memcached";
 const SIDECAR_CONTAINER: &str = "sidecar";
 const WARM_VOLUME: &str = "warm";
-const WARM_MOUNT: &str = "/warm";
+/// Where memcached sees the node directory holding its warm restart memory file.
+pub const WARM_MOUNT: &str = "/warm";
 /// The uid and gid of the `memcache` user in the official memcached images.
-const MEMCACHED_UID: i64 = 11211;
+pub const MEMCACHED_UID: i64 = 11211;
+/// Seconds a stopping memcached gets to write its memory file, and the sidecar to finish requests.
+pub const TERMINATION_GRACE_SECONDS: i64 = 30;
 const HOSTNAME_TOPOLOGY: &str = "kubernetes.io/hostname";
 
 /// memcached's command line, derived from the spec. `-U 0` closes UDP, which the sidecar does
@@ -66,11 +69,7 @@ pub fn build(module: &Validated<'_>, config_hash: &str) -> StatefulSet {
     let mut template_annotations =
         BTreeMap::from([(CONFIG_HASH_ANNOTATION.to_owned(), config_hash.to_owned())]);
     if spec.metrics.enabled {
-        template_annotations.extend([
-            ("prometheus.io/scrape".to_owned(), "true".to_owned()),
-            ("prometheus.io/port".to_owned(), ADMIN_PORT.to_string()),
-            ("prometheus.io/path".to_owned(), "/metrics".to_owned()),
-        ]);
+        template_annotations.extend(metrics_annotations());
     }
     let warm = spec.memcached.warm_restart.enabled;
     StatefulSet {
@@ -102,7 +101,7 @@ pub fn build(module: &Validated<'_>, config_hash: &str) -> StatefulSet {
                     init_containers: warm.then(|| vec![warm_dir_init_container(module)]),
                     containers: vec![memcached_container(module), sidecar_container(module)],
                     volumes: warm.then(|| vec![warm_volume(module)]),
-                    termination_grace_period_seconds: Some(30),
+                    termination_grace_period_seconds: Some(TERMINATION_GRACE_SECONDS),
                     enable_service_links: Some(false),
                     ..PodSpec::default()
                 }),
@@ -187,11 +186,7 @@ fn memcached_container(module: &Validated<'_>) -> Container {
         ports: Some(vec![container_port("memcache", MEMCACHED_PORT)]),
         readiness_probe: Some(tcp_probe(5)),
         liveness_probe: Some(tcp_probe(15)),
-        resources: Some(
-            spec.resources
-                .clone()
-                .unwrap_or_else(|| memcached_default_resources(spec.memory_limit_mib)),
-        ),
+        resources: Some(memcached_resources(spec)),
         volume_mounts: warm.then(|| {
             vec![VolumeMount {
                 name: WARM_VOLUME.to_owned(),
@@ -239,11 +234,7 @@ fn sidecar_container(module: &Validated<'_>) -> Container {
         ]),
         readiness_probe: Some(http_probe("/readyz", 5)),
         liveness_probe: Some(http_probe("/healthz", 30)),
-        resources: Some(
-            spec.resources
-                .clone()
-                .unwrap_or_else(sidecar_default_resources),
-        ),
+        resources: Some(sidecar_resources(spec)),
         security_context: Some(restricted_security_context(None)),
         ..Container::default()
     }
@@ -279,8 +270,19 @@ fn warm_dir_init_container(module: &Validated<'_>) -> Container {
     }
 }
 
-/// One directory per module on each node, so that two modules never share a memory file.
-fn warm_volume(module: &Validated<'_>) -> Volume {
+/// The prometheus.io keys that let a scraper find the sidecar's /metrics: pod annotations on
+/// Kubernetes, service labels on Swarm.
+pub fn metrics_annotations() -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("prometheus.io/scrape".to_owned(), "true".to_owned()),
+        ("prometheus.io/port".to_owned(), ADMIN_PORT.to_string()),
+        ("prometheus.io/path".to_owned(), "/metrics".to_owned()),
+    ])
+}
+
+/// The node directory of the warm restart memory file: one directory per module on each node,
+/// so that two modules never share a memory file.
+pub fn warm_host_path(module: &Validated<'_>) -> String {
     let base = module
         .module
         .spec
@@ -288,14 +290,32 @@ fn warm_volume(module: &Validated<'_>) -> Volume {
         .warm_restart
         .host_path
         .trim_end_matches('/');
+    format!("{base}/{}/{}", module.namespace, module.name)
+}
+
+fn warm_volume(module: &Validated<'_>) -> Volume {
     Volume {
         name: WARM_VOLUME.to_owned(),
         host_path: Some(HostPathVolumeSource {
-            path: format!("{base}/{}/{}", module.namespace, module.name),
+            path: warm_host_path(module),
             type_: Some("DirectoryOrCreate".to_owned()),
         }),
         ..Volume::default()
     }
+}
+
+/// memcached's resources: the spec's, or the defaults derived from its memory limit.
+pub fn memcached_resources(spec: &MemcachedSpec) -> ResourceRequirements {
+    spec.resources
+        .clone()
+        .unwrap_or_else(|| memcached_default_resources(spec.memory_limit_mib))
+}
+
+/// The sidecar's resources: the spec's, or the documented defaults.
+pub fn sidecar_resources(spec: &SidecarSpec) -> ResourceRequirements {
+    spec.resources
+        .clone()
+        .unwrap_or_else(sidecar_default_resources)
 }
 
 /// Item memory plus a tenth and 64 MiB for connection buffers and the hash table; the limit

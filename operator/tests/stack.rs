@@ -1,0 +1,299 @@
+//! Swarm stack generator tests: golden files, the top-level docker-stack.yml, the docker client's
+//! schema check, the CLI's refusal of invalid modules, and the derivations shared with Kubernetes.
+//!
+//! `UPDATE_GOLDEN=1 cargo test -p zenko-memcached-operator --test stack` rewrites the golden files
+//! and the top-level docker-stack.yml after an intended change; review the diff before committing.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::fixture;
+use zenko_memcached_operator::build::{self, memcached_args};
+use zenko_memcached_operator::manifests::stack_yaml;
+use zenko_memcached_operator::stack::{self, SIDECAR_BINARY, compose::ComposeFile};
+use zenko_memcached_operator::validate::validate;
+
+const OPERATOR: &str = env!("CARGO_BIN_EXE_zenko-memcached-operator");
+
+/// Inputs (relative to tests/fixtures) and the golden file each must produce (in fixtures/stack).
+const GOLDEN: &[(&str, &str)] = &[
+    ("single.yaml", "single.stack.yml"),
+    ("ha.yaml", "ha.stack.yml"),
+    ("preferred-evicting.yaml", "preferred-evicting.stack.yml"),
+    ("stack/published.yaml", "published.stack.yml"),
+];
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn updating() -> bool {
+    std::env::var_os("UPDATE_GOLDEN").is_some_and(|v| v == "1")
+}
+
+/// What the `stack` command prints for a file (the CLI's default namespace included).
+fn generate(input: &Path) -> String {
+    stack_yaml(&read(input), "default").unwrap_or_else(|e| panic!("{}: {e}", input.display()))
+}
+
+/// Compares `actual` with the file at `expected`, or rewrites it under UPDATE_GOLDEN=1.
+fn check_golden(actual: &str, expected: &Path) -> Option<String> {
+    if updating() {
+        std::fs::write(expected, actual).unwrap_or_else(|e| panic!("{}: {e}", expected.display()));
+        return None;
+    }
+    let wanted = std::fs::read_to_string(expected).unwrap_or_default();
+    (wanted != actual).then(|| expected.display().to_string())
+}
+
+fn golden_paths() -> Vec<(PathBuf, PathBuf)> {
+    GOLDEN
+        .iter()
+        .map(|(input, golden)| {
+            (
+                fixtures().join(input),
+                fixtures().join("stack").join(golden),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn golden_files_match() {
+    let stale: Vec<String> = golden_paths()
+        .iter()
+        .filter_map(|(input, golden)| check_golden(&generate(input), golden))
+        .collect();
+    assert!(
+        stale.is_empty(),
+        "the generator's output differs from {stale:?}; if the change is intended, run \
+         UPDATE_GOLDEN=1 cargo test -p zenko-memcached-operator --test stack and review the diff"
+    );
+}
+
+#[test]
+fn top_level_docker_stack_is_the_example_modules() {
+    let actual = generate(&repo_root().join("examples/module.yaml"));
+    let stale = check_golden(&actual, &repo_root().join("docker-stack.yml"));
+    assert!(
+        stale.is_none(),
+        "docker-stack.yml is not the stack of examples/module.yaml; regenerate it with \
+         cargo run -p zenko-memcached-operator -- stack -f examples/module.yaml -o docker-stack.yml"
+    );
+}
+
+#[test]
+fn docker_accepts_every_generated_stack() {
+    let mut files: Vec<PathBuf> = golden_paths().into_iter().map(|(_, g)| g).collect();
+    files.push(repo_root().join("docker-stack.yml"));
+    for file in files {
+        let output = Command::new("docker")
+            .args(["stack", "config", "-c"])
+            .arg(&file)
+            .output()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot run the docker client ({e}); it checks the Compose schema without a \
+                     daemon: install it (scripts/test does when it is missing)"
+                )
+            });
+        assert!(
+            output.status.success(),
+            "docker stack config refused {} (a client older than Docker 23 has no `stack config`):\n{}",
+            file.display(),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+}
+
+fn run_stack(input: &Path, output: &Path) -> std::process::Output {
+    Command::new(OPERATOR)
+        .args(["stack", "-f"])
+        .arg(input)
+        .arg("-o")
+        .arg(output)
+        .output()
+        .unwrap_or_else(|e| panic!("{OPERATOR}: {e}"))
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("stack-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+    let path = dir.join(name);
+    let _ = std::fs::remove_file(&path);
+    path
+}
+
+#[test]
+fn invalid_module_gives_one_clear_error_and_writes_nothing() {
+    let invalid = fixtures().join("invalid.yaml");
+    let fresh = scratch("fresh.yml");
+    let out = run_stack(&invalid, &fresh);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("invalid spec: sidecar.chunkSizeBytes (1048576)")
+            && stderr.contains("set memcached.maxItemSizeKiB to at least 1028"),
+        "{stderr}"
+    );
+    assert!(
+        !fresh.exists(),
+        "an invalid module must not create the output"
+    );
+
+    let existing = scratch("existing.yml");
+    std::fs::write(&existing, "keep me\n").unwrap_or_else(|e| panic!("{e}"));
+    assert!(!run_stack(&invalid, &existing).status.success());
+    assert_eq!(
+        read(&existing),
+        "keep me\n",
+        "an invalid module must not truncate the output"
+    );
+}
+
+#[test]
+fn valid_module_is_written_to_the_output_file() {
+    let (input, golden) = &golden_paths()[1];
+    let written = scratch("ha.yml");
+    let out = run_stack(input, &written);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.stdout.is_empty());
+    assert_eq!(read(&written), read(golden));
+}
+
+fn compose(name: &str) -> ComposeFile {
+    stack::build(&fixture(name)).unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
+#[test]
+fn every_service_is_pinned_to_storage_nodes() {
+    let single = compose("single.yaml");
+    for (name, service) in &single.services {
+        assert_eq!(
+            service.deploy.placement.constraints,
+            vec!["node.labels.io.zenko.type == storage".to_owned()],
+            "{name}"
+        );
+    }
+    let ha = compose("ha.yaml");
+    assert_eq!(
+        ha.services.keys().collect::<Vec<_>>(),
+        ["memcached-0", "memcached-1", "memcached-2", "sidecar"]
+    );
+    // with several replicas each memcached is pinned to its own slot node: one per node, and
+    // back to the node holding its memory file after a restart
+    assert_eq!(
+        ha.services["memcached-2"].deploy.placement.constraints,
+        [
+            "node.labels.example.com/role == zenko-storage",
+            "node.labels.io.zenko.slot.store == 2"
+        ]
+    );
+    let sidecar = &ha.services["sidecar"].deploy;
+    assert_eq!(sidecar.replicas, 3);
+    assert_eq!(sidecar.placement.max_replicas_per_node, Some(1));
+    // Preferred spreading (no warm restart) may share nodes: no slots, no per-node maximum
+    let preferred = compose("preferred-evicting.yaml");
+    assert_eq!(
+        preferred.services["memcached-1"]
+            .deploy
+            .placement
+            .constraints
+            .len(),
+        1
+    );
+    assert_eq!(
+        preferred.services["sidecar"]
+            .deploy
+            .placement
+            .max_replicas_per_node,
+        None
+    );
+}
+
+#[test]
+fn memcached_and_sidecar_settings_are_the_kubernetes_ones() {
+    for name in ["single.yaml", "ha.yaml", "preferred-evicting.yaml"] {
+        let module = fixture(name);
+        let valid = validate(&module).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let kube = build::build(&valid);
+        let stack = compose(name);
+        assert_eq!(
+            stack.services["memcached-0"].command,
+            memcached_args(&module.spec.memcached),
+            "{name}"
+        );
+        // the environment is the ConfigMap's but for how the sidecar reaches memcached
+        let mut kube_env = kube.config_map.data.clone().unwrap_or_default();
+        let mut swarm_env = stack.services["sidecar"].environment.clone();
+        let servers = swarm_env.remove("ZMM_MEMCACHED").unwrap_or_default();
+        kube_env.remove("ZMM_MEMCACHED");
+        assert_eq!(swarm_env, kube_env, "{name}");
+        let module_name = module.metadata.name.as_deref().unwrap_or_default();
+        let expected: Vec<String> = (0..module.spec.replicas)
+            .map(|i| format!("{module_name}-memcached-{i}:11211"))
+            .collect();
+        assert_eq!(servers, expected.join(","), "{name}");
+    }
+}
+
+#[test]
+fn warm_restart_stops_memcached_with_sigusr1_on_a_node_directory() {
+    let yaml = generate(&fixtures().join("ha.yaml"));
+    assert!(yaml.contains("stop_signal: SIGUSR1"), "{yaml}");
+    assert!(
+        yaml.contains("source: /mnt/zenko/zenko/store\n      target: /warm"),
+        "{yaml}"
+    );
+    let cold = generate(&fixtures().join("preferred-evicting.yaml"));
+    assert!(
+        !cold.contains("stop_signal") && !cold.contains("/warm"),
+        "{cold}"
+    );
+    assert!(
+        !cold.contains("\n    - -M\n"),
+        "evictions allowed: no -M\n{cold}"
+    );
+}
+
+#[test]
+fn ports_are_published_only_outside_cluster_ip() {
+    assert!(compose("single.yaml").services["sidecar"].ports.is_empty());
+    let yaml = generate(&fixtures().join("stack/published.yaml"));
+    assert!(
+        yaml.contains(
+            "- target: 9991\n      published: 30991\n      protocol: tcp\n      mode: ingress"
+        ),
+        "{yaml}"
+    );
+    assert!(yaml.contains("published: 30990"), "{yaml}");
+}
+
+#[test]
+fn sidecar_healthcheck_runs_the_binary_the_image_installs() {
+    let dockerfile = read(&repo_root().join("Dockerfile"));
+    let sidecar_target = dockerfile
+        .split("AS sidecar\n")
+        .nth(1)
+        .and_then(|rest| rest.split("\nFROM ").next())
+        .unwrap_or_else(|| panic!("the Dockerfile has no sidecar target"));
+    assert!(
+        sidecar_target.contains(&format!("ENTRYPOINT [\"{SIDECAR_BINARY}\"]")),
+        "the Dockerfile's sidecar target must run {SIDECAR_BINARY}, which the stack's health check runs"
+    );
+}
