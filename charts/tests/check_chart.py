@@ -582,7 +582,7 @@ def main() -> int:
     for label, overrides in variants.items():
         scenario(report, label, overrides, defaults, crd, facts)
 
-    for bad in ({"replicaCount": 0}, {"image": {"pullPolicy": "Sometimes"}}, {"replicas": 2},
+    for bad in ({"replicaCount": 0}, {"metrics": {"port": 80}}, {"image": {"pullPolicy": "Sometimes"}}, {"replicas": 2},
                 {"leaderElection": {"enabled": "yes"}}, {"logFormat": "xml"},
                 {"watchNamespace": "Not_A_Namespace"}, {"networkPolicy": {"enabled": "true"}},
                 {"metrics": {"serviceMonitor": {"enabled": True}, "service": {"enabled": False}}},
