@@ -1,0 +1,633 @@
+#!/usr/bin/env python3
+"""Checks the zenko-memcached-operator Helm chart without a cluster and without network.
+
+Lints and renders the chart with Helm's own Go library (PyPI package helm-python-sdk, module
+helm_python) for the default values, for charts/tests/values-all-on.yaml (every option on) and
+for a few variants; validates every rendered object against the Kubernetes JSON schemas in
+strict mode (kubernetes-validate, schemas shipped inside the package), the ZenkoMemcachedModule
+objects against the CRD's openAPIV3Schema (jsonschema), and asserts what the chart promises:
+least-privilege RBAC without wildcard, hardened security contexts, the operator's flags and
+probes, NetworkPolicy ports. Values the schema must refuse are refused.
+
+Ends with the line "N passed, M failed" and exits non-zero on any failure.
+Needs: python3 -m pip install helm-python-sdk kubernetes-validate jsonschema pyyaml
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+import sys
+import traceback
+from pathlib import Path
+
+import helm_python as helm
+import jsonschema
+import kubernetes_validate
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "charts" / "zenko-memcached-operator"
+CRD_FILE = CHART / "crds" / "zenkomemcachedmodules.zenko.io.yaml"
+ALL_ON = ROOT / "charts" / "tests" / "values-all-on.yaml"
+CLI_RS = ROOT / "operator" / "src" / "cli.rs"
+LABELS_RS = ROOT / "operator" / "src" / "build" / "labels.rs"
+STATEFULSET_RS = ROOT / "operator" / "src" / "build" / "statefulset.rs"
+EXAMPLES = sorted((ROOT / "examples").glob("module*.yaml"))
+
+K8S_VERSION = "1.30.0"
+RELEASE = "zmm"
+NAMESPACE = "zenko-system"
+
+# What the controller does (operator/src/controller.rs, leader.rs): the chart must grant all of
+# it, and nothing beyond ALLOWED. Server-side apply needs create as well as patch.
+REQUIRED = {
+    ("zenko.io", "zenkomemcachedmodules"): {"get", "list", "watch"},
+    ("zenko.io", "zenkomemcachedmodules/status"): {"get", "patch"},
+    ("apps", "statefulsets"): {"get", "list", "watch", "create", "patch"},
+    ("", "services"): {"get", "list", "watch", "create", "patch"},
+    ("", "configmaps"): {"get", "list", "watch", "create", "patch"},
+    ("policy", "poddisruptionbudgets"): {"get", "list", "watch", "create", "patch", "delete"},
+    ("events.k8s.io", "events"): {"create", "patch"},
+}
+LEASES = {("coordination.k8s.io", "leases"): {"get", "create", "update"}}
+ALLOWED = {
+    **REQUIRED,
+    **LEASES,
+    # blockOwnerDeletion on the children's owner references, where
+    # OwnerReferencesPermissionEnforcement is on.
+    ("zenko.io", "zenkomemcachedmodules/finalizers"): {"update"},
+}
+
+
+class Report:
+    def __init__(self) -> None:
+        self.passed = 0
+        self.failed = 0
+
+    def check(self, name: str, fn, *args) -> object:
+        try:
+            result = fn(*args)
+        except Exception as e:  # noqa: BLE001 - every failure is reported, none stops the run
+            self.failed += 1
+            detail = [line[:300] for line in str(e).strip().splitlines()]
+            print(f"FAIL {name}: {detail[0] if detail else type(e).__name__}")
+            for line in detail[1:8]:
+                print(f"     {line}")
+            if not isinstance(e, (AssertionError, helm.HelmError, jsonschema.ValidationError)):
+                traceback.print_exc(limit=3)
+            return None
+        self.passed += 1
+        print(f"ok   {name}")
+        return result
+
+
+def expect(condition: bool, message: str) -> None:
+    if not condition:
+        raise AssertionError(message)
+
+
+# ---------------------------------------------------------------------------------------------
+# Facts read from the operator's source, so that the chart cannot drift from it.
+
+
+def operator_facts() -> dict:
+    cli = CLI_RS.read_text()
+    run_args = cli[cli.index("pub struct RunArgs") :]
+    run_args = run_args[: run_args.index("\n}")]
+    flags = {"--" + f.replace("_", "-") for f in re.findall(r"pub (\w+):", run_args)}
+    listen = re.search(r'long, env = "ZMM_OPERATOR_LISTEN", default_value = "([^"]+)"', cli)
+    expect(listen is not None, "cli.rs: no default of --listen found")
+    labels = LABELS_RS.read_text()
+    consts = dict(re.findall(r'pub const (\w+): &str = "([^"]+)";', labels))
+    sts = STATEFULSET_RS.read_text()
+    ports = {k: int(v) for k, v in re.findall(r"pub const (\w+_PORT): u16 = (\d+);", sts)}
+    return {
+        "flags": flags,
+        "listen_port": int(listen.group(1).rsplit(":", 1)[1]),
+        "pod_labels": {
+            consts["NAME_KEY"]: consts["APP_NAME"],
+            consts["COMPONENT_KEY"]: "storage",
+        },
+        "instance_key": consts["INSTANCE_KEY"],
+        "ports": ports,
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# The CRD's openAPIV3Schema as a JSON schema: nullable, int-or-string, and unknown fields refused
+# (the API server prunes them silently, or refuses them with strict field validation; either way
+# a typo in module.spec would be lost).
+
+
+def crd_schema_to_jsonschema(node: dict, root: bool = False) -> dict:
+    out: dict = {}
+    for key, value in node.items():
+        if key == "properties":
+            out[key] = {name: crd_schema_to_jsonschema(sub) for name, sub in value.items()}
+        elif key in ("items", "additionalProperties", "not") and isinstance(value, dict):
+            out[key] = crd_schema_to_jsonschema(value)
+        elif key in ("allOf", "anyOf", "oneOf"):
+            out[key] = [crd_schema_to_jsonschema(sub) for sub in value]
+        elif key.startswith("x-kubernetes-") or key == "nullable":
+            continue
+        else:
+            out[key] = value
+    if node.get("x-kubernetes-int-or-string"):
+        out.pop("type", None)
+        out["anyOf"] = [{"type": "integer"}, {"type": "string"}]
+    if node.get("nullable"):
+        if "type" in out:
+            out["type"] = [out["type"], "null"]
+        if "enum" in out and None not in out["enum"]:
+            out["enum"] = [*out["enum"], None]
+    if root:
+        props = out.setdefault("properties", {})
+        props.setdefault("apiVersion", {"type": "string"})
+        props.setdefault("kind", {"type": "string"})
+        props.setdefault("metadata", {"type": "object"})
+    if (
+        "properties" in node
+        and "additionalProperties" not in node
+        and not node.get("x-kubernetes-preserve-unknown-fields")
+    ):
+        out["additionalProperties"] = False
+    return out
+
+
+def load_crd() -> dict:
+    docs = [d for d in yaml.safe_load_all(CRD_FILE.read_text()) if d]
+    expect(len(docs) == 1, f"{CRD_FILE.name}: {len(docs)} documents, expected 1")
+    return docs[0]
+
+
+def validate_module(obj: dict, crd: dict) -> None:
+    spec = crd["spec"]
+    expect(obj.get("kind") == spec["names"]["kind"], f"kind {obj.get('kind')}")
+    versions = {f"{spec['group']}/{v['name']}": v for v in spec["versions"] if v.get("served")}
+    expect(obj.get("apiVersion") in versions, f"apiVersion {obj.get('apiVersion')} not served")
+    meta = obj.get("metadata") or {}
+    name = meta.get("name", "")
+    expect(
+        re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*", name)
+        is not None
+        and len(name) <= 253,
+        f"metadata.name {name!r} is not a DNS subdomain",
+    )
+    schema = versions[obj["apiVersion"]]["schema"]["openAPIV3Schema"]
+    jsonschema.Draft7Validator(crd_schema_to_jsonschema(schema, root=True)).validate(obj)
+
+
+# ---------------------------------------------------------------------------------------------
+# Rendering.
+
+
+def lint(values: dict) -> None:
+    report = helm.lint(CHART, values, strict=True, kube_version=f"v{K8S_VERSION}")
+    problems = [m for m in report.get("messages", []) if m.get("severity", 0) >= 2]
+    problems += [{"error": e} for e in report.get("errors", []) or []]
+    expect(not problems, "; ".join(f"{m.get('path', '')}: {m['error']}" for m in problems))
+
+
+def render(values: dict) -> tuple[list[dict], str]:
+    with helm.Chart.load(CHART) as chart:
+        chart.validate_schema(values)
+        manifests = chart.render(values, name=RELEASE, namespace=NAMESPACE, is_install=True)
+    objects: list[dict] = []
+    notes = ""
+    for path, text in sorted(manifests.items()):
+        if path.endswith("NOTES.txt"):
+            notes = text
+            continue
+        for doc in yaml.safe_load_all(text):
+            if doc:
+                expect(isinstance(doc, dict) and "kind" in doc, f"{path}: not an object")
+                objects.append(doc)
+    return objects, notes
+
+
+def refused(values: dict) -> None:
+    try:
+        render(values)
+    except helm.HelmError:
+        return
+    raise AssertionError(f"values accepted: {values}")
+
+
+def kind_name(obj: dict) -> str:
+    return f"{obj['kind']}/{obj['metadata']['name']}"
+
+
+def validate_k8s(obj: dict) -> None:
+    kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
+
+
+def validate_service_monitor(obj: dict) -> None:
+    # monitoring.coreos.com is not in the Kubernetes schemas: check the fields the chart sets.
+    expect(obj["apiVersion"] == "monitoring.coreos.com/v1", obj["apiVersion"])
+    spec = obj["spec"]
+    expect(set(spec) <= {"selector", "namespaceSelector", "endpoints"}, f"fields {set(spec)}")
+    for ep in spec["endpoints"]:
+        expect(
+            set(ep) <= {"port", "path", "scheme", "interval", "scrapeTimeout"}, f"fields {set(ep)}"
+        )
+        for key in ("interval", "scrapeTimeout"):
+            if key in ep:
+                expect(re.fullmatch(r"([0-9]+(ms|s|m|h))+", ep[key]) is not None, ep[key])
+
+
+# ---------------------------------------------------------------------------------------------
+# Assertions on the rendered objects.
+
+
+def by_kind(objects: list[dict], kind: str) -> list[dict]:
+    return [o for o in objects if o["kind"] == kind]
+
+
+def one(objects: list[dict], kind: str) -> dict:
+    found = by_kind(objects, kind)
+    expect(len(found) == 1, f"{len(found)} {kind}, expected 1")
+    return found[0]
+
+
+def args_of(container: dict) -> dict:
+    args = container["args"]
+    expect(args[0] == "run", f"first argument {args[0]!r}, expected run")
+    rest = args[1:]
+    expect(len(rest) % 2 == 0, f"flags not in --flag value pairs: {rest}")
+    pairs = dict(zip(rest[::2], rest[1::2]))
+    return pairs
+
+
+def check_rbac(objects: list[dict], leader: bool, watch_ns: str, facts: dict) -> None:
+    roles = by_kind(objects, "Role") + by_kind(objects, "ClusterRole")
+    granted: dict = {}
+    for role in roles:
+        for rule in role.get("rules", []):
+            expect("nonResourceURLs" not in rule, f"{kind_name(role)}: nonResourceURLs")
+            for field in ("verbs", "resources", "apiGroups", "resourceNames"):
+                for item in rule.get(field, []):
+                    expect("*" not in item, f"{kind_name(role)}: wildcard {item!r} in {field}")
+            for group in rule["apiGroups"]:
+                for resource in rule["resources"]:
+                    granted.setdefault((group, resource), set()).update(rule["verbs"])
+    required = dict(REQUIRED)
+    if leader:
+        required.update(LEASES)
+    for key, verbs in required.items():
+        expect(verbs <= granted.get(key, set()), f"{key}: missing {verbs - granted.get(key, set())}")
+    for key, verbs in granted.items():
+        expect(
+            verbs <= ALLOWED.get(key, set()), f"{key}: more than needed {verbs - ALLOWED.get(key, set())}"
+        )
+    expect(
+        leader == any(k[1] == "leases" for k in granted), "Lease rights iff leader election is on"
+    )
+    main = [r for r in roles if any(ru["resources"] == ["statefulsets"] for ru in r["rules"])]
+    expect(len(main) == 1, "one role for the controller")
+    if watch_ns:
+        expect(main[0]["kind"] == "Role", "watchNamespace set: a Role, not a ClusterRole")
+        expect(main[0]["metadata"]["namespace"] == watch_ns, "Role in the watched namespace")
+    else:
+        expect(main[0]["kind"] == "ClusterRole", "all namespaces: a ClusterRole")
+    sa = one(objects, "ServiceAccount")
+    bindings = by_kind(objects, "RoleBinding") + by_kind(objects, "ClusterRoleBinding")
+    expect(len(bindings) == len(roles), f"{len(bindings)} bindings for {len(roles)} roles")
+    names = {(r["kind"], r["metadata"]["name"], r["metadata"].get("namespace")) for r in roles}
+    for b in bindings:
+        ref = b["roleRef"]
+        ns = b["metadata"].get("namespace") if ref["kind"] == "Role" else None
+        expect((ref["kind"], ref["name"], ns) in names, f"{kind_name(b)}: roleRef {ref} not rendered")
+        expect(
+            b["subjects"]
+            == [{"kind": "ServiceAccount", "name": sa["metadata"]["name"], "namespace": NAMESPACE}],
+            f"{kind_name(b)}: subjects {b['subjects']}",
+        )
+
+
+def check_security(objects: list[dict]) -> None:
+    pods = [(kind_name(o), o["spec"]["template"]["spec"]) for o in by_kind(objects, "Deployment")]
+    expect(pods, "no Deployment")
+    for name, pod in pods:
+        psc = pod.get("securityContext") or {}
+        for host in ("hostNetwork", "hostPID", "hostIPC"):
+            expect(not pod.get(host), f"{name}: {host}")
+        expect(
+            not any("hostPath" in v for v in pod.get("volumes", [])), f"{name}: hostPath volume"
+        )
+        expect(
+            (psc.get("seccompProfile") or {}).get("type") == "RuntimeDefault",
+            f"{name}: seccompProfile RuntimeDefault",
+        )
+        for c in pod.get("initContainers", []) + pod["containers"]:
+            sc = c.get("securityContext") or {}
+            where = f"{name} container {c['name']}"
+            non_root = sc.get("runAsNonRoot", psc.get("runAsNonRoot"))
+            expect(non_root is True, f"{where}: runAsNonRoot")
+            expect(sc.get("runAsUser", psc.get("runAsUser", 1)) != 0, f"{where}: runAsUser 0")
+            expect(sc.get("readOnlyRootFilesystem") is True, f"{where}: readOnlyRootFilesystem")
+            expect(sc.get("allowPrivilegeEscalation") is False, f"{where}: allowPrivilegeEscalation")
+            expect(sc.get("privileged") is not True, f"{where}: privileged")
+            caps = sc.get("capabilities") or {}
+            expect("ALL" in (caps.get("drop") or []), f"{where}: capabilities.drop ALL")
+            expect(not caps.get("add"), f"{where}: capabilities.add {caps.get('add')}")
+
+
+def check_deployment(objects: list[dict], values: dict, leader: bool, facts: dict) -> None:
+    dep = one(objects, "Deployment")
+    spec = dep["spec"]
+    pod = spec["template"]["spec"]
+    (container,) = pod["containers"]
+    args = args_of(container)
+    expect(set(args) <= facts["flags"], f"flags unknown to cli.rs: {set(args) - facts['flags']}")
+    expect(args["--leader-election"] == str(leader).lower(), f"--leader-election {args}")
+    expect(args["--lease-name"] == values["leaderElection"]["leaseName"], "--lease-name")
+    expect(args["--log-format"] == values["logFormat"], "--log-format")
+    watch = values["watchNamespace"]
+    expect(args.get("--namespace") == (watch or None), f"--namespace {args.get('--namespace')}")
+    port = values["metrics"]["port"]
+    expect(args["--listen"] == f"0.0.0.0:{port}", f"--listen {args['--listen']}")
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    expect(ports == {"metrics": port}, f"ports {ports}")
+    for probe, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")):
+        get = container[probe]["httpGet"]
+        expect(get["path"] == path and get["port"] == "metrics", f"{probe} {get}")
+    env = {e["name"]: e for e in container["env"]}
+    for var, field in (("POD_NAMESPACE", "metadata.namespace"), ("POD_NAME", "metadata.name")):
+        expect(env[var]["valueFrom"]["fieldRef"]["fieldPath"] == field, f"{var} from downward API")
+    expect(spec["replicas"] == values["replicaCount"], "replicas")
+    expect(
+        spec["strategy"]["type"] == ("RollingUpdate" if leader else "Recreate"),
+        f"strategy {spec['strategy']['type']} with leader election {leader}",
+    )
+    image = values["image"]
+    want = (
+        f"{image['repository']}@{image['digest']}"
+        if image["digest"]
+        else f"{image['repository']}:{image['tag'] or '0.1.0'}"
+    )
+    expect(container["image"] == want, f"image {container['image']}, expected {want}")
+    expect(container["imagePullPolicy"] == image["pullPolicy"], "imagePullPolicy")
+    labels = spec["template"]["metadata"]["labels"]
+    selector = spec["selector"]["matchLabels"]
+    expect(selector.items() <= labels.items(), "selector matches the pod labels")
+    sa = one(objects, "ServiceAccount")["metadata"]["name"]
+    expect(pod["serviceAccountName"] == sa, "serviceAccountName")
+    expect(pod.get("automountServiceAccountToken") is True, "the operator needs its token")
+    for svc in by_kind(objects, "Service"):
+        expect(svc["spec"]["selector"].items() <= labels.items(), f"{kind_name(svc)} selector")
+        expect([p["targetPort"] for p in svc["spec"]["ports"]] == ["metrics"], "targetPort")
+    for sm in by_kind(objects, "ServiceMonitor"):
+        (svc,) = by_kind(objects, "Service")
+        expect(
+            sm["spec"]["selector"]["matchLabels"].items() <= svc["metadata"]["labels"].items(),
+            "ServiceMonitor selects the metrics Service",
+        )
+        expect(sm["spec"]["namespaceSelector"]["matchNames"] == [NAMESPACE], "its namespace")
+        expect([e["port"] for e in sm["spec"]["endpoints"]] == ["metrics"], "endpoint port")
+
+
+def peer_of(value: dict) -> dict:
+    peer = {"podSelector": value.get("podSelector") or {}}
+    if value.get("namespaceSelector"):
+        peer["namespaceSelector"] = value["namespaceSelector"]
+    return peer
+
+
+def check_network_policies(objects: list[dict], values: dict, facts: dict) -> None:
+    policies = by_kind(objects, "NetworkPolicy")
+    np = values["networkPolicy"]
+    if not np["enabled"]:
+        expect(not policies, "NetworkPolicy rendered while networkPolicy.enabled is false")
+        return
+    ports = facts["ports"]
+    scraper = peer_of(np["metricsScraper"])
+    cloudserver = peer_of(np["cloudServer"])
+    for policy in policies:
+        for rule in policy["spec"]["ingress"]:
+            expect(rule.get("from"), f"{kind_name(policy)}: a rule admits every source")
+            expect(rule.get("ports"), f"{kind_name(policy)}: a rule admits every port")
+        expect(policy["spec"]["policyTypes"] == ["Ingress"], "policyTypes")
+    dep = one(objects, "Deployment")
+    op = [p for p in policies if p["metadata"]["namespace"] == NAMESPACE
+          and p["spec"]["podSelector"]["matchLabels"] == dep["spec"]["selector"]["matchLabels"]]
+    expect(len(op) == 1, "one policy for the operator pods")
+    expect(
+        op[0]["spec"]["ingress"]
+        == [{"from": [scraper], "ports": [{"port": values["metrics"]["port"], "protocol": "TCP"}]}],
+        f"operator policy ingress {op[0]['spec']['ingress']}",
+    )
+    modules = [p for p in policies if p is not op[0]]
+    names = np["modules"] or ([values["module"]["name"]] if values["module"]["enabled"] else [])
+    expect(len(modules) == max(1, len(names)), f"{len(modules)} module policies for {names}")
+    namespace = np["modulesNamespace"] or (
+        (values["module"]["namespace"] or NAMESPACE) if values["module"]["enabled"] else NAMESPACE
+    )
+    for policy, name in zip(modules, names or [None]):
+        want_pods = dict(facts["pod_labels"])
+        if name:
+            want_pods[facts["instance_key"]] = name
+        pods = policy["spec"]["podSelector"]["matchLabels"]
+        expect(pods == want_pods, f"{kind_name(policy)} selects {pods}, expected {want_pods}")
+        expect(policy["metadata"]["namespace"] == namespace, f"{kind_name(policy)} namespace")
+        admitted = {}
+        for rule in policy["spec"]["ingress"]:
+            for port in rule["ports"]:
+                expect(port.get("protocol", "TCP") == "TCP", "TCP only")
+                admitted.setdefault(port["port"], []).extend(rule["from"])
+        want = {
+            ports["METADATA_PORT"]: [cloudserver],
+            ports["DATA_PORT"]: [cloudserver],
+            ports["MEMCACHED_PORT"]: [{"podSelector": {"matchLabels": want_pods}}],
+            ports["ADMIN_PORT"]: [scraper],
+        }
+        expect(admitted == want, f"{kind_name(policy)} admits {admitted}, expected {want}")
+
+
+def check_module(objects: list[dict], values: dict, crd: dict) -> None:
+    modules = by_kind(objects, "ZenkoMemcachedModule")
+    mod = values["module"]
+    if not mod["enabled"]:
+        expect(not modules, "module rendered while module.enabled is false")
+        return
+    (obj,) = modules
+    expect(obj["metadata"]["name"] == mod["name"], "module name")
+    expect(obj["metadata"]["namespace"] == (mod["namespace"] or NAMESPACE), "module namespace")
+    expect(obj["spec"] == mod["spec"], "module.spec passed through unchanged")
+    keep = (obj["metadata"].get("annotations") or {}).get("helm.sh/resource-policy") == "keep"
+    expect(keep == mod["keepOnUninstall"], "helm.sh/resource-policy: keep iff keepOnUninstall")
+
+
+def check_namespaced(objects: list[dict]) -> None:
+    cluster_scoped = {"ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition"}
+    for obj in objects:
+        ns = obj["metadata"].get("namespace")
+        expect((obj["kind"] in cluster_scoped) == (ns is None), f"{kind_name(obj)} namespace {ns}")
+        if obj["kind"] == "Service":
+            expect(len(obj["metadata"]["name"]) <= 63, f"{kind_name(obj)}: name too long")
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def leader_on(values: dict) -> bool:
+    setting = values["leaderElection"]["enabled"]
+    return values["replicaCount"] > 1 if setting == "auto" else bool(setting)
+
+
+def merge(base: dict, override: dict) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def scenario(report: Report, label: str, overrides: dict, defaults: dict, crd: dict, facts) -> None:
+    values = merge(defaults, overrides)
+    report.check(f"[{label}] helm lint --strict", lint, overrides)
+    rendered = report.check(f"[{label}] helm template", render, overrides)
+    if rendered is None:
+        return
+    objects, notes = rendered
+    report.check(
+        f"[{label}] NOTES.txt renders",
+        lambda: expect(NAMESPACE in notes and "io.zenko.type=storage" in notes, notes[:200]),
+    )
+    for obj in objects:
+        name = f"[{label}] {kind_name(obj)}"
+        if obj["kind"] == "ZenkoMemcachedModule":
+            report.check(f"{name} valid against the CRD schema", validate_module, obj, crd)
+        elif obj["kind"] == "ServiceMonitor":
+            report.check(
+                f"{name} fields (monitoring.coreos.com: not in the Kubernetes schemas)",
+                validate_service_monitor,
+                obj,
+            )
+        else:
+            report.check(f"{name} valid against Kubernetes {K8S_VERSION} (strict)", validate_k8s, obj)
+    leader = leader_on(values)
+    report.check(f"[{label}] RBAC least privilege, no wildcard", check_rbac, objects, leader,
+                 values["watchNamespace"], facts)
+    report.check(f"[{label}] security contexts", check_security, objects)
+    report.check(f"[{label}] operator Deployment", check_deployment, objects, values, leader, facts)
+    report.check(f"[{label}] NetworkPolicies", check_network_policies, objects, values, facts)
+    report.check(f"[{label}] ZenkoMemcachedModule from values", check_module, objects, values, crd)
+    report.check(f"[{label}] namespaces", check_namespaced, objects)
+    kinds = sorted({o["kind"] for o in objects})
+    print(f"     rendered: {', '.join(kinds)}")
+
+
+def main() -> int:
+    report = Report()
+    print(f"== chart {CHART.relative_to(ROOT)} (Helm SDK {helm.helm_sdk_version()}, "
+          f"kubernetes-validate {kubernetes_validate.__version__}, Kubernetes {K8S_VERSION})")
+    facts = report.check("facts read from the operator's source", operator_facts)
+    crd = report.check("CRD file parses", load_crd)
+    if facts is None or crd is None:
+        print(f"{report.passed} passed, {report.failed} failed")
+        return 1
+    defaults = yaml.safe_load((CHART / "values.yaml").read_text())
+    report.check(
+        "operator default --listen port is the chart's metrics.port",
+        lambda: expect(facts["listen_port"] == defaults["metrics"]["port"], str(facts["listen_port"])),
+    )
+
+    def chart_ships_the_crd() -> None:
+        with helm.Chart.load(CHART) as chart:
+            crds = chart.crds
+            meta = chart.metadata
+        expect([c["name"] for c in crds] == ["crds/" + CRD_FILE.name], "crds/ holds only the CRD")
+        expect(crds[0]["data"] == CRD_FILE.read_text(), "the chart ships the CRD file unchanged")
+        expect(meta["appVersion"] == "0.1.0", "appVersion")
+        validate_k8s(load_crd())
+
+    report.check(f"CRD {CRD_FILE.name} shipped and valid against Kubernetes {K8S_VERSION}",
+                 chart_ships_the_crd)
+    for example in EXAMPLES:
+        for doc in yaml.safe_load_all(example.read_text()):
+            if doc:
+                report.check(f"examples/{example.name} valid against the CRD schema",
+                             validate_module, doc, crd)
+
+    def crd_schema_refuses(spec: dict) -> None:
+        obj = {"apiVersion": "zenko.io/v1alpha1", "kind": "ZenkoMemcachedModule",
+               "metadata": {"name": "bad"}, "spec": spec}
+        try:
+            validate_module(obj, crd)
+        except jsonschema.ValidationError:
+            return
+        raise AssertionError(f"accepted {spec}")
+
+    for bad in ({"replicas": 0}, {"replicaz": 1}, {"memcached": {"memoryLimitMiB": "big"}},
+                {"placement": {"spread": "Sometimes"}}):
+        report.check(f"CRD schema refuses module spec {bad}", crd_schema_refuses, bad)
+
+    scenario(report, "defaults", {}, defaults, crd, facts)
+    all_on = yaml.safe_load(ALL_ON.read_text())
+    scenario(report, "all-on", all_on, defaults, crd, facts)
+    variants = {
+        "one replica, leader election forced": {"leaderElection": {"enabled": True}},
+        "three replicas, leader election forced off": {
+            "replicaCount": 3, "leaderElection": {"enabled": False}},
+        "NetworkPolicy for every module of the namespace": {"networkPolicy": {"enabled": True}},
+        "NetworkPolicy for listed modules": {
+            "networkPolicy": {"enabled": True, "modulesNamespace": "zenko",
+                              "modules": ["zenko-storage", "zenko-storage-ha"]}},
+        "module in the release namespace, not kept": {
+            "module": {"enabled": True, "keepOnUninstall": False}},
+    }
+    for label, overrides in variants.items():
+        scenario(report, label, overrides, defaults, crd, facts)
+
+    for bad in ({"replicaCount": 0}, {"metrics": {"port": 80}}, {"image": {"pullPolicy": "Sometimes"}}, {"replicas": 2},
+                {"leaderElection": {"enabled": "yes"}}, {"logFormat": "xml"},
+                {"watchNamespace": "Not_A_Namespace"}, {"networkPolicy": {"enabled": "true"}},
+                {"metrics": {"serviceMonitor": {"enabled": True}, "service": {"enabled": False}}},
+                {"serviceAccount": {"create": False}},
+                {"networkPolicy": {"enabled": True, "cloudServer": {"podSelector": None}}},
+                {"networkPolicy": {"metricsScraper": {"podSelector": {"matchLabels": None}}}}):
+        report.check(f"values refused: {bad}", refused, bad)
+
+    # The checks above must be able to fail: weakened values have to be caught.
+    def caught(check, overrides: dict) -> None:
+        values = merge(defaults, overrides)
+        objects, _ = render(overrides)
+        try:
+            check(objects, values)
+        except AssertionError:
+            return
+        raise AssertionError(f"{check.__name__} let {overrides} through")
+
+    weakened = [
+        (lambda o, v: check_security(o), {"securityContext": {"readOnlyRootFilesystem": False}}),
+        (lambda o, v: check_security(o), {"securityContext": {"allowPrivilegeEscalation": True}}),
+        (lambda o, v: check_security(o), {"securityContext": {"capabilities": {"drop": []}}}),
+        (lambda o, v: check_security(o),
+         {"podSecurityContext": {"runAsNonRoot": False}, "securityContext": {"runAsNonRoot": False}}),
+        (lambda o, v: check_security(o), {"securityContext": {"runAsUser": 0}}),
+    ]
+    for check, overrides in weakened:
+        report.check(f"weakened values caught: {overrides}", caught, check, overrides)
+
+    def wildcard_caught() -> None:
+        objects, _ = render({})
+        role = one(objects, "ClusterRole")
+        role["rules"].append({"apiGroups": [""], "resources": ["secrets"], "verbs": ["*"]})
+        try:
+            check_rbac(objects, False, "", facts)
+        except AssertionError as e:
+            expect("wildcard" in str(e), str(e))
+            return
+        raise AssertionError("a wildcard verb went through")
+
+    report.check("RBAC check catches a wildcard", wildcard_caught)
+
+    print(f"{report.passed} passed, {report.failed} failed")
+    return 1 if report.failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,88 @@
+{{/* Chart name, overridable. */}}
+{{- define "zmm-operator.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Full name of the objects: the release name, followed by the chart name unless it already contains it. */}}
+{{- define "zmm-operator.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "zmm-operator.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Labels that select the operator pods; never change them (a Deployment selector is immutable). */}}
+{{- define "zmm-operator.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "zmm-operator.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: operator
+{{- end }}
+
+{{/* Labels of every object of the chart. */}}
+{{- define "zmm-operator.labels" -}}
+helm.sh/chart: {{ include "zmm-operator.chart" . }}
+{{ include "zmm-operator.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: zenko
+{{- end }}
+
+{{- define "zmm-operator.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "zmm-operator.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- required "serviceAccount.name is required when serviceAccount.create is false" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "zmm-operator.image" -}}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+{{- end }}
+
+{{/* "true" when leader election is on: forced by leaderElection.enabled, or auto with more than one replica. */}}
+{{- define "zmm-operator.leaderElection" -}}
+{{- $le := .Values.leaderElection.enabled }}
+{{- if eq (toString $le) "auto" }}
+{{- if gt (int .Values.replicaCount) 1 }}true{{ else }}false{{ end }}
+{{- else if $le }}true{{ else }}false{{ end }}
+{{- end }}
+
+{{/* Namespace of the module from values. */}}
+{{- define "zmm-operator.moduleNamespace" -}}
+{{- default .Release.Namespace .Values.module.namespace }}
+{{- end }}
+
+{{/* Namespace of the module pods the NetworkPolicy protects. */}}
+{{- define "zmm-operator.modulesNamespace" -}}
+{{- if .Values.networkPolicy.modulesNamespace }}
+{{- .Values.networkPolicy.modulesNamespace }}
+{{- else if .Values.module.enabled }}
+{{- include "zmm-operator.moduleNamespace" . }}
+{{- else }}
+{{- .Release.Namespace }}
+{{- end }}
+{{- end }}
+
+{{/* A NetworkPolicy peer from {podSelector, namespaceSelector}; an empty namespaceSelector is left out (same namespace only). */}}
+{{- define "zmm-operator.peer" -}}
+- podSelector:
+    {{- toYaml (default (dict) .podSelector) | nindent 4 }}
+  {{- if .namespaceSelector }}
+  namespaceSelector:
+    {{- toYaml .namespaceSelector | nindent 4 }}
+  {{- end }}
+{{- end }}
