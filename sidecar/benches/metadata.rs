@@ -1,0 +1,141 @@
+//! Metadata throughput and memcached operations per metadata operation, through a socket.io client.
+//!
+//! `cargo bench -p zenko-memcached-sidecar --bench metadata` starts a real memcached and the
+//! release sidecar, loads a database of `BENCH_KEYS` (default 100,000) keys with 1 KiB values,
+//! then runs puts, gets and 1000-key listings with 1 and 16 clients (`tests/js/bench.js`, the
+//! npm socket.io 4.x client), printing ops/s and memcached's own counters per operation.
+//! Listings also run once on a freshly restarted sidecar, with a cold page cache.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use zenko_memcached_testkit::{Memcached, Sidecar, wait_for_listener};
+
+const BINARY: &str = env!("CARGO_BIN_EXE_zenko-memcached-sidecar");
+
+/// memcached's counters that each count one request.
+#[derive(Clone, Copy, Default)]
+struct Counters {
+    reads: u64,
+    writes: u64,
+}
+
+fn counters(memcached: &Memcached) -> Counters {
+    let stat = |name: &str| memcached.stat(name).unwrap_or(0);
+    Counters {
+        reads: stat("cmd_get"),
+        writes: stat("cmd_set") + stat("cmd_touch") + stat("delete_hits") + stat("delete_misses"),
+    }
+}
+
+/// Run one phase of bench.js; (operations, seconds).
+fn phase(sidecar: &Sidecar, args: &[&str]) -> (u64, f64) {
+    let js = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/js");
+    let output = Command::new("node")
+        .current_dir(js)
+        .arg("bench.js")
+        .arg(sidecar.metadata_port.to_string())
+        .args(args)
+        .output()
+        .expect("node");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let line = stdout
+        .lines()
+        .find_map(|line| line.strip_prefix("OPS "))
+        .unwrap_or_else(|| {
+            panic!(
+                "bench.js {args:?} failed: {}",
+                String::from_utf8_lossy(&output.stderr)
+            )
+        });
+    let mut fields = line.split(' ');
+    let operations = fields.next().and_then(|n| n.parse().ok()).unwrap_or(0);
+    let seconds = fields
+        .next()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(f64::NAN);
+    (operations, seconds)
+}
+
+fn measure(memcached: &Memcached, sidecar: &Sidecar, label: &str, args: &[&str]) {
+    let before = counters(memcached);
+    let (operations, seconds) = phase(sidecar, args);
+    let after = counters(memcached);
+    let per = |n: u64| n as f64 / operations.max(1) as f64;
+    println!(
+        "{label:<28} {:>9.0} {:>10.2} {:>10.2} {:>10.2}",
+        operations as f64 / seconds,
+        per(after.reads - before.reads),
+        per(after.writes - before.writes),
+        per(after.reads - before.reads + after.writes - before.writes),
+    );
+}
+
+fn main() {
+    let keys: u64 = std::env::var("BENCH_KEYS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(100_000);
+    let memcached = Memcached::start_with(
+        ["-m", "2048", "-M", "-I", "1m", "-t", "2"]
+            .map(String::from)
+            .to_vec(),
+    );
+    let mut sidecar = Sidecar::start(
+        BINARY,
+        &[
+            "--memcached",
+            &memcached.address(),
+            "--page-cache-mib",
+            "256",
+        ],
+    );
+    let metadata = std::net::SocketAddr::from(([127, 0, 0, 1], sidecar.metadata_port));
+    assert!(wait_for_listener(
+        metadata,
+        std::time::Duration::from_secs(10)
+    ));
+
+    let (loaded, seconds) = phase(&sidecar, &["load", &keys.to_string()]);
+    println!(
+        "loaded {loaded} keys of 1 KiB in {seconds:.1} s ({:.0} puts/s with 32 clients)",
+        loaded as f64 / seconds
+    );
+    println!(
+        "{:<28} {:>9} {:>10} {:>10} {:>10}",
+        "operation", "ops/s", "mc reads", "mc writes", "mc total"
+    );
+    // Warm the page cache with one pass of gets before the measured ones.
+    phase(&sidecar, &["get", "16", "20000"]);
+    for clients in ["1", "16"] {
+        measure(
+            &memcached,
+            &sidecar,
+            &format!("put, {clients} clients"),
+            &["put", clients, "3000"],
+        );
+        measure(
+            &memcached,
+            &sidecar,
+            &format!("get warm, {clients} clients"),
+            &["get", clients, "5000"],
+        );
+        measure(
+            &memcached,
+            &sidecar,
+            &format!("list 1000, {clients} clients"),
+            &["list", clients, "200"],
+        );
+    }
+    sidecar.kill_and_restart();
+    assert!(wait_for_listener(
+        metadata,
+        std::time::Duration::from_secs(10)
+    ));
+    measure(
+        &memcached,
+        &sidecar,
+        "list 1000 cold, 1 client",
+        &["list", "1", "1"],
+    );
+}

@@ -1,0 +1,80 @@
+// Metadata benchmark driver: one phase per run, through the real socket.io 4.x client.
+//   node bench.js PORT load KEYS          put KEYS keys of 1 KiB into bucket "bench"
+//   node bench.js PORT put CLIENTS COUNT  COUNT puts spread over CLIENTS connections
+//   node bench.js PORT get CLIENTS COUNT  COUNT gets of loaded keys
+//   node bench.js PORT list CLIENTS COUNT COUNT listings of 1000 keys
+// Prints one line `OPS <operations> <seconds>`; benches/metadata.rs reads memcached's counters
+// around each run.
+'use strict';
+
+const { MetadataClient } = require('./client');
+
+const [port, phase, first, second] = process.argv.slice(2);
+const BUCKET = ['bench'];
+const VALUE = JSON.stringify({ pad: 'x'.repeat(1000) });
+
+const keyOf = i => `object/${String(i).padStart(8, '0')}`;
+
+async function connectAll(count) {
+    const clients = [];
+    for (let i = 0; i < count; i += 1) {
+        const client = new MetadataClient(port, '4', ['websocket']);
+        await client.connected();
+        clients.push(client);
+    }
+    return clients;
+}
+
+async function run(clients, count, one) {
+    let next = 0;
+    const started = process.hrtime.bigint();
+    await Promise.all(clients.map(async client => {
+        for (;;) {
+            const i = next;
+            next += 1;
+            if (i >= count) {
+                return;
+            }
+            await one(client, i);
+        }
+    }));
+    return Number(process.hrtime.bigint() - started) / 1e9;
+}
+
+async function main() {
+    const keys = Number(process.env.BENCH_KEYS || 100000);
+    let clients;
+    let seconds;
+    let operations;
+    if (phase === 'load') {
+        operations = Number(first);
+        clients = await connectAll(32);
+        seconds = await run(clients, operations, (c, i) => c.call('put', [keyOf(i), VALUE, {}], BUCKET));
+    } else {
+        clients = await connectAll(Number(first));
+        operations = Number(second);
+        const random = () => Math.floor(Math.random() * keys);
+        const phases = {
+            put: (c, i) => c.call('put', [keyOf(random()), VALUE, {}], BUCKET),
+            get: c => c.call('get', [keyOf(random()), {}], BUCKET),
+            list: async c => {
+                const start = Math.floor(Math.random() * (keys - 1000));
+                const items = await c.list('createReadStream', { gte: keyOf(start), limit: 1000 }, BUCKET);
+                if (items.length !== 1000) {
+                    throw new Error(`listing gave ${items.length} items`);
+                }
+            },
+        };
+        if (!phases[phase]) {
+            throw new Error(`unknown phase ${phase}`);
+        }
+        seconds = await run(clients, operations, phases[phase]);
+    }
+    clients.forEach(client => client.close());
+    console.log(`OPS ${operations} ${seconds}`);
+}
+
+main().then(() => process.exit(0), error => {
+    console.error(error && error.stack ? error.stack : error);
+    process.exit(1);
+});
