@@ -140,7 +140,9 @@ impl TreeWriter<'_> {
     /// Apply `changes` (sorted by key, distinct) to the root node; returns the new root node.
     pub async fn apply_root(&mut self, root: &Node, changes: &[Change]) -> OrderedResult<Node> {
         let limits = self.inner.limits;
-        let mut pieces = self.apply(root.clone(), changes).await?;
+        // The root's children may fill the whole inline root, not just a page: the tree stays
+        // one level shallower, and a put then writes one page fewer.
+        let mut pieces = self.apply(root.clone(), changes, limits.root_max).await?;
         loop {
             match pieces.len() {
                 0 => return Ok(Node::Leaf(Vec::new())),
@@ -186,16 +188,20 @@ impl TreeWriter<'_> {
         Ok(root)
     }
 
-    /// The pieces (unwritten, at most a page each) that replace `node` once `changes` apply.
+    /// The pieces (unwritten, at most a page each; an internal node at most `internal_max`)
+    /// that replace `node` once `changes` apply.
     fn apply<'s>(
         &'s mut self,
         node: Node,
         changes: &'s [Change],
+        internal_max: usize,
     ) -> BoxFuture<'s, OrderedResult<Vec<Node>>> {
         Box::pin(async move {
             match node {
                 Node::Leaf(entries) => Ok(self.apply_leaf(entries, changes)),
-                Node::Internal(children) => self.apply_internal(children, changes).await,
+                Node::Internal(children) => {
+                    self.apply_internal(children, changes, internal_max).await
+                }
             }
         })
     }
@@ -227,6 +233,7 @@ impl TreeWriter<'_> {
         &mut self,
         children: Vec<(String, PageId)>,
         changes: &[Change],
+        internal_max: usize,
     ) -> OrderedResult<Vec<Node>> {
         let page_max = self.inner.limits.page_max;
         let fence = children.first().map(|(s, _)| s.clone()).unwrap_or_default();
@@ -247,7 +254,7 @@ impl TreeWriter<'_> {
             }
             let node = self.load(page).await?;
             self.build.garbage.push(Garbage::Page(page));
-            let pieces = self.apply(node, mine).await?;
+            let pieces = self.apply(node, mine, page_max).await?;
             for (n, piece) in pieces.into_iter().enumerate() {
                 let piece_separator = if n == 0 {
                     separator.clone()
@@ -272,7 +279,7 @@ impl TreeWriter<'_> {
                 }
             }
         }
-        Ok(split_node(Node::Internal(written), page_max))
+        Ok(split_node(Node::Internal(written), internal_max))
     }
 
     /// Merge each rebuilt child under `min` bytes into a neighbour, then re-split the pair.
