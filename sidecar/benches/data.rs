@@ -165,23 +165,22 @@ fn peak_rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+/// memcached with `memory_mib` of memory and evictions off, and the release sidecar on it.
+fn start(memory_mib: &str) -> (Memcached, Sidecar) {
+    let flags = ["-m", memory_mib, "-M", "-I", "1m", "-t", "2"];
+    let memcached = Memcached::start_with(flags.map(String::from).to_vec());
+    let chunk = CHUNK.to_string();
+    let sidecar = Sidecar::start(
+        BINARY,
+        &["--memcached", &memcached.address(), "--chunk-size", &chunk],
+    );
+    (memcached, sidecar)
+}
+
 #[tokio::main]
 async fn main() {
     // `cargo bench` passes `--bench`; any other argument is a filter this binary ignores.
-    let memcached = Memcached::start_with(
-        ["-m", "6000", "-M", "-I", "1m", "-t", "2"]
-            .map(String::from)
-            .to_vec(),
-    );
-    let sidecar_process = Sidecar::start(
-        BINARY,
-        &[
-            "--memcached",
-            &memcached.address(),
-            "--chunk-size",
-            &CHUNK.to_string(),
-        ],
-    );
+    let (memcached, sidecar_process) = start("6000");
     let store = Arc::new(
         MemcachedStore::connect(&[memcached.address()])
             .await
@@ -223,20 +222,7 @@ async fn main() {
 
     // Peak memory of a fresh sidecar while 16 clients each upload 256 MiB at once.
     const BIG: u64 = 256 * 1024 * 1024;
-    let memcached = Memcached::start_with(
-        ["-m", "5000", "-M", "-I", "1m", "-t", "2"]
-            .map(String::from)
-            .to_vec(),
-    );
-    let sidecar_process = Sidecar::start(
-        BINARY,
-        &[
-            "--memcached",
-            &memcached.address(),
-            "--chunk-size",
-            &CHUNK.to_string(),
-        ],
-    );
+    let (memcached, sidecar_process) = start("5000");
     let url = sidecar_process.data_url();
     let http = Client::new();
     let before = peak_rss_kib(sidecar_process.pid().unwrap_or(0));
