@@ -222,7 +222,7 @@ async fn main() {
 
     // Peak memory of a fresh sidecar while 16 clients each upload 256 MiB at once.
     const BIG: u64 = 256 * 1024 * 1024;
-    let (memcached, sidecar_process) = start("5000");
+    let (_memcached, sidecar_process) = start("5000");
     let url = sidecar_process.data_url();
     let http = Client::new();
     let before = peak_rss_kib(sidecar_process.pid().unwrap_or(0));
