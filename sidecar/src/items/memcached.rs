@@ -47,6 +47,15 @@ impl MemcachedStore {
     }
 }
 
+/// A store request that takes over the value's buffer: `Set::new` would copy it, and blob
+/// chunks are large. A `Bytes` that is the only handle on its buffer (a frozen chunk buffer,
+/// say) becomes the request's `Vec` without a copy.
+fn store_request(key: &ItemKey, value: Bytes) -> Set {
+    let mut set = Set::new(key, []);
+    set.value = Vec::from(value);
+    set
+}
+
 fn ttl(expiry: Expiry) -> Ttl {
     match expiry {
         Expiry::Never => Ttl::NEVER,
@@ -175,16 +184,14 @@ impl ItemStore for MemcachedStore {
 
     async fn set(&self, key: &ItemKey, value: Bytes, expiry: Expiry) -> ItemResult<()> {
         let size = value.len();
-        let set = Set::new(key, &value).ttl(ttl(expiry));
-        // The request holds its own copy; ours would double the memory of large values.
-        drop(value);
+        let set = store_request(key, value).ttl(ttl(expiry));
         self.client.run(set).await.map_err(|e| classify(e, size))?;
         Ok(())
     }
 
     async fn add(&self, key: &ItemKey, value: Bytes, expiry: Expiry) -> ItemResult<bool> {
         let size = value.len();
-        let set = Set::new(key, &value).ttl(ttl(expiry)).add();
+        let set = store_request(key, value).ttl(ttl(expiry)).add();
         let result = self.client.run(set).await.map_err(|e| classify(e, size))?;
         Ok(result.status == MutationStatus::Applied)
     }
@@ -197,7 +204,9 @@ impl ItemStore for MemcachedStore {
         expiry: Expiry,
     ) -> ItemResult<CasOutcome> {
         let size = value.len();
-        let set = Set::new(key, &value).ttl(ttl(expiry)).compare_cas(token.0);
+        let set = store_request(key, value)
+            .ttl(ttl(expiry))
+            .compare_cas(token.0);
         let result = self.client.run(set).await.map_err(|e| classify(e, size))?;
         Ok(match result.status {
             MutationStatus::Applied => CasOutcome::Stored,
