@@ -1,6 +1,7 @@
 //! The item store on real memcached servers, through the `memcache` crate's async meta-protocol
 //! client (keys spread over the servers by rendezvous hashing).
 
+use std::sync::RwLock;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -21,29 +22,38 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const MAX_IDLE: usize = 64;
 
 pub struct MemcachedStore {
-    client: AsyncMetaClient,
+    /// Replaced when the servers stop answering: the client resolves names once, and a
+    /// memcached pod or Swarm task that comes back usually has a new address.
+    client: RwLock<AsyncMetaClient>,
     servers: Vec<String>,
+}
+
+async fn resolve(servers: &[String]) -> ItemResult<AsyncMetaClient> {
+    AsyncMetaClient::builder()
+        .connect_timeout(Some(CONNECT_TIMEOUT))
+        .io_timeout(Some(IO_TIMEOUT))
+        .max_idle(MAX_IDLE)
+        .connect_multiple_async(servers.iter().map(String::as_str))
+        .await
+        .map_err(|error| ItemError::Unavailable(error.to_string()))
 }
 
 impl MemcachedStore {
     /// Resolve the servers; connections are dialed on first use (see [`ItemStore::ping`]).
     pub async fn connect(servers: &[String]) -> ItemResult<MemcachedStore> {
-        let client = AsyncMetaClient::builder()
-            .connect_timeout(Some(CONNECT_TIMEOUT))
-            .io_timeout(Some(IO_TIMEOUT))
-            .max_idle(MAX_IDLE)
-            .connect_multiple_async(servers.iter().map(String::as_str))
-            .await
-            .map_err(|error| ItemError::Unavailable(error.to_string()))?;
         Ok(MemcachedStore {
-            client,
+            client: RwLock::new(resolve(servers).await?),
             servers: servers.to_vec(),
         })
     }
 
-    /// The protocol client, for benchmarks that compare the sidecar with raw memcached.
-    pub fn client(&self) -> &AsyncMetaClient {
-        &self.client
+    /// The protocol client (cheap to clone), also for benchmarks that compare the sidecar
+    /// with raw memcached.
+    pub fn client(&self) -> AsyncMetaClient {
+        match self.client.read() {
+            Ok(client) => client.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
     }
 }
 
@@ -139,7 +149,7 @@ fn stat(pairs: &[(String, String)], name: &str) -> u64 {
 impl ItemStore for MemcachedStore {
     async fn get(&self, key: &ItemKey) -> ItemResult<Option<Bytes>> {
         let result = self
-            .client
+            .client()
             .run(Get::new(key))
             .await
             .map_err(|e| classify(e, 0))?;
@@ -151,7 +161,7 @@ impl ItemStore for MemcachedStore {
 
     async fn get_many(&self, keys: &[ItemKey]) -> ItemResult<Vec<Option<Bytes>>> {
         let results = self
-            .client
+            .client()
             .run_many(keys.iter().map(Get::new))
             .await
             .map_err(|e| classify(e, 0))?;
@@ -169,7 +179,7 @@ impl ItemStore for MemcachedStore {
 
     async fn gets(&self, key: &ItemKey) -> ItemResult<Option<(Bytes, CasToken)>> {
         let result = self
-            .client
+            .client()
             .run(Get::new(key).meta(Meta::NONE.cas()))
             .await
             .map_err(|e| classify(e, 0))?;
@@ -185,14 +195,21 @@ impl ItemStore for MemcachedStore {
     async fn set(&self, key: &ItemKey, value: Bytes, expiry: Expiry) -> ItemResult<()> {
         let size = value.len();
         let set = store_request(key, value).ttl(ttl(expiry));
-        self.client.run(set).await.map_err(|e| classify(e, size))?;
+        self.client()
+            .run(set)
+            .await
+            .map_err(|e| classify(e, size))?;
         Ok(())
     }
 
     async fn add(&self, key: &ItemKey, value: Bytes, expiry: Expiry) -> ItemResult<bool> {
         let size = value.len();
         let set = store_request(key, value).ttl(ttl(expiry)).add();
-        let result = self.client.run(set).await.map_err(|e| classify(e, size))?;
+        let result = self
+            .client()
+            .run(set)
+            .await
+            .map_err(|e| classify(e, size))?;
         Ok(result.status == MutationStatus::Applied)
     }
 
@@ -207,7 +224,11 @@ impl ItemStore for MemcachedStore {
         let set = store_request(key, value)
             .ttl(ttl(expiry))
             .compare_cas(token.0);
-        let result = self.client.run(set).await.map_err(|e| classify(e, size))?;
+        let result = self
+            .client()
+            .run(set)
+            .await
+            .map_err(|e| classify(e, size))?;
         Ok(match result.status {
             MutationStatus::Applied => CasOutcome::Stored,
             MutationStatus::NotFound => CasOutcome::NotFound,
@@ -217,13 +238,13 @@ impl ItemStore for MemcachedStore {
 
     async fn touch(&self, key: &ItemKey, expiry: Expiry) -> ItemResult<bool> {
         let get = Get::new(key).touch(ttl(expiry)).without_value();
-        let result = self.client.run(get).await.map_err(|e| classify(e, 0))?;
+        let result = self.client().run(get).await.map_err(|e| classify(e, 0))?;
         Ok(result_hit(&result.status))
     }
 
     async fn delete(&self, key: &ItemKey) -> ItemResult<bool> {
         let result = self
-            .client
+            .client()
             .run(Delete::new(key))
             .await
             .map_err(|e| classify(e, 0))?;
@@ -248,7 +269,20 @@ impl ItemStore for MemcachedStore {
     }
 
     async fn ping(&self) -> ItemResult<()> {
-        self.client.noop().await.map_err(|e| classify(e, 0))
+        let failure = match self.client().noop().await {
+            Ok(()) => return Ok(()),
+            Err(error) => classify(error, 0),
+        };
+        // Resolve the names again, so the next operations reach a server that came back
+        // under a new address; routing keys on the names, so it does not change.
+        match resolve(&self.servers).await {
+            Ok(client) => match self.client.write() {
+                Ok(mut current) => *current = client,
+                Err(poisoned) => *poisoned.into_inner() = client,
+            },
+            Err(error) => tracing::debug!(%error, "memcached servers do not resolve"),
+        }
+        Err(failure)
     }
 }
 
