@@ -90,6 +90,12 @@ impl Health {
     /// fresh memcached, or one that lost its contents: restarting the sidecar accepts them).
     pub async fn establish_epoch(&self, items: &SharedItemStore) -> ItemResult<()> {
         let key = Self::epoch_key()?;
+        // Read first: memcached's meta `add` on a full memcached unlinks the item it fails to
+        // replace, so an `add` is only sent when there is nothing to lose.
+        if let Some(value) = items.get(&key).await? {
+            let _ = self.state.epoch.set(value);
+            return Ok(());
+        }
         let fresh = Bytes::from(hex::encode(rand::random::<[u8; 16]>()));
         let value = if items.add(&key, fresh.clone(), Expiry::Never).await? {
             tracing::warn!(
