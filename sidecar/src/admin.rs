@@ -24,13 +24,12 @@ pub fn router(health: Health, metrics: Metrics) -> Router {
 }
 
 async fn readyz(State(state): State<AdminState>) -> impl IntoResponse {
-    if state.health.is_ready() {
-        (StatusCode::OK, "ready\n")
-    } else {
-        (
+    match state.health.not_ready_reason() {
+        None => (StatusCode::OK, "ready\n".to_owned()),
+        Some(reason) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            "not ready: memcached unreachable\n",
-        )
+            format!("not ready: {reason}\n"),
+        ),
     }
 }
 

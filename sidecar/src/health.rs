@@ -1,39 +1,149 @@
-//! Readiness: whether memcached answers, watched by a background probe and updated at once by
-//! requests that find it unreachable.
+//! Readiness: whether memcached answers and still holds the contents this sidecar started
+//! with, watched by a background probe and updated at once by requests that find it
+//! unreachable.
+//!
+//! memcached restarted without its warm-restart memory file comes back empty and answers
+//! every get with "not found". Serving from it would be wrong data (buckets and blobs that
+//! silently vanished), so the sidecar writes an epoch item (a random value) when it starts and
+//! checks it every second and before answering "not found": once the item is gone or changed,
+//! the contents are declared lost, readiness turns false for good and requests are refused with
+//! [`CONTENTS_LOST`]. Restarting the sidecar is the operator's way of accepting the memcached
+//! contents as they are now (a new epoch), which it logs loudly.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use crate::items::SharedItemStore;
+use bytes::Bytes;
+
+use crate::items::{Expiry, ItemError, ItemKey, ItemResult, SharedItemStore};
+
+/// What requests and `/readyz` say once memcached's contents are gone.
+pub const CONTENTS_LOST: &str = "memcached lost its contents (restarted without warm restart?)";
+/// What `/readyz` says while memcached does not answer.
+pub const UNREACHABLE: &str = "memcached unreachable";
+/// The epoch item; every sidecar sharing the memcached pool adopts the same value.
+const EPOCH_ITEM: &str = "zmm:epoch";
+
+#[derive(Default)]
+struct State {
+    reachable: AtomicBool,
+    /// Sticky: only a restart of the sidecar clears it.
+    lost: AtomicBool,
+    /// The epoch value seen at start; unset with no epoch (tests that build services alone).
+    epoch: OnceLock<Bytes>,
+}
 
 #[derive(Clone, Default)]
 pub struct Health {
-    ready: Arc<AtomicBool>,
+    state: Arc<State>,
 }
 
 impl Health {
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Relaxed)
+        self.not_ready_reason().is_none()
     }
 
+    /// Why the sidecar is not ready, or `None` when it is.
+    pub fn not_ready_reason(&self) -> Option<&'static str> {
+        if self.contents_lost() {
+            Some(CONTENTS_LOST)
+        } else if !self.state.reachable.load(Ordering::Relaxed) {
+            Some(UNREACHABLE)
+        } else {
+            None
+        }
+    }
+
+    /// Whether memcached lost the contents this sidecar started with.
+    pub fn contents_lost(&self) -> bool {
+        self.state.lost.load(Ordering::Relaxed)
+    }
+
+    /// Record whether memcached answers.
     pub fn set_ready(&self, ready: bool) {
-        let was = self.ready.swap(ready, Ordering::Relaxed);
+        let was = self.state.reachable.swap(ready, Ordering::Relaxed);
         if was != ready {
             if ready {
-                tracing::info!("memcached reachable: ready");
+                tracing::info!("memcached reachable");
             } else {
                 tracing::warn!("memcached unreachable: not ready");
             }
         }
     }
 
-    /// Probe memcached every `interval` until the runtime stops.
+    fn declare_lost(&self) {
+        if !self.state.lost.swap(true, Ordering::Relaxed) {
+            tracing::error!(
+                "{CONTENTS_LOST}: the epoch item is gone; refusing every request until an \
+                 operator restores memcached's memory file or restarts this sidecar to accept \
+                 the current contents as a new epoch"
+            );
+        }
+    }
+
+    fn epoch_key() -> ItemResult<ItemKey> {
+        ItemKey::new(EPOCH_ITEM).map_err(|error| ItemError::Protocol(error.to_string()))
+    }
+
+    /// At start: adopt the epoch item memcached holds, or create one when there is none (a
+    /// fresh memcached, or one that lost its contents: restarting the sidecar accepts them).
+    pub async fn establish_epoch(&self, items: &SharedItemStore) -> ItemResult<()> {
+        let key = Self::epoch_key()?;
+        // Read first: memcached's meta `add` on a full memcached unlinks the item it fails to
+        // replace, so an `add` is only sent when there is nothing to lose.
+        if let Some(value) = items.get(&key).await? {
+            let _ = self.state.epoch.set(value);
+            return Ok(());
+        }
+        let fresh = Bytes::from(hex::encode(rand::random::<[u8; 16]>()));
+        let value = if items.add(&key, fresh.clone(), Expiry::Never).await? {
+            tracing::warn!(
+                epoch = %String::from_utf8_lossy(&fresh),
+                "memcached had no epoch item: starting a NEW EPOCH. This is expected on a fresh \
+                 memcached; otherwise memcached lost its contents and they are now accepted as \
+                 they are"
+            );
+            fresh
+        } else {
+            // Another sidecar, or our previous run, created it: the contents are the same.
+            items.get(&key).await?.ok_or_else(|| {
+                ItemError::Protocol("the epoch item vanished right after add".into())
+            })?
+        };
+        let _ = self.state.epoch.set(value);
+        Ok(())
+    }
+
+    /// Check the epoch item now; `true` when the contents are lost (also recorded). A failed
+    /// check leaves the state as it was: an unreachable memcached is not a lost one.
+    pub async fn verify(&self, items: &SharedItemStore) -> bool {
+        let Some(expected) = self.state.epoch.get() else {
+            return self.contents_lost();
+        };
+        let Ok(key) = Self::epoch_key() else {
+            return self.contents_lost();
+        };
+        match items.get(&key).await {
+            Ok(Some(value)) if value == expected => {}
+            Ok(_) => self.declare_lost(),
+            Err(_) => {}
+        }
+        self.contents_lost()
+    }
+
+    /// Probe memcached, and its epoch item, every `interval` until the runtime stops.
     pub fn watch(&self, items: SharedItemStore, interval: Duration) -> tokio::task::JoinHandle<()> {
         let health = self.clone();
         tokio::spawn(async move {
             loop {
-                health.set_ready(items.ping().await.is_ok());
+                let reachable = items.ping().await.is_ok();
+                // The epoch first, so that a memcached back empty never looks ready, not even
+                // between the two steps.
+                if reachable {
+                    health.verify(&items).await;
+                }
+                health.set_ready(reachable);
                 tokio::time::sleep(interval).await;
             }
         })

@@ -1,11 +1,12 @@
 //! Prometheus metrics of the sidecar, served on the admin port's `/metrics`.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -52,7 +53,12 @@ pub struct Metrics {
     pub memcached_errors: Family<ErrorLabels, Counter>,
     pub metadata_calls: Family<CallLabels, Counter>,
     pub metadata_latency: Family<CallNameLabels, Histogram, fn() -> Histogram>,
+    /// Metadata listings being streamed now, read from its source at each scrape.
+    pub metadata_open_streams: Gauge,
+    open_streams_source: Arc<OnceLock<OpenStreamsSource>>,
 }
+
+type OpenStreamsSource = Box<dyn Fn() -> usize + Send + Sync>;
 
 impl Default for Metrics {
     fn default() -> Metrics {
@@ -105,6 +111,12 @@ impl Default for Metrics {
             "Metadata RPC time to answer, by call",
             metadata_latency.clone(),
         );
+        let metadata_open_streams = Gauge::default();
+        registry.register(
+            "metadata_open_streams",
+            "Metadata listings being streamed to clients now",
+            metadata_open_streams.clone(),
+        );
         Metrics {
             registry: Arc::new(registry),
             data_requests,
@@ -114,6 +126,8 @@ impl Default for Metrics {
             memcached_errors,
             metadata_calls,
             metadata_latency,
+            metadata_open_streams,
+            open_streams_source: Arc::new(OnceLock::new()),
         }
     }
 }
@@ -153,8 +167,17 @@ impl Metrics {
             .inc();
     }
 
+    /// Where `zmm_metadata_open_streams` is read from (the metadata service); set once.
+    pub fn set_open_streams_source(&self, source: impl Fn() -> usize + Send + Sync + 'static) {
+        let _ = self.open_streams_source.set(Box::new(source));
+    }
+
     /// The OpenMetrics text of every metric.
     pub fn encode(&self) -> String {
+        if let Some(source) = self.open_streams_source.get() {
+            self.metadata_open_streams
+                .set(i64::try_from(source()).unwrap_or(i64::MAX));
+        }
         let mut text = String::new();
         if prometheus_client::encoding::text::encode(&mut text, &self.registry).is_err() {
             text.clear();

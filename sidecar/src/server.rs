@@ -38,6 +38,8 @@ pub enum StartupError {
         item_size_max: u64,
         overhead: u64,
     },
+    #[error("cannot write the epoch item to memcached: {0}")]
+    Epoch(ItemError),
     #[error("cannot open the metadata store: {0}")]
     Metadata(OrderedError),
     #[error("cannot listen on {addr}: {source}")]
@@ -115,6 +117,10 @@ pub async fn run(config: Config) -> Result<(), StartupError> {
     check_chunk_size(&items, config.chunk_size).await?;
     let metrics = Metrics::default();
     let health = Health::default();
+    health
+        .establish_epoch(&items)
+        .await
+        .map_err(StartupError::Epoch)?;
     health.set_ready(items.ping().await.is_ok());
     let _watch = health.watch(items.clone(), HEALTH_INTERVAL);
 
@@ -133,15 +139,21 @@ pub async fn run(config: Config) -> Result<(), StartupError> {
     let ordered = MemcachedOrderedStore::open(items.clone(), tree)
         .await
         .map_err(StartupError::Metadata)?;
-    let metadata = metadata::router(MetadataService::new(
+    let metadata_service = MetadataService::new(
         Arc::new(ordered),
         items.clone(),
         MetadataConfig {
             replication_group_id: config.replication_group_id.clone(),
             observer: Some(Arc::new(metrics.clone())),
+            health: Some(health.clone()),
             ..MetadataConfig::default()
         },
-    ));
+    );
+    {
+        let service = metadata_service.clone();
+        metrics.set_open_streams_source(move || service.open_streams());
+    }
+    let metadata = metadata::router(metadata_service);
     let admin = admin::router(health, metrics);
 
     let data_listener = listen(config.data_addr).await?;

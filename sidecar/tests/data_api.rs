@@ -14,6 +14,8 @@ use zenko_memcached_testkit::{Memcached, Sidecar};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_zenko-memcached-sidecar");
 const CHUNK: usize = 64 * 1024;
+/// The sidecar's epoch item (`zmm:epoch`), present in memcached besides the blobs.
+const EPOCH_ITEMS: u64 = 1;
 
 fn sidecar(memcached: &Memcached) -> Sidecar {
     Sidecar::start(
@@ -352,7 +354,8 @@ async fn delete_then_get_is_not_found_and_frees_the_chunks() {
     let client = Client::new();
     let url = sidecar.data_url();
     let key = put(&client, &url, content(3, 3 * CHUNK)).await;
-    assert_eq!(memcached.stat("curr_items"), Some(4));
+    // Three chunks, the manifest, and the sidecar's epoch item.
+    assert_eq!(memcached.stat("curr_items"), Some(5));
     let response = client
         .delete(format!("{url}/DataFile/{key}"))
         .send()
@@ -371,7 +374,7 @@ async fn delete_then_get_is_not_found_and_frees_the_chunks() {
         (status, name.as_str()),
         (StatusCode::NOT_FOUND, "ObjNotFound")
     );
-    assert_eq!(memcached.stat("curr_items"), Some(0));
+    assert_eq!(memcached.stat("curr_items"), Some(EPOCH_ITEMS));
 }
 
 #[tokio::test]
@@ -422,15 +425,16 @@ async fn an_aborted_upload_leaves_nothing() {
     stream.write_all(&content(1, 4 * CHUNK + 10)).unwrap();
     std::thread::sleep(Duration::from_millis(300));
     assert!(
-        memcached.stat("curr_items").unwrap() > 0,
+        memcached.stat("curr_items").unwrap() > EPOCH_ITEMS,
         "chunks are written as the body arrives"
     );
     drop(stream);
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while memcached.stat("curr_items") != Some(0) && std::time::Instant::now() < deadline {
+    while memcached.stat("curr_items") != Some(EPOCH_ITEMS) && std::time::Instant::now() < deadline
+    {
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert_eq!(memcached.stat("curr_items"), Some(0));
+    assert_eq!(memcached.stat("curr_items"), Some(EPOCH_ITEMS));
 }
 
 #[tokio::test]
@@ -487,7 +491,7 @@ async fn a_full_memcached_is_a_clear_error_and_evicts_nothing() {
     let per_blob = (1024 * 1024 / CHUNK) as u64 + 1;
     assert_eq!(
         memcached.stat("curr_items"),
-        Some(stored.len() as u64 * per_blob)
+        Some(stored.len() as u64 * per_blob + EPOCH_ITEMS)
     );
     let metrics = client
         .get(format!("{}/metrics", sidecar.admin_url()))
@@ -506,7 +510,7 @@ async fn a_full_memcached_is_a_clear_error_and_evicts_nothing() {
 #[tokio::test]
 async fn a_stopped_memcached_is_unavailable_until_it_is_back() {
     let mut memcached = Memcached::start(&[]);
-    let sidecar = sidecar(&memcached);
+    let mut sidecar = sidecar(&memcached);
     let client = Client::new();
     let url = sidecar.data_url();
     let ready = format!("{}/readyz", sidecar.admin_url());
@@ -530,7 +534,21 @@ async fn a_stopped_memcached_is_unavailable_until_it_is_back() {
         client.get(&ready).send().await.unwrap().status(),
         StatusCode::SERVICE_UNAVAILABLE
     );
+    // Killed, memcached comes back empty: the sidecar says its contents are lost rather than
+    // serving from an empty store, until it is restarted (tests/faults_restart.rs).
     memcached.start_again();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let response = client.get(&ready).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        if response.text().await.unwrap().contains("lost its contents") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "loss never reported");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    sidecar.kill_and_restart();
+    let client = Client::new();
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while client.get(&ready).send().await.unwrap().status() != StatusCode::OK {
         assert!(std::time::Instant::now() < deadline, "never ready again");

@@ -18,7 +18,7 @@ use futures::{StreamExt, TryStreamExt, stream};
 use tracing::Instrument;
 
 use crate::blob::{BlobError, BlobKey, BlobStore};
-use crate::health::Health;
+use crate::health::{CONTENTS_LOST, Health};
 use crate::items::{ItemError, SharedItemStore};
 use crate::metrics::Metrics;
 
@@ -83,6 +83,20 @@ fn route(method: &Method, path: &str, query: Option<&str>) -> &'static str {
 }
 
 async fn dispatch(service: &DataService, request: Request) -> Result<Response, ApiError> {
+    // An emptied memcached would answer "no such blob" for blobs that exist: refuse instead.
+    if service.health.contents_lost() {
+        return Err(ApiError::ServiceUnavailable(CONTENTS_LOST.into()));
+    }
+    let result = route_request(service, request).await;
+    // "Not found" is checked against the epoch before it goes out: between two probes of
+    // the watcher it may only mean that memcached was emptied.
+    if matches!(result, Err(ApiError::ObjNotFound)) && service.health.verify(&service.items).await {
+        return Err(ApiError::ServiceUnavailable(CONTENTS_LOST.into()));
+    }
+    result
+}
+
+async fn route_request(service: &DataService, request: Request) -> Result<Response, ApiError> {
     let uri = request.uri().clone();
     let path_and_query = uri.path_and_query().map_or(uri.path(), |pq| pq.as_str());
     match *request.method() {

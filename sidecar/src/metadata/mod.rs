@@ -19,6 +19,7 @@ use socketioxide::extract::{AckSender, Event, SocketRef, TryData};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use crate::health::{CONTENTS_LOST, Health};
 use crate::items::SharedItemStore;
 use crate::ordered::OrderedStore;
 use api::{Answer, Args, Handlers};
@@ -41,6 +42,8 @@ pub struct MetadataConfig {
     pub placeholder_repair_delay: Option<Duration>,
     /// Told about each finished call (metrics).
     pub observer: Option<Arc<dyn CallObserver>>,
+    /// The sidecar's readiness: calls are refused once memcached lost its contents.
+    pub health: Option<Health>,
 }
 
 impl Default for MetadataConfig {
@@ -49,6 +52,7 @@ impl Default for MetadataConfig {
             replication_group_id: ReplicationGroupId::default(),
             placeholder_repair_delay: Some(Duration::from_secs(15)),
             observer: None,
+            health: None,
         }
     }
 }
@@ -57,6 +61,8 @@ struct Inner {
     handlers: Handlers,
     streams: Arc<StreamRegistry>,
     observer: Option<Arc<dyn CallObserver>>,
+    health: Option<Health>,
+    items: SharedItemStore,
 }
 
 /// The metadata service, shared by every connection.
@@ -81,10 +87,12 @@ impl MetadataService {
                 handlers: Handlers {
                     engine,
                     uuid: uuid::DeploymentUuid::new(items.clone()),
-                    items,
+                    items: items.clone(),
                 },
                 streams: Arc::new(StreamRegistry::default()),
                 observer: config.observer,
+                health: config.health,
+                items,
             }),
         }
     }
@@ -130,12 +138,7 @@ impl MetadataService {
         async {
             let answer = match name {
                 CallName::Manifest => Ok(Answer::Value(rpc::manifest())),
-                CallName::Api(api) => {
-                    self.inner
-                        .handlers
-                        .call(api, &request.sublevel, Args::new(&request.rpc_args))
-                        .await
-                }
+                CallName::Api(api) => self.call_api(api, &request).await,
             };
             match answer {
                 Ok(Answer::Value(value)) => {
@@ -166,6 +169,37 @@ impl MetadataService {
         }
         .instrument(span)
         .await;
+    }
+
+    /// One API call, refused once memcached lost its contents: an emptied memcached would
+    /// answer "not found" and empty listings for data that exists.
+    async fn call_api(&self, api: api::Api, request: &CallRequest) -> MetadataResult<Answer> {
+        let Some(health) = &self.inner.health else {
+            return self
+                .inner
+                .handlers
+                .call(api, &request.sublevel, Args::new(&request.rpc_args))
+                .await;
+        };
+        let lost = || MetadataError::Internal(CONTENTS_LOST.into());
+        if health.contents_lost() {
+            return Err(lost());
+        }
+        let answer = self
+            .inner
+            .handlers
+            .call(api, &request.sublevel, Args::new(&request.rpc_args))
+            .await;
+        // Between two probes of the watcher, "not found" or a listing may come from an emptied
+        // memcached: check the epoch before answering either.
+        let check = matches!(
+            answer,
+            Err(MetadataError::ObjNotFound) | Ok(Answer::Stream(_))
+        );
+        if check && health.verify(&self.inner.items).await {
+            return Err(lost());
+        }
+        answer
     }
 
     fn on_hangup(&self, data: Result<Value, String>) {

@@ -1,0 +1,253 @@
+// Metadata load and checks for the fault tests (sidecar/tests/faults_*.rs):
+//   node faults.js <port> <scenario> [args...]
+// Prints what the Rust test needs (one record a line) and `PASS <scenario>`, or `FAIL ...`
+// and exits 1. Values are derived from their key, so a checker knows what each key must hold.
+'use strict';
+
+const assert = require('assert');
+const fs = require('fs');
+const { MetadataClient, errorIs } = require('./client');
+
+const [port, scenario, ...args] = process.argv.slice(2);
+const MS = ['__metastore'];
+const LOST = 'memcached lost its contents';
+
+function bucketInfo(name, extra) {
+    return JSON.stringify(Object.assign({
+        name, owner: 'faults', creationDate: '2024-10-22T10:00:00.000Z',
+        mdBucketModelVersion: 16, transient: false, deleted: false,
+    }, extra || {}));
+}
+
+// The one value a key of the fault load may hold.
+function valueOf(key) {
+    return JSON.stringify({ key, 'content-length': key.length, pad: `${key}|`.repeat(8) });
+}
+
+function keyOf(n) {
+    return `obj-${String(n).padStart(6, '0')}`;
+}
+
+function out(line) {
+    process.stdout.write(`${line}\n`);
+}
+
+function sleep(ms) {
+    return new Promise(resolve => setTimeout(resolve, ms));
+}
+
+async function expectError(promise, type, fragment) {
+    try {
+        await promise;
+    } catch (error) {
+        assert.ok(errorIs(error.wire, type), `expected ${type}, got ${error.message}`);
+        const text = JSON.stringify(error.wire);
+        assert.ok(!fragment || text.includes(fragment), `expected "${fragment}" in ${text}`);
+        return;
+    }
+    throw new Error(`expected ${type}, got success`);
+}
+
+const scenarios = {};
+
+// Writers and listers until the sidecar goes away (kill -9): `SENT key` before each put,
+// `ACK key` after its ack; every listed entry is checked against its key's value on the spot.
+scenarios.load = async c => {
+    const [bucket, firstArg, writersArg] = args;
+    await c.call('put', [bucket, bucketInfo(bucket), {}], MS);
+    let next = Number(firstArg);
+    const writers = Number(writersArg || 4);
+    let stop = false;
+    c.socket.on('disconnect', () => {
+        stop = true;
+        out('DISCONNECTED');
+        process.exit(0);
+    });
+    const writer = async () => {
+        while (!stop) {
+            const key = keyOf(next);
+            next += 1;
+            out(`SENT ${key}`);
+            await c.call('put', [key, valueOf(key), {}], [bucket]);
+            out(`ACK ${key}`);
+        }
+    };
+    const lister = async () => {
+        while (!stop) {
+            const items = await c.list('createReadStream', { gte: 'obj-', lt: 'obj.' }, [bucket]);
+            for (const item of items) {
+                if (item.value !== valueOf(item.key)) {
+                    out(`BAD ${item.key}`);
+                }
+            }
+            out(`LISTED ${items.length}`);
+        }
+    };
+    await Promise.all([...Array(writers)].map(writer).concat([lister(), lister()]));
+};
+
+// After the restart: every `ACK` key of the file is readable with its value; every listed key
+// was at least sent and holds exactly its value. Prints LOST/HALF counts.
+scenarios.verify = async c => {
+    const [bucket, file] = args;
+    const lines = fs.readFileSync(file, 'utf8').split('\n');
+    const sent = new Set(lines.filter(l => l.startsWith('SENT ')).map(l => l.slice(5)));
+    const acked = lines.filter(l => l.startsWith('ACK ')).map(l => l.slice(4));
+    let lost = 0;
+    for (const key of acked) {
+        try {
+            if (await c.call('get', [key, {}], [bucket]) !== valueOf(key)) {
+                lost += 1;
+                out(`WRONG ${key}`);
+            }
+        } catch (error) {
+            lost += 1;
+            out(`MISSING ${key}: ${error.message}`);
+        }
+    }
+    let half = 0;
+    const items = await c.list('createReadStream', { gte: 'obj-', lt: 'obj.' }, [bucket]);
+    for (const item of items) {
+        if (!sent.has(item.key) || item.value !== valueOf(item.key)) {
+            half += 1;
+            out(`HALF ${item.key}`);
+        }
+    }
+    out(`ACKED ${acked.length} LISTED ${items.length}`);
+    out(`LOST ${lost}`);
+    out(`HALF ${half}`);
+};
+
+// Plain and versioned keys for the warm-restart test.
+scenarios.populate = async c => {
+    const [count] = args;
+    await c.call('put', ['wb', bucketInfo('wb'), {}], MS);
+    await c.call('put', ['vb', bucketInfo('vb', { versioningConfiguration: { Status: 'Enabled' } }), {}], MS);
+    for (let n = 0; n < Number(count); n += 1) {
+        await c.call('put', [keyOf(n), valueOf(keyOf(n)), {}], ['wb']);
+    }
+    for (let n = 0; n < 3; n += 1) {
+        await c.call('put', ['doc.txt', JSON.stringify({ n }), { versioning: true }], ['vb']);
+    }
+};
+
+// Every database of `populate`, listed in full, as one line of JSON to compare across restarts.
+scenarios.snapshot = async c => {
+    const all = {};
+    for (const db of ['__metastore', 'wb', 'vb']) {
+        all[db] = await c.list('createReadStream', {}, [db]);
+    }
+    const master = await c.call('get', ['doc.txt', {}], ['vb']);
+    out(`SNAPSHOT ${JSON.stringify({ all, master })}`);
+};
+
+// memcached lost its contents: gets, puts and listings get a clear InternalError.
+scenarios['expect-lost'] = async c => {
+    await expectError(c.call('get', [keyOf(0), {}], ['wb']), 'InternalError', LOST);
+    await expectError(c.call('get', ['wb', {}], MS), 'InternalError', LOST);
+    await expectError(c.call('put', ['x', '{}', {}], ['wb']), 'InternalError', LOST);
+    await expectError(c.call('createReadStream', [{}], ['wb']), 'InternalError', LOST);
+};
+
+// A small database for the storage-full test.
+scenarios['full-setup'] = async c => {
+    await c.call('put', ['fb', bucketInfo('fb'), {}], MS);
+    for (let n = 0; n < 50; n += 1) {
+        await c.call('put', [keyOf(n), valueOf(keyOf(n)), {}], ['fb']);
+    }
+};
+
+// memcached is full: puts are accepted until the first refusal, which must say "storage
+// full"; then gets and listings still work and show exactly the accepted puts.
+scenarios['full-refused'] = async c => {
+    let accepted = 0;
+    let refused = false;
+    for (let n = 1000; n < 3000 && !refused; n += 1) {
+        try {
+            await c.call('put', [keyOf(n), valueOf(keyOf(n)), {}], ['fb']);
+            accepted += 1;
+        } catch (error) {
+            assert.ok(errorIs(error.wire, 'InternalError'), error.message);
+            assert.ok(JSON.stringify(error.wire).includes('storage full'), error.message);
+            refused = true;
+        }
+    }
+    assert.ok(refused, 'metadata puts never refused');
+    assert.strictEqual(await c.call('get', [keyOf(7), {}], ['fb']), valueOf(keyOf(7)));
+    // A delete writes new pages too: refused with "storage full" or done, never half done.
+    let deleted = 0;
+    try {
+        await c.call('del', [keyOf(1), {}], ['fb']);
+        deleted = 1;
+    } catch (error) {
+        assert.ok(JSON.stringify(error.wire).includes('storage full'), error.message);
+    }
+    const items = await c.list('createReadStream', {}, ['fb']);
+    assert.strictEqual(items.length, 50 + accepted - deleted,
+        'listing shows exactly the accepted puts and deletes');
+    accepted -= deleted;
+    for (const item of items) {
+        assert.strictEqual(item.value, valueOf(item.key));
+    }
+    out(`ACCEPTED ${accepted}`);
+};
+
+// After space was freed: puts and deletes work again and every key is there.
+scenarios['full-recovered'] = async c => {
+    const [acceptedArg] = args;
+    for (let n = 5000; n < 5005; n += 1) {
+        await c.call('put', [keyOf(n), valueOf(keyOf(n)), {}], ['fb']);
+    }
+    await c.call('del', [keyOf(5000), {}], ['fb']);
+    const items = await c.list('createReadStream', {}, ['fb']);
+    assert.strictEqual(items.length, 50 + Number(acceptedArg) + 4);
+    for (const item of items) {
+        assert.strictEqual(item.value, valueOf(item.key));
+    }
+};
+
+// Many keys, then a listing that is never acknowledged; prints HOLDING and waits to be killed.
+scenarios['hold-listing'] = async c => {
+    const [count] = args;
+    await c.call('put', ['lb', bucketInfo('lb'), {}], MS);
+    const puts = [];
+    for (let n = 0; n < Number(count); n += 1) {
+        puts.push(c.call('put', [keyOf(n), valueOf(keyOf(n)), {}], ['lb']));
+        if (puts.length === 50) {
+            await Promise.all(puts.splice(0));
+        }
+    }
+    await Promise.all(puts);
+    const marker = await c.call('createReadStream', [{}], ['lb']);
+    let batches = 0;
+    c.stream(marker).attach({
+        onData: () => { batches += 1; },
+        onEnd: () => out('ENDED'),
+        onError: () => out('ERRORED'),
+    });
+    while (batches === 0) {
+        await sleep(20);
+    }
+    out('HOLDING');
+    await sleep(60000);
+};
+
+async function main() {
+    const run = scenarios[scenario];
+    if (!run) {
+        throw new Error(`unknown scenario ${scenario}`);
+    }
+    const client = new MetadataClient(port, '4');
+    try {
+        await client.connected();
+        await run(client);
+    } finally {
+        client.close();
+    }
+    out(`PASS ${scenario}`);
+}
+
+main().then(() => process.exit(0), error => {
+    out(`FAIL ${scenario}: ${error && error.stack ? error.stack : error}`);
+    process.exit(1);
+});
