@@ -33,6 +33,8 @@ pub struct DataService {
     pub items: SharedItemStore,
     pub metrics: Metrics,
     pub health: Health,
+    /// Largest Content-Length a PUT may announce (`--max-object-size`).
+    pub max_object_size: u64,
 }
 
 pub fn router(service: DataService) -> Router {
@@ -92,6 +94,13 @@ async fn dispatch(service: &DataService, request: Request) -> Result<Response, A
                 return Err(ApiError::InvalidUri("PUT url cannot contain a key".into()));
             }
             let declared = content_length(request.headers())?;
+            // Refused on the announced length, before any body byte is read or stored.
+            if declared > service.max_object_size {
+                return Err(ApiError::EntityTooLarge {
+                    declared,
+                    max: service.max_object_size,
+                });
+            }
             service.put(request, declared).await
         }
         Method::GET => {
