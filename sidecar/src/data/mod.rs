@@ -5,6 +5,8 @@
 
 mod error;
 mod path;
+#[cfg(test)]
+mod props;
 mod range;
 
 use std::time::Instant;

@@ -5,6 +5,8 @@ pub mod api;
 pub mod errors;
 pub mod listing;
 pub mod metrics;
+#[cfg(test)]
+mod props;
 pub mod rpc;
 pub mod stream;
 pub mod uuid;
