@@ -181,8 +181,16 @@ fn length_model(value: Option<&[u8]>) -> Result<u64, &'static str> {
     u64::try_from(n).map_err(|_| "InvalidInput")
 }
 
+/// Cases per property: `default`, or `ZMM_PROPTEST_CASES` for a longer run than CI's.
+fn cases(default: u32) -> u32 {
+    std::env::var("ZMM_PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(CASES))]
+    #![proptest_config(ProptestConfig::with_cases(cases(CASES)))]
 
     #[test]
     fn path_parse_follows_the_model(input in path_strategy()) {

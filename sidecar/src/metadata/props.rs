@@ -132,8 +132,16 @@ async fn run_call(
     }
 }
 
+/// Cases per property: `default`, or `ZMM_PROPTEST_CASES` for a longer run than CI's.
+fn cases(default: u32) -> u32 {
+    std::env::var("ZMM_PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(CASES))]
+    #![proptest_config(ProptestConfig::with_cases(cases(CASES)))]
 
     #[test]
     fn call_names_are_known_names_or_invalid_arguments(name in prop_oneof![
@@ -199,7 +207,7 @@ proptest! {
 
 proptest! {
     // Whole calls go through the versioning engine and a store: fewer, costlier cases.
-    #![proptest_config(ProptestConfig::with_cases(512))]
+    #![proptest_config(ProptestConfig::with_cases(cases(CASES) / 4))]
 
     #[test]
     fn calls_with_arbitrary_arguments_never_fail_internally(
