@@ -126,6 +126,22 @@ impl Default for ArgLimits {
     }
 }
 
+/// Longest `versionId` option: the room `MAX_KEY_BYTES` leaves for the version suffix, so that
+/// a key of the maximum length with a version still fits the ordered store's key limit.
+pub const MAX_VERSION_ID_BYTES: usize = 127;
+
+fn check_version_id(version_id: Option<&str>) -> MetadataResult<()> {
+    match version_id {
+        Some(id) if id.len() > MAX_VERSION_ID_BYTES => {
+            Err(MetadataError::InvalidArgument(format!(
+                "versionId too long: {} bytes, the limit is {MAX_VERSION_ID_BYTES}",
+                id.len()
+            )))
+        }
+        _ => Ok(()),
+    }
+}
+
 fn result_or_null(result: Option<String>) -> Value {
     result.map_or(Value::Null, Value::String)
 }
@@ -148,16 +164,19 @@ impl Handlers {
                     )));
                 }
                 let options = PutOptions::parse(args.options(2))?;
+                check_version_id(options.version_id.as_deref())?;
                 result_or_null(self.engine.put(db, key, value, &options).await?)
             }
             Api::Get => {
                 let key = args.key(0, self.limits.max_key_bytes)?;
                 let selector = VersionSelector::parse(args.options(1))?;
+                check_version_id(selector.version_id.as_deref())?;
                 Value::String(self.engine.get(db, key, &selector).await?)
             }
             Api::Del => {
                 let key = args.key(0, self.limits.max_key_bytes)?;
                 let selector = VersionSelector::parse(args.options(1))?;
+                check_version_id(selector.version_id.as_deref())?;
                 result_or_null(self.engine.del(db, key, &selector).await?)
             }
             Api::GetDiskUsage => self.disk_usage().await?,

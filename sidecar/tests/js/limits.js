@@ -38,6 +38,18 @@ async function main() {
     const okKey = 'k'.repeat(8 * 1024 - 128);
     await client.call('put', [okKey, '{"a":1}', {}], DB);
     assert.strictEqual(await client.call('get', [okKey, {}], DB), '{"a":1}');
+    // With versions: the version suffix fits beside the longest key, a longer versionId is
+    // refused as the caller's mistake rather than failing inside the store.
+    await client.call('put', [okKey, '{"a":2}', { versioning: true }], DB);
+    await expectInvalid(client.call('put', [okKey, '{}', { versionId: 'v'.repeat(200) }], DB),
+        'long versionId');
+    let noVersion = null;
+    try {
+        await client.call('get', [okKey, { versionId: 'v'.repeat(127) }], DB);
+    } catch (error) {
+        noVersion = error;
+    }
+    assert(noVersion && errorIs(noVersion.wire, 'ObjNotFound'), JSON.stringify(noVersion && noVersion.wire));
 
     // Values over the limit: refused, and the key stays absent.
     await expectInvalid(client.call('put', ['big', 'v'.repeat(MAX_VALUE + 1), {}], DB), 'big put');
