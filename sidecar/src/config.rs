@@ -61,6 +61,30 @@ pub struct Config {
     #[arg(long, value_name = "URL")]
     pub probe: Option<String>,
 
+    /// Largest blob a PUT may announce, in bytes (S3's single-PUT limit by default); a larger
+    /// Content-Length is refused with `EntityTooLarge` before any byte is stored.
+    #[arg(long, env = "ZMM_MAX_OBJECT_SIZE", default_value_t = 5 * 1024 * 1024 * 1024,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_object_size: u64,
+
+    /// Largest metadata value a `put` may store, in bytes; kept below socket.io's 100 MB
+    /// message limit so that an oversized value gets an answer instead of a dropped connection.
+    #[arg(long, env = "ZMM_MAX_METADATA_VALUE", default_value_t = 64 * 1024 * 1024,
+          value_parser = clap::value_parser!(u64).range(1..=crate::metadata::MAX_PAYLOAD))]
+    pub max_metadata_value: u64,
+
+    /// Connections served at once on each of the data and metadata listeners; further
+    /// connections wait in the kernel's accept queue until one closes.
+    #[arg(long, env = "ZMM_MAX_CONNECTIONS", default_value_t = 1024,
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub max_connections: u64,
+
+    /// Listings (`createReadStream`, `rawListKeys`) one metadata client may have open at once;
+    /// the call beyond it is refused with an error answer.
+    #[arg(long, env = "ZMM_MAX_STREAMS_PER_CLIENT", default_value_t = 16,
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub max_streams_per_client: u64,
+
     /// Item size limit of the embedded store, in bytes (memcached's -I).
     #[arg(long, env = "ZMM_EMBEDDED_ITEM_SIZE_MAX", default_value_t = 1024 * 1024,
           value_parser = clap::value_parser!(u64).range(1024..))]

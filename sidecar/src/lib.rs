@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod blob;
 pub mod config;
+pub mod connlimit;
 pub mod data;
 pub mod health;
 pub mod items;

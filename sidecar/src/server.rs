@@ -7,14 +7,16 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 
 use crate::admin;
 use crate::blob::{BlobStore, CHUNK_ITEM_OVERHEAD};
 use crate::config::Config;
+use crate::connlimit::LimitedListener;
 use crate::data::{self, DataService};
 use crate::health::Health;
 use crate::items::{EmbeddedStore, ItemError, ItemStore, MemcachedStore, SharedItemStore};
-use crate::metadata::{self, MetadataConfig, MetadataService};
+use crate::metadata::{self, ArgLimits, MetadataConfig, MetadataService};
 use crate::metrics::Metrics;
 use crate::ordered::{MemcachedOrderedStore, OrderedError, PageCacheConfig, TreeConfig};
 
@@ -129,6 +131,7 @@ pub async fn run(config: Config) -> Result<(), StartupError> {
         items: items.clone(),
         metrics: metrics.clone(),
         health: health.clone(),
+        max_object_size: config.max_object_size,
     });
     let tree = TreeConfig {
         cache: PageCacheConfig {
@@ -146,6 +149,12 @@ pub async fn run(config: Config) -> Result<(), StartupError> {
             replication_group_id: config.replication_group_id.clone(),
             observer: Some(Arc::new(metrics.clone())),
             health: Some(health.clone()),
+            limits: ArgLimits {
+                max_key_bytes: metadata::api::MAX_KEY_BYTES,
+                max_value_bytes: usize::try_from(config.max_metadata_value).unwrap_or(usize::MAX),
+            },
+            max_streams_per_client: usize::try_from(config.max_streams_per_client)
+                .unwrap_or(usize::MAX),
             ..MetadataConfig::default()
         },
     );
@@ -173,10 +182,17 @@ pub async fn run(config: Config) -> Result<(), StartupError> {
         tracing::info!("shutting down: finishing in-flight requests");
         let _ = stop_tx.send(true);
     });
-    let serve = |listener: TcpListener, app: Router| {
+    let max_connections = usize::try_from(config.max_connections).unwrap_or(usize::MAX);
+    let serve = |listener: TcpListener, app: Router, limited: bool| {
         let mut stop = stop_rx.clone();
+        // The admin listener is not limited: probes must get through a saturated sidecar.
+        let limit = if limited {
+            max_connections
+        } else {
+            Semaphore::MAX_PERMITS
+        };
         async move {
-            axum::serve(listener, app)
+            axum::serve(LimitedListener::new(listener, limit), app)
                 .with_graceful_shutdown(async move {
                     let _ = stop.wait_for(|stopped| *stopped).await;
                 })
@@ -185,9 +201,9 @@ pub async fn run(config: Config) -> Result<(), StartupError> {
     };
     let servers = async {
         let (data_result, metadata_result, admin_result) = tokio::join!(
-            serve(data_listener, data),
-            serve(metadata_listener, metadata),
-            serve(admin_listener, admin)
+            serve(data_listener, data, true),
+            serve(metadata_listener, metadata, true),
+            serve(admin_listener, admin, false)
         );
         data_result.and(metadata_result).and(admin_result)
     };

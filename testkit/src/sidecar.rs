@@ -95,6 +95,10 @@ impl Sidecar {
         SocketAddr::from(([127, 0, 0, 1], self.data_port))
     }
 
+    pub fn metadata_addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.metadata_port))
+    }
+
     pub fn admin_addr(&self) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], self.admin_port))
     }

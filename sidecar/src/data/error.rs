@@ -19,6 +19,11 @@ pub enum ApiError {
     MissingParameter,
     #[error("bad Content-Length")]
     InvalidInput,
+    /// The announced body is over `--max-object-size`.
+    #[error(
+        "Your proposed upload exceeds the maximum allowed object size ({declared} > {max} bytes)."
+    )]
+    EntityTooLarge { declared: u64, max: u64 },
     #[error("You must provide the Content-Length HTTP header.")]
     MissingContentLength,
     #[error("This object does not exist")]
@@ -41,6 +46,7 @@ impl ApiError {
             ApiError::InvalidAction(_) => ("InvalidAction", StatusCode::BAD_REQUEST),
             ApiError::MissingParameter => ("MissingParameter", StatusCode::BAD_REQUEST),
             ApiError::InvalidInput => ("InvalidInput", StatusCode::BAD_REQUEST),
+            ApiError::EntityTooLarge { .. } => ("EntityTooLarge", StatusCode::BAD_REQUEST),
             ApiError::MissingContentLength => ("MissingContentLength", StatusCode::LENGTH_REQUIRED),
             ApiError::ObjNotFound => ("ObjNotFound", StatusCode::NOT_FOUND),
             ApiError::InvalidRange => ("InvalidRange", StatusCode::RANGE_NOT_SATISFIABLE),

@@ -5,6 +5,8 @@
 
 mod error;
 mod path;
+#[cfg(test)]
+mod props;
 mod range;
 
 use std::time::Instant;
@@ -33,6 +35,8 @@ pub struct DataService {
     pub items: SharedItemStore,
     pub metrics: Metrics,
     pub health: Health,
+    /// Largest Content-Length a PUT may announce (`--max-object-size`).
+    pub max_object_size: u64,
 }
 
 pub fn router(service: DataService) -> Router {
@@ -106,6 +110,13 @@ async fn route_request(service: &DataService, request: Request) -> Result<Respon
                 return Err(ApiError::InvalidUri("PUT url cannot contain a key".into()));
             }
             let declared = content_length(request.headers())?;
+            // Refused on the announced length, before any body byte is read or stored.
+            if declared > service.max_object_size {
+                return Err(ApiError::EntityTooLarge {
+                    declared,
+                    max: service.max_object_size,
+                });
+            }
             service.put(request, declared).await
         }
         Method::GET => {

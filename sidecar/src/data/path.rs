@@ -59,7 +59,11 @@ fn decode_uri(text: &str) -> Option<String> {
             index += 1;
             continue;
         }
+        // Exactly two hex digits: `from_str_radix` alone would also take a sign ("%+5").
         let hex = bytes.get(index + 1..index + 3)?;
+        if !hex.iter().all(u8::is_ascii_hexdigit) {
+            return None;
+        }
         let byte = u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()?;
         if RESERVED.contains(&byte) {
             out.extend_from_slice(&bytes[index..index + 3]);

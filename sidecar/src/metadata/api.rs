@@ -79,6 +79,19 @@ impl<'a> Args<'a> {
         }
     }
 
+    /// A key argument, refused when over `max` bytes: the ordered store could not keep it and
+    /// would fail with an internal error, while this is the caller's mistake.
+    fn key(&self, index: usize, max: usize) -> MetadataResult<&'a str> {
+        let key = self.string(index, "key")?;
+        if key.len() > max {
+            return Err(MetadataError::InvalidArgument(format!(
+                "key too long: {} bytes, the limit is {max}",
+                key.len()
+            )));
+        }
+        Ok(key)
+    }
+
     fn options(&self, index: usize) -> &'a Value {
         self.0.get(index).unwrap_or(&Value::Null)
     }
@@ -88,6 +101,45 @@ pub struct Handlers {
     pub engine: VersioningEngine,
     pub items: SharedItemStore,
     pub uuid: DeploymentUuid,
+    pub limits: ArgLimits,
+}
+
+/// Size limits on call arguments, checked before anything reaches the store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ArgLimits {
+    /// Longest key, in bytes.
+    pub max_key_bytes: usize,
+    /// Longest value of a `put`, in bytes.
+    pub max_value_bytes: usize,
+}
+
+/// The ordered store keeps keys of up to 8 KiB (`TreeConfig::key_max_bytes`); a versioned
+/// object is also stored under `key\0versionId`, so user keys leave room for that suffix.
+pub const MAX_KEY_BYTES: usize = (8 << 10) - 128;
+
+impl Default for ArgLimits {
+    fn default() -> ArgLimits {
+        ArgLimits {
+            max_key_bytes: MAX_KEY_BYTES,
+            max_value_bytes: 64 << 20,
+        }
+    }
+}
+
+/// Longest `versionId` option: the room `MAX_KEY_BYTES` leaves for the version suffix, so that
+/// a key of the maximum length with a version still fits the ordered store's key limit.
+pub const MAX_VERSION_ID_BYTES: usize = 127;
+
+fn check_version_id(version_id: Option<&str>) -> MetadataResult<()> {
+    match version_id {
+        Some(id) if id.len() > MAX_VERSION_ID_BYTES => {
+            Err(MetadataError::InvalidArgument(format!(
+                "versionId too long: {} bytes, the limit is {MAX_VERSION_ID_BYTES}",
+                id.len()
+            )))
+        }
+        _ => Ok(()),
+    }
 }
 
 fn result_or_null(result: Option<String>) -> Value {
@@ -102,19 +154,29 @@ impl Handlers {
     pub async fn call(&self, api: Api, db: &Sublevel, args: Args<'_>) -> MetadataResult<Answer> {
         let value = match api {
             Api::Put => {
-                let key = args.string(0, "key")?;
+                let key = args.key(0, self.limits.max_key_bytes)?;
                 let value = args.string(1, "value")?;
+                if value.len() > self.limits.max_value_bytes {
+                    return Err(MetadataError::InvalidArgument(format!(
+                        "value too large: {} bytes, the limit is {}",
+                        value.len(),
+                        self.limits.max_value_bytes
+                    )));
+                }
                 let options = PutOptions::parse(args.options(2))?;
+                check_version_id(options.version_id.as_deref())?;
                 result_or_null(self.engine.put(db, key, value, &options).await?)
             }
             Api::Get => {
-                let key = args.string(0, "key")?;
+                let key = args.key(0, self.limits.max_key_bytes)?;
                 let selector = VersionSelector::parse(args.options(1))?;
+                check_version_id(selector.version_id.as_deref())?;
                 Value::String(self.engine.get(db, key, &selector).await?)
             }
             Api::Del => {
-                let key = args.string(0, "key")?;
+                let key = args.key(0, self.limits.max_key_bytes)?;
                 let selector = VersionSelector::parse(args.options(1))?;
+                check_version_id(selector.version_id.as_deref())?;
                 result_or_null(self.engine.del(db, key, &selector).await?)
             }
             Api::GetDiskUsage => self.disk_usage().await?,

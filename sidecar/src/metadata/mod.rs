@@ -5,13 +5,17 @@ pub mod api;
 pub mod errors;
 pub mod listing;
 pub mod metrics;
+#[cfg(test)]
+mod props;
 pub mod rpc;
 pub mod stream;
 pub mod uuid;
 pub mod versioning;
 
 use std::sync::Arc;
+
 use std::time::{Duration, Instant};
+use tokio::sync::Semaphore;
 
 use serde_json::Value;
 use socketioxide::SocketIo;
@@ -22,6 +26,7 @@ use tracing::Instrument;
 use crate::health::{CONTENTS_LOST, Health};
 use crate::items::SharedItemStore;
 use crate::ordered::OrderedStore;
+pub use api::ArgLimits;
 use api::{Answer, Args, Handlers};
 pub use errors::{MetadataError, MetadataResult};
 pub use metrics::CallObserver;
@@ -44,6 +49,10 @@ pub struct MetadataConfig {
     pub observer: Option<Arc<dyn CallObserver>>,
     /// The sidecar's readiness: calls are refused once memcached lost its contents.
     pub health: Option<Health>,
+    /// Key and value size limits of calls.
+    pub limits: ArgLimits,
+    /// Listings one connection may have open at once (`--max-streams-per-client`).
+    pub max_streams_per_client: usize,
 }
 
 impl Default for MetadataConfig {
@@ -53,6 +62,8 @@ impl Default for MetadataConfig {
             placeholder_repair_delay: Some(Duration::from_secs(15)),
             observer: None,
             health: None,
+            limits: ArgLimits::default(),
+            max_streams_per_client: 16,
         }
     }
 }
@@ -63,6 +74,7 @@ struct Inner {
     observer: Option<Arc<dyn CallObserver>>,
     health: Option<Health>,
     items: SharedItemStore,
+    max_streams_per_client: usize,
 }
 
 /// The metadata service, shared by every connection.
@@ -88,11 +100,13 @@ impl MetadataService {
                     engine,
                     uuid: uuid::DeploymentUuid::new(items.clone()),
                     items: items.clone(),
+                    limits: config.limits,
                 },
                 streams: Arc::new(StreamRegistry::default()),
                 observer: config.observer,
                 health: config.health,
                 items,
+                max_streams_per_client: config.max_streams_per_client.max(1),
             }),
         }
     }
@@ -115,6 +129,7 @@ impl MetadataService {
         data: Result<(Value, Value), String>,
         ack: AckSender,
         connection: CancellationToken,
+        stream_slots: Arc<Semaphore>,
     ) {
         let started = Instant::now();
         let parsed = data
@@ -146,14 +161,34 @@ impl MetadataService {
                     send_ack(ack, Ok(value));
                 }
                 Ok(Answer::Stream(items)) => {
+                    // One slot per open listing of this connection, held by its producer until
+                    // the stream ends, is hung up or the client goes: a client that opens
+                    // listings without consuming them gets refused rather than piling up
+                    // producers.
+                    let Ok(slot) = stream_slots.try_acquire_owned() else {
+                        let error = MetadataError::InvalidArgument(format!(
+                            "too many open streams on this connection (at most {}): consume or \
+                             hang up one first",
+                            self.inner.max_streams_per_client
+                        ));
+                        tracing::info!(%error, "refused");
+                        self.observe(name.as_str(), "too_many_streams", started);
+                        send_ack(ack, Err(&error));
+                        return;
+                    };
                     self.observe(name.as_str(), "ok", started);
                     let id = StreamId::random();
                     let cancel = self.inner.streams.register(id.clone(), &connection);
                     // The ack goes into the socket's queue before any stream-data.
                     send_ack(ack, Ok(stream::marker(&id)));
+                    let produce =
+                        stream::produce(socket, id, items, cancel, self.inner.streams.clone());
                     tokio::spawn(
-                        stream::produce(socket, id, items, cancel, self.inner.streams.clone())
-                            .in_current_span(),
+                        async move {
+                            produce.await;
+                            drop(slot);
+                        }
+                        .in_current_span(),
                     );
                 }
                 Err(error) => {
@@ -231,6 +266,7 @@ fn send_ack(ack: AckSender, answer: Result<Value, &MetadataError>) {
 fn on_connect(socket: SocketRef, service: MetadataService) {
     tracing::debug!(sid = %socket.id, protocol = ?socket.protocol(), "metadata client connected");
     let connection = CancellationToken::new();
+    let stream_slots = Arc::new(Semaphore::new(service.inner.max_streams_per_client));
     {
         let service = service.clone();
         let connection = connection.clone();
@@ -239,9 +275,12 @@ fn on_connect(socket: SocketRef, service: MetadataService) {
             move |socket: SocketRef, TryData(data): TryData<(Value, Value)>, ack: AckSender| {
                 let service = service.clone();
                 let connection = connection.clone();
+                let stream_slots = stream_slots.clone();
                 async move {
                     let data = data.map_err(|error| error.to_string());
-                    service.on_call(socket, data, ack, connection).await;
+                    service
+                        .on_call(socket, data, ack, connection, stream_slots)
+                        .await;
                 }
             },
         );
