@@ -6,8 +6,9 @@
 //! sizes (4 KiB to 8 MiB) and `SOAK_METADATA_CLIENTS` (default 8) socket.io loops of put, get and
 //! 100-key listings (`tests/js/soak.js`). Every `SOAK_INTERVAL` seconds (default 10) it samples
 //! operations, errors, latency percentiles per operation kind and the sidecar's resident memory,
-//! and at the end writes `docs/soak/report.md` and `docs/soak/soak.svg`. Not run in CI: it is
-//! bounded but long, and its figures depend on the machine.
+//! and at the end writes `docs/soak/report.md` and `docs/soak/soak.svg` (or into `SOAK_OUT`).
+//! Each sample line on stdout also shows memcached's live and allocated bytes. Not run in CI: it
+//! is bounded but long, and its figures depend on the machine.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
@@ -424,9 +425,18 @@ async fn main() {
         };
         let ops: u64 = sample.kinds.values().map(|s| s.ops).sum();
         let errors: u64 = sample.kinds.values().map(|s| s.errors).sum();
+        // memcached's live bytes and items: tells a store that fills up from one whose memory
+        // sits in the slab classes of other item sizes.
+        let mib = |name: &str| memcached.stat(name).unwrap_or(0) as f64 / (1024.0 * 1024.0);
         println!(
-            "t={:>5.0}s rss={:>6.1} MiB load={:.1} ops={ops} errors={errors}",
-            sample.seconds, sample.rss_mib, sample.load
+            "t={:>5.0}s rss={:>6.1} MiB load={:.1} ops={ops} errors={errors} \
+             memcached live={:.0} MiB items={} slabs_moved={}",
+            sample.seconds,
+            sample.rss_mib,
+            sample.load,
+            mib("bytes"),
+            memcached.stat("curr_items").unwrap_or(0),
+            memcached.stat("slabs_moved").unwrap_or(0),
         );
         samples.push(sample);
     }
@@ -481,7 +491,11 @@ async fn main() {
         totals,
         reasons,
     };
-    let out = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docs/soak");
+    // SOAK_OUT: somewhere else than the committed report, for diagnostic runs.
+    let out = std::env::var("SOAK_OUT").map_or_else(
+        |_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docs/soak"),
+        PathBuf::from,
+    );
     std::fs::create_dir_all(&out).expect("docs/soak");
     std::fs::write(out.join("report.md"), run.report()).expect("report.md");
     std::fs::write(out.join("soak.svg"), run.svg()).expect("soak.svg");
