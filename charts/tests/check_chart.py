@@ -625,6 +625,37 @@ def main() -> int:
 
     report.check("RBAC check catches a wildcard", wildcard_caught)
 
+    # The NetworkPolicy check must refuse any policy that lets more than CloudServer reach 9990 or
+    # 9991, or more than the module's own pods reach memcached.
+    def policy_weakening_caught(mutate) -> None:
+        overrides = {"networkPolicy": {"enabled": True}}
+        objects, _ = render(overrides)
+        (module_policy,) = [p for p in by_kind(objects, "NetworkPolicy")
+                            if p["spec"]["podSelector"]["matchLabels"].get("app.kubernetes.io/component")
+                            == "storage"]
+        mutate(module_policy["spec"]["ingress"])
+        try:
+            check_network_policies(objects, merge(defaults, overrides), facts)
+        except AssertionError:
+            return
+        raise AssertionError("a weakened NetworkPolicy went through")
+
+    def rule_for(ingress: list, port: int) -> dict:
+        return next(r for r in ingress if any(p["port"] == port for p in r["ports"]))
+
+    everyone = {"namespaceSelector": {}, "podSelector": {}}
+    weakenings = {
+        "9991 open to every pod": lambda i: rule_for(i, 9991)["from"].append(everyone),
+        "9990 open to any address": lambda i: i.append(
+            {"from": [{"ipBlock": {"cidr": "0.0.0.0/0"}}], "ports": [{"port": 9990}]}),
+        "memcached open to CloudServer": lambda i: rule_for(i, 11211)["from"].append(
+            peer_of(defaults["networkPolicy"]["cloudServer"])),
+        "memcached rule without from": lambda i: rule_for(i, 11211).pop("from"),
+        "a rule without ports": lambda i: i.append({"from": [everyone]}),
+    }
+    for label, mutate in weakenings.items():
+        report.check(f"NetworkPolicy check catches: {label}", policy_weakening_caught, mutate)
+
     print(f"{report.passed} passed, {report.failed} failed")
     return 1 if report.failed else 0
 

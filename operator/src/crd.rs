@@ -176,6 +176,13 @@ pub struct WarmRestartSpec {
     #[serde(default = "default_host_path")]
     #[schemars(regex(pattern = r"^/.*$"))]
     pub host_path: String,
+
+    /// Add an init container that creates the node directory and gives it to memcached's user
+    /// (uid 11211). It is the only container of the module that runs as root (with CHOWN alone),
+    /// so it is off by default: prepare the directory on each storage node instead
+    /// (`install -d -o 11211 -g 11211 <hostPath>/<namespace>/<module>`).
+    #[serde(default)]
+    pub prepare_directory: bool,
 }
 
 /// Sidecar settings.

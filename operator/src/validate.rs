@@ -55,6 +55,7 @@ pub enum Violation {
         value: String,
     },
     WarmRestartNeedsRequiredSpread,
+    PrepareDirectoryWithoutWarmRestart,
     HostPathNotAbsolute {
         path: String,
     },
@@ -115,6 +116,12 @@ impl fmt::Display for Violation {
             Self::ReplicationGroupId { value } => write!(
                 f,
                 "sidecar.replicationGroupId {value:?} must be 1 to 7 letters or digits, such as RG001"
+            ),
+            Self::PrepareDirectoryWithoutWarmRestart => write!(
+                f,
+                "memcached.warmRestart.prepareDirectory needs memcached.warmRestart.enabled: \
+                 without a memory file there is no directory to prepare, and no reason to run \
+                 a root init container"
             ),
             Self::WarmRestartNeedsRequiredSpread => write!(
                 f,
@@ -224,6 +231,9 @@ fn violations(name: &str, module: &ZenkoMemcachedModule) -> Vec<Violation> {
         found.push(Violation::ReplicationGroupId { value: rg.clone() });
     }
     let warm = &spec.memcached.warm_restart;
+    if warm.prepare_directory && !warm.enabled {
+        found.push(Violation::PrepareDirectoryWithoutWarmRestart);
+    }
     if warm.enabled {
         if spec.placement.spread != SpreadPolicy::Required {
             found.push(Violation::WarmRestartNeedsRequiredSpread);
@@ -397,6 +407,23 @@ mod tests {
         assert!(v.contains(&Violation::ExtraArgConflicts {
             arg: "-p=1234".into()
         }));
+    }
+
+    #[test]
+    fn the_root_init_container_only_comes_with_warm_restart() {
+        let m = module("store", |s| {
+            s.memcached.warm_restart.enabled = false;
+            s.memcached.warm_restart.prepare_directory = true;
+            s.placement.spread = SpreadPolicy::Preferred;
+        });
+        assert_eq!(
+            violations_of(&m),
+            vec![Violation::PrepareDirectoryWithoutWarmRestart]
+        );
+        let ok = module("store", |s| {
+            s.memcached.warm_restart.prepare_directory = true
+        });
+        assert!(validate(&ok).is_ok());
     }
 
     #[test]

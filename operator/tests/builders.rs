@@ -152,19 +152,18 @@ fn memcached_flags_follow_the_spec() {
 }
 
 #[test]
-fn warm_restart_uses_a_per_module_host_path_owned_by_memcached() {
+fn warm_restart_uses_a_per_module_host_path_prepared_by_the_admin() {
     let ha = children(&fixture("ha.yaml"));
     let spec = pod(&ha.stateful_set);
     let volumes = json(&spec.volumes);
+    // `Directory`: a directory the admin did not prepare fails the mount visibly.
     assert_eq!(
         volumes,
-        serde_json::json!([{"name": "warm", "hostPath": {"path": "/mnt/zenko/zenko/store", "type": "DirectoryOrCreate"}}])
+        serde_json::json!([{"name": "warm", "hostPath": {"path": "/mnt/zenko/zenko/store", "type": "Directory"}}])
     );
-    let init = spec.init_containers.clone().unwrap_or_default();
-    assert_eq!(init.len(), 1);
-    assert_eq!(
-        init[0].command,
-        Some(vec!["chown".into(), "11211:11211".into(), "/warm".into()])
+    assert!(
+        spec.init_containers.is_none(),
+        "no root init container unless asked"
     );
     let memcached = container(&ha.stateful_set, "memcached");
     assert_eq!(json(&memcached.volume_mounts)[0]["mountPath"], "/warm");
@@ -172,6 +171,68 @@ fn warm_restart_uses_a_per_module_host_path_owned_by_memcached() {
         memcached.lifecycle.is_some(),
         "graceful SIGUSR1 stop keeps the memory file"
     );
+}
+
+#[test]
+fn prepare_directory_adds_the_only_root_container_with_chown_alone() {
+    let mut module = fixture("ha.yaml");
+    module.spec.memcached.warm_restart.prepare_directory = true;
+    let prepared = children(&module);
+    let spec = pod(&prepared.stateful_set);
+    assert_eq!(
+        json(&spec.volumes)[0]["hostPath"]["type"],
+        "DirectoryOrCreate"
+    );
+    let init = spec.init_containers.clone().unwrap_or_default();
+    assert_eq!(init.len(), 1);
+    assert_eq!(
+        init[0].command,
+        Some(vec!["chown".into(), "11211:11211".into(), "/warm".into()])
+    );
+    assert_eq!(
+        json(&init[0].security_context),
+        serde_json::json!({
+            "runAsUser": 0,
+            "runAsNonRoot": false,
+            "allowPrivilegeEscalation": false,
+            "readOnlyRootFilesystem": true,
+            "capabilities": {"add": ["CHOWN"], "drop": ["ALL"]},
+        })
+    );
+}
+
+#[test]
+fn every_container_is_non_root_read_only_without_capabilities() {
+    for name in ["single.yaml", "ha.yaml", "preferred-evicting.yaml"] {
+        let built = children(&fixture(name));
+        let spec = pod(&built.stateful_set);
+        assert_eq!(
+            json(&spec.security_context),
+            serde_json::json!({"seccompProfile": {"type": "RuntimeDefault"}}),
+            "{name}: pod seccomp profile"
+        );
+        assert_eq!(spec.automount_service_account_token, Some(false));
+        assert!(spec.init_containers.is_none(), "{name}: init containers");
+        assert!(
+            spec.host_network.is_none() && spec.host_pid.is_none() && spec.host_ipc.is_none(),
+            "{name}: host namespaces"
+        );
+        for (which, uid) in [("memcached", 11211), ("sidecar", 65532)] {
+            let context = &container(&built.stateful_set, which).security_context;
+            assert_eq!(
+                json(context),
+                serde_json::json!({
+                    "allowPrivilegeEscalation": false,
+                    "readOnlyRootFilesystem": true,
+                    "runAsNonRoot": true,
+                    "runAsUser": uid,
+                    "runAsGroup": uid,
+                    "capabilities": {"drop": ["ALL"]},
+                }),
+                "{name}: {which}"
+            );
+        }
+    }
 }
 
 #[test]

@@ -12,7 +12,8 @@ use std::process::Command;
 use common::fixture;
 use zenko_memcached_operator::build::{self, memcached_args};
 use zenko_memcached_operator::manifests::stack_yaml;
-use zenko_memcached_operator::stack::{self, SIDECAR_BINARY, compose::ComposeFile};
+use zenko_memcached_operator::stack::compose::{Capability, ComposeFile};
+use zenko_memcached_operator::stack::{self, SIDECAR_BINARY};
 use zenko_memcached_operator::validate::validate;
 
 const OPERATOR: &str = env!("CARGO_BIN_EXE_zenko-memcached-operator");
@@ -296,4 +297,35 @@ fn sidecar_healthcheck_runs_the_binary_the_image_installs() {
         sidecar_target.contains(&format!("ENTRYPOINT [\"{SIDECAR_BINARY}\"]")),
         "the Dockerfile's sidecar target must run {SIDECAR_BINARY}, which the stack's health check runs"
     );
+}
+
+#[test]
+fn every_service_runs_unprivileged_on_a_read_only_root() {
+    let dockerfile = read(&repo_root().join("Dockerfile"));
+    for name in ["single.yaml", "ha.yaml", "preferred-evicting.yaml"] {
+        let file = compose(name);
+        for (service, spec) in &file.services {
+            assert!(spec.read_only, "{name} {service}: read_only");
+            assert_eq!(
+                spec.cap_drop,
+                [Capability::All],
+                "{name} {service}: cap_drop ALL"
+            );
+            let (uid, gid) = spec.user.split_once(':').unwrap_or(("0", "0"));
+            assert!(
+                uid.parse::<u32>().is_ok_and(|uid| uid != 0) && gid.parse::<u32>().is_ok(),
+                "{name} {service}: numeric non-root user, got {:?}",
+                spec.user
+            );
+        }
+        assert_eq!(
+            file.services["memcached-0"].user,
+            format!("{}:{}", build::MEMCACHED_UID, build::MEMCACHED_UID)
+        );
+        // The sidecar runs as the user its image declares, so files it could write match.
+        assert!(
+            dockerfile.contains(&format!("USER {}\n", file.services["sidecar"].user)),
+            "{name}: the sidecar's user must be the Dockerfile's USER"
+        );
+    }
 }

@@ -20,9 +20,9 @@ use crate::validate::Validated;
 
 pub use configmap::{CONFIG_HASH_ANNOTATION, STARTUP_WAIT_SECONDS, config_hash, sidecar_env};
 pub use statefulset::{
-    ADMIN_PORT, DATA_PORT, MEMCACHED_PORT, MEMCACHED_UID, METADATA_PORT, TERMINATION_GRACE_SECONDS,
-    WARM_MOUNT, memcached_args, memcached_resources, metrics_annotations, sidecar_resources,
-    warm_host_path,
+    ADMIN_PORT, DATA_PORT, MEMCACHED_PORT, MEMCACHED_UID, METADATA_PORT, SIDECAR_UID,
+    TERMINATION_GRACE_SECONDS, WARM_MOUNT, memcached_args, memcached_resources,
+    metrics_annotations, sidecar_resources, warm_host_path,
 };
 
 /// Every object one module owns.

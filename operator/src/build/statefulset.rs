@@ -7,8 +7,9 @@ use k8s_openapi::api::core::v1::{
     Affinity, Capabilities, ConfigMapEnvSource, Container, ContainerPort, EnvFromSource,
     ExecAction, HTTPGetAction, HostPathVolumeSource, Lifecycle, LifecycleHandler, NodeAffinity,
     NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, PodAffinityTerm, PodAntiAffinity,
-    PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SecurityContext, TCPSocketAction,
-    TopologySpreadConstraint, Volume, VolumeMount, WeightedPodAffinityTerm,
+    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile,
+    SecurityContext, TCPSocketAction, TopologySpreadConstraint, Volume, VolumeMount,
+    WeightedPodAffinityTerm,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -32,6 +33,8 @@ const WARM_VOLUME: &str = "warm";
 pub const WARM_MOUNT: &str = "/warm";
 /// The uid and gid of the `memcache` user in the official memcached images.
 pub const MEMCACHED_UID: i64 = 11211;
+/// The uid and gid of the sidecar image (distroless `nonroot`, see the Dockerfile).
+pub const SIDECAR_UID: i64 = 65532;
 /// Seconds a stopping memcached gets to write its memory file, and the sidecar to finish requests.
 pub const TERMINATION_GRACE_SECONDS: i64 = 30;
 const HOSTNAME_TOPOLOGY: &str = "kubernetes.io/hostname";
@@ -98,9 +101,20 @@ pub fn build(module: &Validated<'_>, config_hash: &str) -> StatefulSet {
                     topology_spread_constraints: topology_spread(module),
                     tolerations: (!spec.placement.tolerations.is_empty())
                         .then(|| spec.placement.tolerations.clone()),
-                    init_containers: warm.then(|| vec![warm_dir_init_container(module)]),
+                    init_containers: (warm && spec.memcached.warm_restart.prepare_directory)
+                        .then(|| vec![warm_dir_init_container(module)]),
                     containers: vec![memcached_container(module), sidecar_container(module)],
                     volumes: warm.then(|| vec![warm_volume(module)]),
+                    // runAsNonRoot is set per container: the opt-in init container is root.
+                    security_context: Some(PodSecurityContext {
+                        seccomp_profile: Some(SeccompProfile {
+                            type_: "RuntimeDefault".to_owned(),
+                            ..SeccompProfile::default()
+                        }),
+                        ..PodSecurityContext::default()
+                    }),
+                    // The sidecar never calls the Kubernetes API.
+                    automount_service_account_token: Some(false),
                     termination_grace_period_seconds: Some(TERMINATION_GRACE_SECONDS),
                     enable_service_links: Some(false),
                     ..PodSpec::default()
@@ -209,7 +223,7 @@ fn memcached_container(module: &Validated<'_>) -> Container {
             }),
             ..Lifecycle::default()
         }),
-        security_context: Some(restricted_security_context(Some(MEMCACHED_UID))),
+        security_context: Some(restricted_security_context(MEMCACHED_UID)),
         ..Container::default()
     }
 }
@@ -235,13 +249,15 @@ fn sidecar_container(module: &Validated<'_>) -> Container {
         readiness_probe: Some(http_probe("/readyz", 5)),
         liveness_probe: Some(http_probe("/healthz", 30)),
         resources: Some(sidecar_resources(spec)),
-        security_context: Some(restricted_security_context(None)),
+        security_context: Some(restricted_security_context(SIDECAR_UID)),
         ..Container::default()
     }
 }
 
-/// hostPath directories are created root-owned; memcached runs unprivileged and must own its
-/// memory file directory.
+/// Opt-in (`warmRestart.prepareDirectory`): hostPath directories are created root-owned, and
+/// memcached runs unprivileged and must own its memory file directory. This is the module's only
+/// root container, with CHOWN as its only capability and a read-only root filesystem; by default
+/// the administrator prepares the directory on the node and this container does not exist.
 fn warm_dir_init_container(module: &Validated<'_>) -> Container {
     let spec = &module.module.spec.memcached;
     Container {
@@ -260,6 +276,9 @@ fn warm_dir_init_container(module: &Validated<'_>) -> Container {
         }]),
         security_context: Some(SecurityContext {
             run_as_user: Some(0),
+            run_as_non_root: Some(false),
+            allow_privilege_escalation: Some(false),
+            read_only_root_filesystem: Some(true),
             capabilities: Some(Capabilities {
                 add: Some(vec!["CHOWN".to_owned()]),
                 drop: Some(vec!["ALL".to_owned()]),
@@ -293,12 +312,23 @@ pub fn warm_host_path(module: &Validated<'_>) -> String {
     format!("{base}/{}/{}", module.namespace, module.name)
 }
 
+/// Without the init container the directory must already exist (`Directory`): a missing one
+/// then shows as a mount error on the pod instead of a root-owned directory memcached cannot
+/// write to.
 fn warm_volume(module: &Validated<'_>) -> Volume {
+    let prepare = module.module.spec.memcached.warm_restart.prepare_directory;
     Volume {
         name: WARM_VOLUME.to_owned(),
         host_path: Some(HostPathVolumeSource {
             path: warm_host_path(module),
-            type_: Some("DirectoryOrCreate".to_owned()),
+            type_: Some(
+                if prepare {
+                    "DirectoryOrCreate"
+                } else {
+                    "Directory"
+                }
+                .to_owned(),
+            ),
         }),
         ..Volume::default()
     }
@@ -347,12 +377,16 @@ fn sidecar_default_resources() -> ResourceRequirements {
     }
 }
 
-fn restricted_security_context(run_as_user: Option<i64>) -> SecurityContext {
+/// Every long-running container: a fixed unprivileged uid (so that runAsNonRoot can be checked
+/// by the kubelet even for images that name their user), no writable root filesystem, no
+/// capabilities, no way to gain privileges.
+fn restricted_security_context(uid: i64) -> SecurityContext {
     SecurityContext {
         allow_privilege_escalation: Some(false),
         read_only_root_filesystem: Some(true),
-        run_as_user,
-        run_as_group: run_as_user,
+        run_as_non_root: Some(true),
+        run_as_user: Some(uid),
+        run_as_group: Some(uid),
         capabilities: Some(Capabilities {
             drop: Some(vec!["ALL".to_owned()]),
             ..Capabilities::default()

@@ -40,6 +40,9 @@ pub struct Service {
     pub read_only: bool,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub cap_drop: Vec<Capability>,
+    /// `uid:gid` the container runs as; numeric, so that it does not depend on the image's
+    /// /etc/passwd and cannot be root by accident.
+    pub user: String,
     pub deploy: Deploy,
 }
 

@@ -26,9 +26,10 @@ use compose::{
 
 use crate::build::labels::{self, Component};
 use crate::build::{
-    ADMIN_PORT, DATA_PORT, MEMCACHED_PORT, METADATA_PORT, STARTUP_WAIT_SECONDS,
-    TERMINATION_GRACE_SECONDS, WARM_MOUNT, memcached_args, memcached_resources,
-    metrics_annotations, names, sidecar_env, sidecar_resources, warm_host_path,
+    ADMIN_PORT, DATA_PORT, MEMCACHED_PORT, MEMCACHED_UID, METADATA_PORT, SIDECAR_UID,
+    STARTUP_WAIT_SECONDS, TERMINATION_GRACE_SECONDS, WARM_MOUNT, memcached_args,
+    memcached_resources, metrics_annotations, names, sidecar_env, sidecar_resources,
+    warm_host_path,
 };
 use crate::crd::{ServiceType, SpreadPolicy, ZenkoMemcachedModule};
 use crate::error::{Error, Result};
@@ -128,6 +129,7 @@ fn memcached(module: &Validated<'_>, slot: u32) -> Result<Service> {
         stop_grace_period: grace_period(),
         read_only: true,
         cap_drop: vec![Capability::All],
+        user: format!("{MEMCACHED_UID}:{MEMCACHED_UID}"),
         deploy: Deploy {
             mode: DeployMode::Replicated,
             replicas: 1,
@@ -192,6 +194,7 @@ fn sidecar(module: &Validated<'_>, replicas: u32) -> Result<Service> {
         stop_grace_period: grace_period(),
         read_only: true,
         cap_drop: vec![Capability::All],
+        user: format!("{SIDECAR_UID}:{SIDECAR_UID}"),
         deploy: Deploy {
             mode: DeployMode::Replicated,
             replicas,
