@@ -43,6 +43,13 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(1..))]
     pub page_cache_mib: u64,
 
+    /// Seconds that replaced metadata pages stay readable for listings that started before
+    /// the change; a listing running longer fails rather than reading a mix. memcached holds
+    /// about (metadata puts per second) x (a 16 to 64 KiB page) x this many bytes of them.
+    #[arg(long, env = "ZMM_SCAN_GRACE_SECS", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub scan_grace_secs: u64,
+
     /// Log filter, e.g. `info` or `zenko_memcached_sidecar=debug`.
     #[arg(long, env = "ZMM_LOG_LEVEL", default_value = "info")]
     pub log_level: String,

@@ -137,6 +137,7 @@ pub async fn run(config: Config) -> Result<(), StartupError> {
         cache: PageCacheConfig {
             max_bytes: (config.page_cache_mib * 1024 * 1024) as usize,
         },
+        grace_period: Duration::from_secs(config.scan_grace_secs),
         ..TreeConfig::default()
     };
     let ordered = MemcachedOrderedStore::open(items.clone(), tree)
