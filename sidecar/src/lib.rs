@@ -12,4 +12,6 @@ pub mod metadata;
 pub mod metrics;
 pub mod ordered;
 pub mod probe;
+#[cfg(test)]
+mod proptest_cases;
 pub mod server;

@@ -31,15 +31,7 @@ fn sidecar(memcached: &Memcached) -> Sidecar {
 
 /// Deterministic bytes that differ per seed and per position.
 fn content(seed: u64, len: usize) -> Vec<u8> {
-    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state as u8
-        })
-        .collect()
+    zenko_memcached_testkit::pseudo_random_bytes(seed, len)
 }
 
 async fn put(client: &Client, url: &str, body: Vec<u8>) -> String {

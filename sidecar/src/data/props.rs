@@ -4,6 +4,7 @@
 
 #![allow(clippy::unwrap_used)] // test code: a failure should be loud
 
+use crate::proptest_cases::cases;
 use axum::http::{HeaderMap, HeaderValue, header};
 use proptest::prelude::*;
 
@@ -179,14 +180,6 @@ fn length_model(value: Option<&[u8]>) -> Result<u64, &'static str> {
         digits.parse().map_err(|_| "InvalidInput")?
     };
     u64::try_from(n).map_err(|_| "InvalidInput")
-}
-
-/// Cases per property: `default`, or `ZMM_PROPTEST_CASES` for a longer run than CI's.
-fn cases(default: u32) -> u32 {
-    std::env::var("ZMM_PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
 }
 
 proptest! {

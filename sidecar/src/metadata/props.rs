@@ -9,6 +9,7 @@
 use std::ops::Bound;
 use std::sync::Arc;
 
+use crate::proptest_cases::cases;
 use proptest::prelude::*;
 use serde_json::{Map, Value, json};
 
@@ -130,14 +131,6 @@ async fn run_call(
             Ok(())
         }
     }
-}
-
-/// Cases per property: `default`, or `ZMM_PROPTEST_CASES` for a longer run than CI's.
-fn cases(default: u32) -> u32 {
-    std::env::var("ZMM_PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
 }
 
 proptest! {

@@ -109,15 +109,7 @@ pub fn eventually(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
 
 /// Deterministic bytes of a blob, different for each seed.
 pub fn blob(seed: u64, size: usize) -> Vec<u8> {
-    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..size)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state as u8
-        })
-        .collect()
+    zenko_memcached_testkit::pseudo_random_bytes(seed, size)
 }
 
 /// PUT a blob: its key, or the error status and body.
