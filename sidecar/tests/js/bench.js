@@ -7,23 +7,13 @@
 // around each run.
 'use strict';
 
-const { MetadataClient } = require('./client');
+const { connectAll } = require('./client');
 
 const [port, phase, first, second] = process.argv.slice(2);
 const BUCKET = ['bench'];
 const VALUE = JSON.stringify({ pad: 'x'.repeat(1000) });
 
 const keyOf = i => `object/${String(i).padStart(8, '0')}`;
-
-async function connectAll(count) {
-    const clients = [];
-    for (let i = 0; i < count; i += 1) {
-        const client = new MetadataClient(port, '4', ['websocket']);
-        await client.connected();
-        clients.push(client);
-    }
-    return clients;
-}
 
 async function run(clients, count, one) {
     let next = 0;
@@ -48,10 +38,10 @@ async function main() {
     let operations;
     if (phase === 'load') {
         operations = Number(first);
-        clients = await connectAll(32);
+        clients = await connectAll(port, 32);
         seconds = await run(clients, operations, (c, i) => c.call('put', [keyOf(i), VALUE, {}], BUCKET));
     } else {
-        clients = await connectAll(Number(first));
+        clients = await connectAll(port, Number(first));
         operations = Number(second);
         const random = () => Math.floor(Math.random() * keys);
         const phases = {

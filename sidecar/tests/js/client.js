@@ -185,4 +185,15 @@ function errorIs(wire, type) {
     return newDecoder && oldDecoder;
 }
 
-module.exports = { MetadataClient, errorIs };
+// `count` connected socket.io 4.x clients over WebSocket, for load drivers.
+async function connectAll(port, count) {
+    const clients = [];
+    for (let i = 0; i < count; i += 1) {
+        const client = new MetadataClient(port, '4', ['websocket']);
+        await client.connected();
+        clients.push(client);
+    }
+    return clients;
+}
+
+module.exports = { MetadataClient, connectAll, errorIs };

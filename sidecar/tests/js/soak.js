@@ -7,7 +7,7 @@
 // Percentiles are computed here so that only a few numbers per interval cross the pipe.
 'use strict';
 
-const { MetadataClient } = require('./client');
+const { connectAll } = require('./client');
 
 const [port, clientsArg, secondsArg, intervalArg, keysArg] = process.argv.slice(2);
 const CLIENTS = Number(clientsArg);
@@ -43,18 +43,8 @@ function summary(stats) {
     return out;
 }
 
-async function connectAll(count) {
-    const clients = [];
-    for (let i = 0; i < count; i += 1) {
-        const client = new MetadataClient(port, '4', ['websocket']);
-        await client.connected();
-        clients.push(client);
-    }
-    return clients;
-}
-
 async function main() {
-    const clients = await connectAll(CLIENTS);
+    const clients = await connectAll(port, CLIENTS);
     // Load in parallel over all connections, so that gets and listings find keys from the start.
     let next = 0;
     await Promise.all(clients.map(async client => {
