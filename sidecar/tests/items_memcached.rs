@@ -167,3 +167,114 @@ async fn unreachable_server_is_unavailable() {
         .await
         .unwrap();
 }
+
+/// memcached with evictions off, small enough to fill in a moment.
+fn small_full_server() -> Memcached {
+    Memcached::start_with(
+        ["-m", "8", "-M", "-I", "1m"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+    )
+}
+
+#[tokio::test]
+async fn a_refused_cas_or_add_keeps_the_existing_item() {
+    let server = small_full_server();
+    let store = store(&server).await;
+    // memcached runs out of memory per size class: the filler has the victim's size, so the
+    // replacement value below finds no room either.
+    let size = 100_000;
+    let old = Bytes::from(vec![1u8; size]);
+    store
+        .set(&key("victim"), old.clone(), Expiry::Never)
+        .await
+        .unwrap();
+    let filler = Bytes::from(vec![2u8; size]);
+    let mut filled = 0;
+    loop {
+        match store
+            .set(
+                &key(&format!("fill{filled}")),
+                filler.clone(),
+                Expiry::Never,
+            )
+            .await
+        {
+            Ok(()) => filled += 1,
+            Err(ItemError::Full) => break,
+            Err(error) => panic!("filling: {error}"),
+        }
+        assert!(filled < 1000, "memcached never filled up");
+    }
+    let (_, token) = store.gets(&key("victim")).await.unwrap().unwrap();
+    let new = Bytes::from(vec![3u8; size]);
+    let refused = store
+        .cas(&key("victim"), new.clone(), token, Expiry::Never)
+        .await;
+    assert!(matches!(refused, Err(ItemError::Full)), "cas: {refused:?}");
+    assert_eq!(
+        store.get(&key("victim")).await.unwrap(),
+        Some(old.clone()),
+        "a refused cas dropped the item"
+    );
+    let refused = store.add(&key("victim"), new, Expiry::Never).await;
+    assert!(matches!(refused, Err(ItemError::Full)), "add: {refused:?}");
+    assert_eq!(
+        store.get(&key("victim")).await.unwrap(),
+        Some(old),
+        "a refused add dropped the item"
+    );
+    // The token still holds: nothing replaced the item behind the refusals.
+    assert!(store.delete(&key("fill0")).await.unwrap());
+    let outcome = store
+        .cas(&key("victim"), filler.clone(), token, Expiry::Never)
+        .await
+        .unwrap();
+    assert_eq!(outcome, CasOutcome::Stored);
+    assert_eq!(store.get(&key("victim")).await.unwrap(), Some(filler));
+    assert_eq!(server.stat("evictions"), Some(0));
+}
+
+#[tokio::test]
+async fn add_and_cas_reach_the_server_the_other_operations_use() {
+    let servers = [
+        Memcached::start(&[]),
+        Memcached::start(&[]),
+        Memcached::start(&[]),
+    ];
+    let addresses: Vec<String> = servers.iter().map(Memcached::address).collect();
+    let store = MemcachedStore::connect(&addresses).await.unwrap();
+    let value = |n: usize| Bytes::from(format!("value {n}"));
+    for n in 0..60 {
+        // Written by the meta protocol: `add` must find it and `cas` must replace it.
+        let set_key = key(&format!("routed-set-{n}"));
+        store.set(&set_key, value(n), Expiry::Never).await.unwrap();
+        assert!(
+            !store
+                .add(&set_key, value(n + 1), Expiry::Never)
+                .await
+                .unwrap(),
+            "{set_key}: add did not see the item set"
+        );
+        let (_, token) = store.gets(&set_key).await.unwrap().unwrap();
+        let outcome = store
+            .cas(&set_key, value(n + 2), token, Expiry::Never)
+            .await
+            .unwrap();
+        assert_eq!(outcome, CasOutcome::Stored, "{set_key}");
+        assert_eq!(store.get(&set_key).await.unwrap(), Some(value(n + 2)));
+        // Written by the classic protocol: the meta protocol must read it.
+        let add_key = key(&format!("routed-add-{n}"));
+        assert!(store.add(&add_key, value(n), Expiry::Never).await.unwrap());
+        assert_eq!(store.get(&add_key).await.unwrap(), Some(value(n)));
+    }
+    // Every server got some of the keys, so the agreement above is over all three; and no
+    // key landed twice (a misrouted add would have stored a second copy elsewhere).
+    let per_server: Vec<u64> = servers
+        .iter()
+        .map(|server| server.stat("curr_items").unwrap())
+        .collect();
+    assert!(per_server.iter().all(|&items| items > 0), "{per_server:?}");
+    assert_eq!(per_server.iter().sum::<u64>(), 120, "{per_server:?}");
+}

@@ -326,4 +326,33 @@ mod tests {
                 .unwrap()
         );
     }
+
+    #[tokio::test]
+    async fn a_refused_cas_or_add_keeps_the_existing_item() {
+        let store = EmbeddedStore::new(1000, 1000);
+        let old = Bytes::from(vec![1u8; 400]);
+        store
+            .set(&key("a"), old.clone(), Expiry::Never)
+            .await
+            .unwrap();
+        store
+            .set(&key("b"), Bytes::from(vec![2u8; 400]), Expiry::Never)
+            .await
+            .unwrap();
+        let (_, token) = store.gets(&key("a")).await.unwrap().unwrap();
+        let larger = Bytes::from(vec![3u8; 600]);
+        let refused = store
+            .cas(&key("a"), larger.clone(), token, Expiry::Never)
+            .await;
+        assert!(matches!(refused, Err(ItemError::Full)), "{refused:?}");
+        assert_eq!(store.get(&key("a")).await.unwrap(), Some(old.clone()));
+        // An existing key answers "exists" even when the new value would not fit.
+        assert!(!store.add(&key("a"), larger, Expiry::Never).await.unwrap());
+        assert_eq!(store.get(&key("a")).await.unwrap(), Some(old));
+        let outcome = store
+            .cas(&key("a"), Bytes::from(vec![4u8; 400]), token, Expiry::Never)
+            .await
+            .unwrap();
+        assert_eq!(outcome, CasOutcome::Stored);
+    }
 }

@@ -1,7 +1,9 @@
 //! The item store on real memcached servers, through the `memcache` crate's async meta-protocol
-//! client (keys spread over the servers by rendezvous hashing).
+//! client (keys spread over the servers by rendezvous hashing), except `add` and `cas`, which
+//! go out in the classic text protocol to the same server (see `classic.rs` for why: a
+//! refused meta `ms` in those modes unlinks the item it was meant to keep).
 
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -12,6 +14,7 @@ use memcache::exp::{
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
+use super::classic::{self, ClassicServers, Command, Reply, Timeouts};
 use super::{CasOutcome, CasToken, Expiry, ItemError, ItemKey, ItemResult, ItemStore, StoreStats};
 
 /// How long one exchange may take before memcached counts as unreachable.
@@ -22,38 +25,64 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const MAX_IDLE: usize = 64;
 
 pub struct MemcachedStore {
-    /// Replaced when the servers stop answering: the client resolves names once, and a
+    /// Replaced when the servers stop answering: the clients resolve names once, and a
     /// memcached pod or Swarm task that comes back usually has a new address.
-    client: RwLock<AsyncMetaClient>,
+    clients: RwLock<Clients>,
     servers: Vec<String>,
 }
 
-async fn resolve(servers: &[String]) -> ItemResult<AsyncMetaClient> {
-    AsyncMetaClient::builder()
+/// Both protocol clients over the same servers, resolved together.
+#[derive(Clone)]
+struct Clients {
+    meta: AsyncMetaClient,
+    classic: Arc<ClassicServers>,
+}
+
+async fn resolve(servers: &[String]) -> ItemResult<Clients> {
+    // The meta client routes on each address's identity, which for a `&str` is the string
+    // itself; `ClassicServers` routes on the same strings with the same `Rendezvous`.
+    let meta = AsyncMetaClient::builder()
         .connect_timeout(Some(CONNECT_TIMEOUT))
         .io_timeout(Some(IO_TIMEOUT))
         .max_idle(MAX_IDLE)
         .connect_multiple_async(servers.iter().map(String::as_str))
         .await
-        .map_err(|error| ItemError::Unavailable(error.to_string()))
+        .map_err(|error| ItemError::Unavailable(error.to_string()))?;
+    let timeouts = Timeouts {
+        connect: CONNECT_TIMEOUT,
+        io: IO_TIMEOUT,
+    };
+    let classic = ClassicServers::resolve(servers, timeouts, MAX_IDLE).await?;
+    Ok(Clients {
+        meta,
+        classic: Arc::new(classic),
+    })
 }
 
 impl MemcachedStore {
     /// Resolve the servers; connections are dialed on first use (see [`ItemStore::ping`]).
     pub async fn connect(servers: &[String]) -> ItemResult<MemcachedStore> {
         Ok(MemcachedStore {
-            client: RwLock::new(resolve(servers).await?),
+            clients: RwLock::new(resolve(servers).await?),
             servers: servers.to_vec(),
         })
     }
 
-    /// The protocol client (cheap to clone), also for benchmarks that compare the sidecar
-    /// with raw memcached.
-    pub fn client(&self) -> AsyncMetaClient {
-        match self.client.read() {
-            Ok(client) => client.clone(),
+    fn clients(&self) -> Clients {
+        match self.clients.read() {
+            Ok(clients) => clients.clone(),
             Err(poisoned) => poisoned.into_inner().clone(),
         }
+    }
+
+    /// The meta-protocol client (cheap to clone), also for benchmarks that compare the
+    /// sidecar with raw memcached.
+    pub fn client(&self) -> AsyncMetaClient {
+        self.clients().meta
+    }
+
+    fn classic(&self) -> Arc<ClassicServers> {
+        self.clients().classic
     }
 }
 
@@ -70,10 +99,7 @@ fn ttl(expiry: Expiry) -> Ttl {
     match expiry {
         Expiry::Never => Ttl::NEVER,
         // memcached counts in whole seconds; round up so an expiry never comes early.
-        Expiry::After(duration) => {
-            let secs = duration.as_secs() + u64::from(duration.subsec_nanos() > 0);
-            Ttl::secs(u32::try_from(secs.max(1)).unwrap_or(u32::MAX))
-        }
+        Expiry::After(duration) => Ttl::secs(classic::expiry_secs(duration)),
     }
 }
 
@@ -84,16 +110,7 @@ fn classify(error: McError, size: usize) -> ItemError {
         McError::Ambiguous { source, .. } if matches!(*source, McError::Server(_)) => {
             classify(*source, size)
         }
-        McError::Server(message) => {
-            let message = message.to_ascii_lowercase();
-            if message.contains("out of memory") {
-                ItemError::Full
-            } else if message.contains("too large") {
-                ItemError::TooLarge { size }
-            } else {
-                ItemError::Protocol(format!("server error: {message}"))
-            }
-        }
+        McError::Server(message) => classic::server_error(&message, size),
         error @ (McError::Io(_) | McError::Timeout { .. } | McError::Ambiguous { .. }) => {
             ItemError::Unavailable(error.to_string())
         }
@@ -203,14 +220,15 @@ impl ItemStore for MemcachedStore {
     }
 
     async fn add(&self, key: &ItemKey, value: Bytes, expiry: Expiry) -> ItemResult<bool> {
-        let size = value.len();
-        let set = store_request(key, value).ttl(ttl(expiry)).add();
-        let result = self
-            .client()
-            .run(set)
-            .await
-            .map_err(|e| classify(e, size))?;
-        Ok(result.status == MutationStatus::Applied)
+        let reply = self
+            .classic()
+            .store(Command::Add, key, &value, expiry)
+            .await?;
+        match reply {
+            Reply::Stored => Ok(true),
+            Reply::NotStored => Ok(false),
+            other => Err(ItemError::Protocol(format!("add answered {other:?}"))),
+        }
     }
 
     async fn cas(
@@ -220,20 +238,16 @@ impl ItemStore for MemcachedStore {
         token: CasToken,
         expiry: Expiry,
     ) -> ItemResult<CasOutcome> {
-        let size = value.len();
-        let set = store_request(key, value)
-            .ttl(ttl(expiry))
-            .compare_cas(token.0);
-        let result = self
-            .client()
-            .run(set)
-            .await
-            .map_err(|e| classify(e, size))?;
-        Ok(match result.status {
-            MutationStatus::Applied => CasOutcome::Stored,
-            MutationStatus::NotFound => CasOutcome::NotFound,
-            _ => CasOutcome::Conflict,
-        })
+        let reply = self
+            .classic()
+            .store(Command::Cas(token.0), key, &value, expiry)
+            .await?;
+        match reply {
+            Reply::Stored => Ok(CasOutcome::Stored),
+            Reply::Exists => Ok(CasOutcome::Conflict),
+            Reply::NotFound => Ok(CasOutcome::NotFound),
+            Reply::NotStored => Err(ItemError::Protocol("cas answered NOT_STORED".into())),
+        }
     }
 
     async fn touch(&self, key: &ItemKey, expiry: Expiry) -> ItemResult<bool> {
@@ -276,9 +290,9 @@ impl ItemStore for MemcachedStore {
         // Resolve the names again, so the next operations reach a server that came back
         // under a new address; routing keys on the names, so it does not change.
         match resolve(&self.servers).await {
-            Ok(client) => match self.client.write() {
-                Ok(mut current) => *current = client,
-                Err(poisoned) => *poisoned.into_inner() = client,
+            Ok(clients) => match self.clients.write() {
+                Ok(mut current) => *current = clients,
+                Err(poisoned) => *poisoned.into_inner() = clients,
             },
             Err(error) => tracing::debug!(%error, "memcached servers do not resolve"),
         }

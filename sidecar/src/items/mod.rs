@@ -4,6 +4,7 @@
 //! [`EmbeddedStore`] (in-process, for a sidecar started with nothing installed). Both refuse
 //! rather than evict when memory is full, and both enforce an item size limit.
 
+mod classic;
 mod embedded;
 mod key;
 mod memcached;
@@ -93,9 +94,12 @@ pub trait ItemStore: Send + Sync + 'static {
 
     async fn set(&self, key: &ItemKey, value: Bytes, expiry: Expiry) -> ItemResult<()>;
 
-    /// Store only if absent; `false` when the key exists.
+    /// Store only if absent; `false` when the key exists. A refusal (`Full`, `TooLarge`)
+    /// leaves an existing item as it was.
     async fn add(&self, key: &ItemKey, value: Bytes, expiry: Expiry) -> ItemResult<bool>;
 
+    /// Replace the item if it is still the version `token` was read from. A refusal (`Full`,
+    /// `TooLarge`) leaves the item as it was: the ordered store's root record relies on it.
     async fn cas(
         &self,
         key: &ItemKey,
