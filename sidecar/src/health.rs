@@ -90,8 +90,9 @@ impl Health {
     /// fresh memcached, or one that lost its contents: restarting the sidecar accepts them).
     pub async fn establish_epoch(&self, items: &SharedItemStore) -> ItemResult<()> {
         let key = Self::epoch_key()?;
-        // Read first: memcached's meta `add` on a full memcached unlinks the item it fails to
-        // replace, so an `add` is only sent when there is nothing to lose.
+        // Read first: memcached allocates an `add`'s item before it looks for the key, so on a
+        // full memcached an `add` is refused even when the item exists, and a sidecar
+        // restarting then could not adopt the epoch it shares with the others.
         if let Some(value) = items.get(&key).await? {
             let _ = self.state.epoch.set(value);
             return Ok(());

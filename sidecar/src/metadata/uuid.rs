@@ -29,8 +29,8 @@ impl DeploymentUuid {
             .get_or_try_init(|| async {
                 let key = ItemKey::new(UUID_ITEM)
                     .map_err(|error| MetadataError::Internal(error.to_string()))?;
-                // Read first: memcached's meta `add` on a full memcached unlinks the item it
-                // fails to replace, so an `add` is only sent when there is nothing to lose.
+                // Read first: memcached allocates an `add`'s item before it looks for the key,
+                // so on a full memcached an `add` is refused even when the UUID exists.
                 if let Some(stored) = self.items.get(&key).await? {
                     return String::from_utf8(stored.to_vec()).map_err(|_| {
                         MetadataError::Internal("deployment UUID item is not UTF-8".into())

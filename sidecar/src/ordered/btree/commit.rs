@@ -251,28 +251,6 @@ async fn write_value(
     Ok(reference)
 }
 
-/// Put back the root record a refused CAS removed. memcached's meta `ms` unlinks the existing
-/// item when it cannot allocate the new one, whatever the mode (CAS included): a commit refused
-/// for lack of memory would otherwise drop the whole database. The unlink just freed a chunk
-/// of the old record's size, so adding the same bytes back fits.
-async fn restore_root(inner: &Inner, key: &ItemKey, record: &RootRecord) {
-    let item = Bytes::from(record.encode());
-    for _ in 0..3 {
-        match inner.items.add(key, item.clone(), Expiry::Never).await {
-            // Back, or someone else's newer root is there: either way the database exists.
-            Ok(_) => return,
-            Err(error) => {
-                tracing::warn!(%key, %error, "restoring a root record memcached dropped");
-            }
-        }
-    }
-    tracing::error!(
-        %key,
-        "memcached dropped a root record on a refused write and it could not be put back: \
-         the database now reads as empty"
-    );
-}
-
 /// `add` every item (fresh random ids: an existing one means an id collision).
 async fn add_all(inner: &Inner, items: Vec<(ItemKey, Bytes)>) -> OrderedResult<()> {
     let results: Vec<OrderedResult<()>> = stream::iter(items)
@@ -525,9 +503,8 @@ async fn try_commit(
             Ok(None)
         }
         Err(error) => {
-            if let (ItemError::Full, Some((record, _))) = (&error, &current) {
-                restore_root(inner, &key, record).await;
-            }
+            // A refused `cas` leaves the current root record in place (the item store
+            // guarantees it), so the database stays as the previous commit left it.
             // memcached refusing the item is a clear "not stored"; a lost connection is not.
             let ambiguous = !matches!(error, ItemError::Full | ItemError::TooLarge { .. });
             if !ambiguous {
