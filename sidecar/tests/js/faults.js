@@ -206,6 +206,146 @@ scenarios['full-recovered'] = async c => {
     }
 };
 
+// The value of a key of the `full-acked` load: about 2 KiB.
+function sizedValueOf(key) {
+    return JSON.stringify({ key, pad: `${key}|`.repeat(180) });
+}
+
+function isFull(error) {
+    return error.wire !== undefined && JSON.stringify(error.wire).includes('storage full');
+}
+
+// Buckets for `full-acked`, created while memcached has room.
+scenarios['full-acked-setup'] = async c => {
+    const [bucketsArg] = args;
+    for (let b = 0; b < Number(bucketsArg); b += 1) {
+        await c.call('put', [`fa${b}`, bucketInfo(`fa${b}`), {}], MS);
+    }
+};
+
+// Writers on every bucket at once for SECONDS while memcached fills up (the Rust side writes
+// blobs meanwhile): each put is acknowledged or refused with "storage full". A bucket gets at
+// most KEYS keys, then its writers rewrite them: the tree stays one inline root record of some
+// tens of KiB, so that every put replaces the root record with a CAS that needs a new item of
+// that size, which a full memcached refuses. Readers check acknowledged keys all along; at the
+// end every acknowledged key must read back with its value and each bucket's full listing must
+// hold exactly the acknowledged keys. Prints `ACKED n`, `REFUSED n`, `BAD n`, and
+// `MISSING`/`WRONG`/`EXTRA`/`UNLISTED`/`ERROR` lines for what went wrong.
+scenarios['full-acked'] = async c => {
+    const [bucketsArg, writersArg, secondsArg, keysArg] = args;
+    const buckets = [...Array(Number(bucketsArg))].map((_, b) => `fa${b}`);
+    const acked = new Map(buckets.map(bucket => [bucket, new Set()]));
+    const deadline = Date.now() + Number(secondsArg) * 1000;
+    let refused = 0;
+    let bad = 0;
+    const check = async (bucket, key, when) => {
+        try {
+            const value = await c.call('get', [key, {}], [bucket]);
+            if (value !== sizedValueOf(key)) {
+                bad += 1;
+                out(`WRONG ${when} ${bucket}/${key}`);
+            }
+        } catch (error) {
+            bad += 1;
+            out(`MISSING ${when} ${bucket}/${key}: ${error.message}`);
+        }
+    };
+    const writer = async (bucket, b, w) => {
+        let n = w;
+        while (Date.now() < deadline) {
+            const key = keyOf(b * 1000 + (n % Number(keysArg)));
+            n += 1;
+            try {
+                await c.call('put', [key, sizedValueOf(key), {}], [bucket]);
+                acked.get(bucket).add(key);
+            } catch (error) {
+                if (isFull(error)) {
+                    refused += 1;
+                    // Not a busy loop: the blob uploads and the readers need the CPU too.
+                    await sleep(10);
+                } else {
+                    bad += 1;
+                    out(`ERROR put ${bucket}/${key}: ${error.message}`);
+                }
+            }
+        }
+    };
+    const reader = async () => {
+        let round = 0;
+        while (Date.now() < deadline) {
+            const bucket = buckets[round % buckets.length];
+            const keys = [...acked.get(bucket)];
+            round += 1;
+            if (keys.length === 0) {
+                await sleep(5);
+                continue;
+            }
+            await check(bucket, keys[(round * 7919) % keys.length], 'during');
+        }
+    };
+    const writers = [];
+    buckets.forEach((bucket, b) => {
+        for (let w = 0; w < Number(writersArg); w += 1) {
+            writers.push(writer(bucket, b, w));
+        }
+    });
+    await Promise.all(writers.concat([reader(), reader()]));
+
+    let total = 0;
+    for (const bucket of buckets) {
+        const keys = acked.get(bucket);
+        total += keys.size;
+        for (const key of keys) {
+            await check(bucket, key, 'after');
+        }
+        const items = await c.list('createReadStream', {}, [bucket]);
+        const expected = new Set(keys);
+        for (const item of items) {
+            if (!expected.delete(item.key) || item.value !== sizedValueOf(item.key)) {
+                bad += 1;
+                out(`EXTRA ${bucket}/${item.key}`);
+            }
+        }
+        for (const key of expected) {
+            bad += 1;
+            out(`UNLISTED ${bucket}/${key}`);
+        }
+    }
+    out(`ACKED ${total}`);
+    out(`REFUSED ${refused}`);
+    out(`BAD ${bad}`);
+};
+
+// After space was freed: a put in every bucket of `full-acked` works again (retried while
+// memcached reassigns its freed memory), and each listing holds its old keys plus the new one.
+scenarios['full-acked-recovered'] = async c => {
+    const [bucketsArg, ackedArg, secondsArg] = args;
+    const start = Date.now();
+    const deadline = start + Number(secondsArg) * 1000;
+    let listed = 0;
+    for (let b = 0; b < Number(bucketsArg); b += 1) {
+        const bucket = `fa${b}`;
+        const key = keyOf(b * 1000 + 999);
+        for (;;) {
+            try {
+                await c.call('put', [key, sizedValueOf(key), {}], [bucket]);
+                break;
+            } catch (error) {
+                assert.ok(isFull(error) && Date.now() < deadline, error.message);
+                await sleep(100);
+            }
+        }
+        assert.strictEqual(await c.call('get', [key, {}], [bucket]), sizedValueOf(key));
+        const items = await c.list('createReadStream', {}, [bucket]);
+        for (const item of items) {
+            assert.strictEqual(item.value, sizedValueOf(item.key));
+        }
+        listed += items.length;
+    }
+    assert.strictEqual(listed, Number(ackedArg) + Number(bucketsArg));
+    out(`RECOVERED ${Date.now() - start}`);
+};
+
 // Many keys, then a listing that is never acknowledged; prints HOLDING and waits to be killed.
 scenarios['hold-listing'] = async c => {
     const [count] = args;
