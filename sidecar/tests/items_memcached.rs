@@ -155,10 +155,23 @@ async fn unreachable_server_is_unavailable() {
     let mut server = Memcached::start(&[]);
     let store = store(&server).await;
     store.ping().await.unwrap();
+    // Leaves an idle text-protocol connection behind, dead once the server stops.
+    assert!(
+        store
+            .add(&key("before"), Bytes::from_static(b"x"), Expiry::Never)
+            .await
+            .unwrap()
+    );
     server.stop();
     assert!(matches!(store.ping().await, Err(ItemError::Unavailable(_))));
     assert!(matches!(
         store.get(&key("a")).await,
+        Err(ItemError::Unavailable(_))
+    ));
+    assert!(matches!(
+        store
+            .add(&key("b"), Bytes::from_static(b"x"), Expiry::Never)
+            .await,
         Err(ItemError::Unavailable(_))
     ));
     server.start_again();
@@ -166,6 +179,13 @@ async fn unreachable_server_is_unavailable() {
         .set(&key("a"), Bytes::from_static(b"back"), Expiry::Never)
         .await
         .unwrap();
+    // The text-protocol path dials anew instead of failing on its dead idle connection.
+    assert!(
+        store
+            .add(&key("b"), Bytes::from_static(b"back"), Expiry::Never)
+            .await
+            .unwrap()
+    );
 }
 
 /// memcached with evictions off, small enough to fill in a moment.
