@@ -1,5 +1,6 @@
 //! The item store on real memcached servers, through the `memcache` crate's async meta-protocol
-//! client (keys spread over the servers by rendezvous hashing).
+//! client (keys spread over the servers by rendezvous hashing), with single-key gets and sets
+//! on the copy-free [`ConnectionPool`] that routes the same way.
 
 use std::sync::RwLock;
 use std::time::Duration;
@@ -12,6 +13,7 @@ use memcache::exp::{
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
+use super::connection::ConnectionPool;
 use super::{CasOutcome, CasToken, Expiry, ItemError, ItemKey, ItemResult, ItemStore, StoreStats};
 
 /// How long one exchange may take before memcached counts as unreachable.
@@ -25,6 +27,8 @@ pub struct MemcachedStore {
     /// Replaced when the servers stop answering: the client resolves names once, and a
     /// memcached pod or Swarm task that comes back usually has a new address.
     client: RwLock<AsyncMetaClient>,
+    /// Gets and sets, which carry blob chunks: see [`ConnectionPool`].
+    values: ConnectionPool,
     servers: Vec<String>,
 }
 
@@ -43,6 +47,7 @@ impl MemcachedStore {
     pub async fn connect(servers: &[String]) -> ItemResult<MemcachedStore> {
         Ok(MemcachedStore {
             client: RwLock::new(resolve(servers).await?),
+            values: ConnectionPool::new(servers, MAX_IDLE, CONNECT_TIMEOUT, IO_TIMEOUT),
             servers: servers.to_vec(),
         })
     }
@@ -66,15 +71,39 @@ fn store_request(key: &ItemKey, value: Bytes) -> Set {
     set
 }
 
+/// Longest expiry memcached reads as relative seconds; longer ones are absolute Unix times.
+const MAX_RELATIVE_TTL: u64 = 30 * 24 * 3600;
+
+/// Whole seconds of an expiry, rounded up so that an expiry never comes early.
+fn expiry_secs(duration: Duration) -> u64 {
+    (duration.as_secs() + u64::from(duration.subsec_nanos() > 0)).max(1)
+}
+
 fn ttl(expiry: Expiry) -> Ttl {
     match expiry {
         Expiry::Never => Ttl::NEVER,
-        // memcached counts in whole seconds; round up so an expiry never comes early.
         Expiry::After(duration) => {
-            let secs = duration.as_secs() + u64::from(duration.subsec_nanos() > 0);
-            Ttl::secs(u32::try_from(secs.max(1)).unwrap_or(u32::MAX))
+            Ttl::secs(u32::try_from(expiry_secs(duration)).unwrap_or(u32::MAX))
         }
     }
+}
+
+/// The expiry as memcached's protocol writes it: 0 for never, relative seconds up to 30 days,
+/// an absolute Unix time beyond.
+fn wire_ttl(expiry: Expiry) -> u32 {
+    let secs = match expiry {
+        Expiry::Never => return 0,
+        Expiry::After(duration) => expiry_secs(duration),
+    };
+    let wire = if secs <= MAX_RELATIVE_TTL {
+        secs
+    } else {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |since| since.as_secs());
+        now + secs
+    };
+    u32::try_from(wire).unwrap_or(u32::MAX)
 }
 
 fn classify(error: McError, size: usize) -> ItemError {
@@ -148,15 +177,7 @@ fn stat(pairs: &[(String, String)], name: &str) -> u64 {
 #[async_trait]
 impl ItemStore for MemcachedStore {
     async fn get(&self, key: &ItemKey) -> ItemResult<Option<Bytes>> {
-        let result = self
-            .client()
-            .run(Get::new(key))
-            .await
-            .map_err(|e| classify(e, 0))?;
-        Ok(result
-            .value
-            .filter(|_| result_hit(&result.status))
-            .map(Bytes::from))
+        self.values.get(key).await
     }
 
     async fn get_many(&self, keys: &[ItemKey]) -> ItemResult<Vec<Option<Bytes>>> {
@@ -193,13 +214,7 @@ impl ItemStore for MemcachedStore {
     }
 
     async fn set(&self, key: &ItemKey, value: Bytes, expiry: Expiry) -> ItemResult<()> {
-        let size = value.len();
-        let set = store_request(key, value).ttl(ttl(expiry));
-        self.client()
-            .run(set)
-            .await
-            .map_err(|e| classify(e, size))?;
-        Ok(())
+        self.values.set(key, value, wire_ttl(expiry)).await
     }
 
     async fn add(&self, key: &ItemKey, value: Bytes, expiry: Expiry) -> ItemResult<bool> {
