@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::StreamExt;
-use memcache::exp::{Get, Set};
+use memcache::exp::{Delete, Get, Set};
 use reqwest::Client;
 use zenko_memcached_sidecar::items::MemcachedStore;
 use zenko_memcached_testkit::{Memcached, Sidecar};
@@ -19,7 +19,13 @@ const BINARY: &str = env!("CARGO_BIN_EXE_zenko-memcached-sidecar");
 const CHUNK: usize = 512 * 1024;
 const MIB: f64 = 1024.0 * 1024.0;
 /// How long each measurement runs at least.
-const WINDOW: Duration = Duration::from_secs(2);
+fn window() -> Duration {
+    // `DATA_BENCH_SECONDS` lengthens it, for profiling.
+    let seconds = std::env::var("DATA_BENCH_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok());
+    Duration::from_secs(seconds.unwrap_or(2))
+}
 
 #[derive(Clone, Copy)]
 enum Op {
@@ -27,19 +33,22 @@ enum Op {
     Get,
 }
 
-/// Run `clients` loops of `one` until the window has passed; bytes per second.
-async fn throughput<F, Fut>(clients: usize, size: usize, one: F) -> f64
+/// Run `clients` loops of `one` until the window has passed: bytes per second, and the CPU
+/// milliseconds per MiB each of the `pids` used meanwhile.
+async fn throughput<F, Fut>(pids: [u32; 3], clients: usize, size: usize, one: F) -> (f64, [f64; 3])
 where
     F: Fn(usize) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = ()> + Send,
 {
     let one = Arc::new(one);
+    let cpu = Cpu::now(pids);
+    let window = window();
     let started = Instant::now();
     let tasks = (0..clients).map(|client| {
         let one = one.clone();
         tokio::spawn(async move {
             let mut done = 0usize;
-            while started.elapsed() < WINDOW {
+            while started.elapsed() < window {
                 one(client).await;
                 done += 1;
             }
@@ -50,16 +59,18 @@ where
     for task in futures::future::join_all(tasks).await {
         operations += task.unwrap_or(0);
     }
-    (operations * size) as f64 / started.elapsed().as_secs_f64()
+    let bytes = (operations * size) as f64;
+    (bytes / started.elapsed().as_secs_f64(), cpu.per_mib(bytes))
 }
 
 async fn raw(
     store: Arc<MemcachedStore>,
+    pids: [u32; 3],
     op: Op,
     clients: usize,
     size: usize,
     payload: Bytes,
-) -> f64 {
+) -> (f64, [f64; 3]) {
     let items = size.div_ceil(CHUNK).max(1);
     for client in 0..clients {
         for item in 0..items {
@@ -70,27 +81,47 @@ async fn raw(
                 .await;
         }
     }
-    throughput(clients, size, move |client| {
-        let (store, payload) = (store.clone(), payload.clone());
-        async move {
-            for item in 0..items {
-                let key = format!("raw:{client}:{item}");
-                match op {
-                    Op::Put => {
-                        let part = payload.slice(item * CHUNK..((item + 1) * CHUNK).min(size));
-                        let _ = store.client().run(Set::new(key, &part)).await;
-                    }
-                    Op::Get => {
-                        let _ = store.client().run(Get::new(key)).await;
+    let measured = throughput(pids, clients, size, {
+        let store = store.clone();
+        move |client| {
+            let (store, payload) = (store.clone(), payload.clone());
+            async move {
+                for item in 0..items {
+                    let key = format!("raw:{client}:{item}");
+                    match op {
+                        Op::Put => {
+                            let part = payload.slice(item * CHUNK..((item + 1) * CHUNK).min(size));
+                            let _ = store.client().run(Set::new(key, &part)).await;
+                        }
+                        Op::Get => {
+                            let _ = store.client().run(Get::new(key)).await;
+                        }
                     }
                 }
             }
         }
     })
-    .await
+    .await;
+    // Free the space again, as the sidecar runs do.
+    for client in 0..clients {
+        for item in 0..items {
+            let _ = store
+                .client()
+                .run(Delete::new(format!("raw:{client}:{item}")))
+                .await;
+        }
+    }
+    measured
 }
 
-async fn sidecar(url: String, op: Op, clients: usize, size: usize, payload: Bytes) -> f64 {
+async fn sidecar(
+    url: String,
+    pids: [u32; 3],
+    op: Op,
+    clients: usize,
+    size: usize,
+    payload: Bytes,
+) -> (f64, [f64; 3]) {
     let http = Client::new();
     let mut keys = Vec::new();
     for _ in 0..clients {
@@ -100,7 +131,7 @@ async fn sidecar(url: String, op: Op, clients: usize, size: usize, payload: Byte
     let stored = Arc::new(std::sync::Mutex::new(Vec::new()));
     let rate = {
         let (http, url, stored, keys) = (http.clone(), url.clone(), stored.clone(), keys.clone());
-        throughput(clients, size, move |client| {
+        throughput(pids, clients, size, move |client| {
             let (http, url, payload, keys, stored) = (
                 http.clone(),
                 url.clone(),
@@ -152,6 +183,43 @@ async fn upload(http: &Client, url: &str, payload: Bytes) -> String {
         .unwrap_or_default()
 }
 
+/// CPU time (user + system) a process has used so far, in seconds. Linux counts it in ticks
+/// of 1/100 s (`CLK_TCK`) in fields 14 and 15 of `/proc/PID/stat`.
+fn cpu_secs(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            // The command name may hold spaces; the fields after it are plain.
+            let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+            let ticks = |index: usize| fields.get(index)?.parse::<u64>().ok();
+            Some((ticks(11)? + ticks(12)?) as f64 / 100.0)
+        })
+        .unwrap_or(0.0)
+}
+
+/// CPU seconds used by the load generator (this process), the sidecar and memcached.
+#[derive(Clone, Copy)]
+struct Cpu {
+    pids: [u32; 3],
+    used: [f64; 3],
+}
+
+impl Cpu {
+    fn now(pids: [u32; 3]) -> Cpu {
+        Cpu {
+            pids,
+            used: pids.map(cpu_secs),
+        }
+    }
+
+    /// Milliseconds of CPU per MiB moved since `self`, per process.
+    fn per_mib(&self, bytes: f64) -> [f64; 3] {
+        let later = Cpu::now(self.pids);
+        let mib = (bytes / MIB).max(f64::MIN_POSITIVE);
+        [0, 1, 2].map(|i| (later.used[i] - self.used[i]) * 1000.0 / mib)
+    }
+}
+
 fn peak_rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
@@ -163,6 +231,28 @@ fn peak_rss_kib(pid: u32) -> u64 {
                 .and_then(|kib| kib.parse().ok())
         })
         .unwrap_or(0)
+}
+
+/// Whether a case ("1MiB 16 PUT") is to run: all, or those containing `DATA_BENCH_ONLY`
+/// (to profile one case).
+fn selected(case: &str) -> bool {
+    std::env::var("DATA_BENCH_ONLY").map_or(true, |only| case.contains(&only))
+}
+
+/// Write `bytes` of chunk-sized items through memcached once and delete them, as a server that
+/// has been running a while has. A fresh memcached takes its memory from the kernel page by
+/// page on first use; without this, whichever side writes new keys first (the sidecar: every
+/// upload is a new blob) would pay those page faults and the raw side, rewriting its keys,
+/// would not.
+async fn warm(store: &MemcachedStore, bytes: usize) {
+    let value = vec![7u8; CHUNK + 4];
+    let keys: Vec<String> = (0..bytes / CHUNK).map(|n| format!("warm:{n}")).collect();
+    for key in &keys {
+        let _ = store.client().run(Set::new(key, &value)).await;
+    }
+    for key in &keys {
+        let _ = store.client().run(Delete::new(key)).await;
+    }
 }
 
 /// memcached with `memory_mib` of memory and evictions off, and the release sidecar on it.
@@ -187,11 +277,19 @@ async fn main() {
             .expect("memcached"),
     );
     let url = sidecar_process.data_url();
+    warm(&store, 4 << 30).await;
+
+    let pids = [
+        std::process::id(),
+        sidecar_process.pid().unwrap_or(0),
+        memcached.pid().unwrap_or(0),
+    ];
 
     println!("data API throughput, MiB/s (ratio = sidecar / raw memcached, same run)");
+    println!("CPU ms per MiB moved: load generator / sidecar / memcached (raw has no sidecar)");
     println!(
-        "{:>8} {:>7} {:>4} {:>10} {:>10} {:>6}",
-        "size", "clients", "op", "raw", "sidecar", "ratio"
+        "{:>8} {:>7} {:>4} {:>10} {:>10} {:>6}   {:>14} {:>20}",
+        "size", "clients", "op", "raw", "sidecar", "ratio", "cpu raw", "cpu sidecar"
     );
     for (label, size) in [
         ("4KiB", 4 * 1024),
@@ -201,13 +299,23 @@ async fn main() {
         let payload = Bytes::from((0..size).map(|i| (i * 31 % 251) as u8).collect::<Vec<u8>>());
         for clients in [1, 16] {
             for (name, op) in [("PUT", Op::Put), ("GET", Op::Get)] {
-                let raw = raw(store.clone(), op, clients, size, payload.clone()).await;
-                let through = sidecar(url.clone(), op, clients, size, payload.clone()).await;
+                if !selected(&format!("{label} {clients} {name}")) {
+                    continue;
+                }
+                let (raw, raw_cpu) =
+                    raw(store.clone(), pids, op, clients, size, payload.clone()).await;
+                let (through, cpu) =
+                    sidecar(url.clone(), pids, op, clients, size, payload.clone()).await;
                 println!(
-                    "{label:>8} {clients:>7} {name:>4} {:>10.1} {:>10.1} {:>6.2}",
+                    "{label:>8} {clients:>7} {name:>4} {:>10.1} {:>10.1} {:>6.2}   {:>6.2} / {:>5.2} {:>6.2} / {:>5.2} / {:>5.2}",
                     raw / MIB,
                     through / MIB,
-                    through / raw
+                    through / raw,
+                    raw_cpu[0],
+                    raw_cpu[2],
+                    cpu[0],
+                    cpu[1],
+                    cpu[2],
                 );
             }
         }

@@ -298,3 +298,63 @@ async fn add_and_cas_reach_the_server_the_other_operations_use() {
     assert!(per_server.iter().all(|&items| items > 0), "{per_server:?}");
     assert_eq!(per_server.iter().sum::<u64>(), 120, "{per_server:?}");
 }
+
+/// Gets and sets travel on their own connections; every other operation on the meta client.
+/// Both must pick the same server for a key, and values must come back byte for byte whatever
+/// they hold.
+#[tokio::test]
+async fn values_round_trip_and_route_like_the_other_operations() {
+    let servers = [
+        Memcached::start(&[]),
+        Memcached::start(&[]),
+        Memcached::start(&[]),
+    ];
+    let addresses: Vec<String> = servers.iter().map(Memcached::address).collect();
+    let store = MemcachedStore::connect(&addresses).await.unwrap();
+    let values = [
+        Bytes::new(),
+        Bytes::from_static(b"\r\nEN\r\nVA 3\r\n"),
+        Bytes::from(zenko_memcached_testkit::pseudo_random_bytes(1, 1024 * 1024)),
+    ];
+    for n in 0..60 {
+        let item = key(&format!("route:{n}"));
+        let value = values[n % values.len()].clone();
+        store
+            .set(&item, value.clone(), Expiry::Never)
+            .await
+            .unwrap();
+        // Read back through the meta client's `gets`, then the value path's `get`.
+        let (through_meta, _) = store.gets(&item).await.unwrap().unwrap();
+        assert_eq!(through_meta, value, "key {n}");
+        assert_eq!(store.get(&item).await.unwrap(), Some(value), "key {n}");
+        assert!(store.delete(&item).await.unwrap());
+        assert_eq!(store.get(&item).await.unwrap(), None);
+    }
+    // Every server got a share of the keys.
+    for server in &servers {
+        assert!(server.stat("cmd_set").unwrap() > 5, "{}", server.address());
+    }
+}
+
+/// A pooled connection that died with its server is replaced on first use: the request after
+/// a memcached restart gets the (now empty) server's answer, not an error.
+#[tokio::test]
+async fn values_survive_a_server_restart() {
+    let mut server = Memcached::start(&[]);
+    let store = store(&server).await;
+    let item = key("restart");
+    store
+        .set(&item, Bytes::from_static(b"before"), Expiry::Never)
+        .await
+        .unwrap();
+    server.restart();
+    assert_eq!(store.get(&item).await.unwrap(), None);
+    store
+        .set(&item, Bytes::from_static(b"after"), Expiry::Never)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get(&item).await.unwrap(),
+        Some(Bytes::from_static(b"after"))
+    );
+}

@@ -1,20 +1,18 @@
-//! The item store on real memcached servers, through the `memcache` crate's async meta-protocol
-//! client (keys spread over the servers by rendezvous hashing), except `add` and `cas`, which
-//! go out in the classic text protocol to the same server (see `classic.rs` for why: a
-//! refused meta `ms` in those modes unlinks the item it was meant to keep).
+//! The item store on real memcached servers: the `memcache` crate's async meta-protocol client
+//! (keys spread over the servers by rendezvous hashing) for multi-gets, CAS reads, touches and
+//! deletes; the [`ConnectionPool`] for gets and sets (no value copies) and for `add` and `cas`
+//! (a refusal keeps the existing item), routed to the same servers.
 
-use std::sync::{Arc, RwLock};
+use std::sync::RwLock;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use memcache::exp::{
-    AsyncMetaClient, Delete, Error as McError, Get, Meta, MutationStatus, Set, Ttl,
-};
+use memcache::exp::{AsyncMetaClient, Delete, Error as McError, Get, Meta, MutationStatus, Ttl};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
-use super::classic::{self, ClassicServers, Command, Reply, Timeouts};
+use super::connection::{self, ConnectionPool, Line};
 use super::{CasOutcome, CasToken, Expiry, ItemError, ItemKey, ItemResult, ItemStore, StoreStats};
 
 /// How long one exchange may take before memcached counts as unreachable.
@@ -25,81 +23,51 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const MAX_IDLE: usize = 64;
 
 pub struct MemcachedStore {
-    /// Replaced when the servers stop answering: the clients resolve names once, and a
+    /// Replaced when the servers stop answering: the client resolves names once, and a
     /// memcached pod or Swarm task that comes back usually has a new address.
-    clients: RwLock<Clients>,
+    client: RwLock<AsyncMetaClient>,
+    /// Resolves names on each new connection, so it needs no replacing.
+    connections: ConnectionPool,
     servers: Vec<String>,
 }
 
-/// Both protocol clients over the same servers, resolved together.
-#[derive(Clone)]
-struct Clients {
-    meta: AsyncMetaClient,
-    classic: Arc<ClassicServers>,
-}
-
-async fn resolve(servers: &[String]) -> ItemResult<Clients> {
+async fn resolve(servers: &[String]) -> ItemResult<AsyncMetaClient> {
     // The meta client routes on each address's identity, which for a `&str` is the string
-    // itself; `ClassicServers` routes on the same strings with the same `Rendezvous`.
-    let meta = AsyncMetaClient::builder()
+    // itself; `ConnectionPool` routes on the same strings with the same `Rendezvous`.
+    AsyncMetaClient::builder()
         .connect_timeout(Some(CONNECT_TIMEOUT))
         .io_timeout(Some(IO_TIMEOUT))
         .max_idle(MAX_IDLE)
         .connect_multiple_async(servers.iter().map(String::as_str))
         .await
-        .map_err(|error| ItemError::Unavailable(error.to_string()))?;
-    let timeouts = Timeouts {
-        connect: CONNECT_TIMEOUT,
-        io: IO_TIMEOUT,
-    };
-    let classic = ClassicServers::resolve(servers, timeouts, MAX_IDLE).await?;
-    Ok(Clients {
-        meta,
-        classic: Arc::new(classic),
-    })
+        .map_err(|error| ItemError::Unavailable(error.to_string()))
 }
 
 impl MemcachedStore {
     /// Resolve the servers; connections are dialed on first use (see [`ItemStore::ping`]).
     pub async fn connect(servers: &[String]) -> ItemResult<MemcachedStore> {
         Ok(MemcachedStore {
-            clients: RwLock::new(resolve(servers).await?),
+            client: RwLock::new(resolve(servers).await?),
+            connections: ConnectionPool::new(servers, MAX_IDLE, CONNECT_TIMEOUT, IO_TIMEOUT),
             servers: servers.to_vec(),
         })
-    }
-
-    fn clients(&self) -> Clients {
-        match self.clients.read() {
-            Ok(clients) => clients.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        }
     }
 
     /// The meta-protocol client (cheap to clone), also for benchmarks that compare the
     /// sidecar with raw memcached.
     pub fn client(&self) -> AsyncMetaClient {
-        self.clients().meta
+        match self.client.read() {
+            Ok(client) => client.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
     }
-
-    fn classic(&self) -> Arc<ClassicServers> {
-        self.clients().classic
-    }
-}
-
-/// A store request that takes over the value's buffer: `Set::new` would copy it, and blob
-/// chunks are large. A `Bytes` that is the only handle on its buffer (a frozen chunk buffer,
-/// say) becomes the request's `Vec` without a copy.
-fn store_request(key: &ItemKey, value: Bytes) -> Set {
-    let mut set = Set::new(key, []);
-    set.value = Vec::from(value);
-    set
 }
 
 fn ttl(expiry: Expiry) -> Ttl {
     match expiry {
         Expiry::Never => Ttl::NEVER,
         // memcached counts in whole seconds; round up so an expiry never comes early.
-        Expiry::After(duration) => Ttl::secs(classic::expiry_secs(duration)),
+        Expiry::After(duration) => Ttl::secs(connection::expiry_secs(duration)),
     }
 }
 
@@ -110,7 +78,7 @@ fn classify(error: McError, size: usize) -> ItemError {
         McError::Ambiguous { source, .. } if matches!(*source, McError::Server(_)) => {
             classify(*source, size)
         }
-        McError::Server(message) => classic::server_error(&message, size),
+        McError::Server(message) => connection::server_error(&message, size),
         error @ (McError::Io(_) | McError::Timeout { .. } | McError::Ambiguous { .. }) => {
             ItemError::Unavailable(error.to_string())
         }
@@ -165,15 +133,7 @@ fn stat(pairs: &[(String, String)], name: &str) -> u64 {
 #[async_trait]
 impl ItemStore for MemcachedStore {
     async fn get(&self, key: &ItemKey) -> ItemResult<Option<Bytes>> {
-        let result = self
-            .client()
-            .run(Get::new(key))
-            .await
-            .map_err(|e| classify(e, 0))?;
-        Ok(result
-            .value
-            .filter(|_| result_hit(&result.status))
-            .map(Bytes::from))
+        self.connections.get(key).await
     }
 
     async fn get_many(&self, keys: &[ItemKey]) -> ItemResult<Vec<Option<Bytes>>> {
@@ -210,23 +170,13 @@ impl ItemStore for MemcachedStore {
     }
 
     async fn set(&self, key: &ItemKey, value: Bytes, expiry: Expiry) -> ItemResult<()> {
-        let size = value.len();
-        let set = store_request(key, value).ttl(ttl(expiry));
-        self.client()
-            .run(set)
-            .await
-            .map_err(|e| classify(e, size))?;
-        Ok(())
+        self.connections.set(key, value, expiry).await
     }
 
     async fn add(&self, key: &ItemKey, value: Bytes, expiry: Expiry) -> ItemResult<bool> {
-        let reply = self
-            .classic()
-            .store(Command::Add, key, &value, expiry)
-            .await?;
-        match reply {
-            Reply::Stored => Ok(true),
-            Reply::NotStored => Ok(false),
+        match self.connections.add(key, value, expiry).await? {
+            Line::Stored => Ok(true),
+            Line::NotStored => Ok(false),
             other => Err(ItemError::Protocol(format!("add answered {other:?}"))),
         }
     }
@@ -238,15 +188,11 @@ impl ItemStore for MemcachedStore {
         token: CasToken,
         expiry: Expiry,
     ) -> ItemResult<CasOutcome> {
-        let reply = self
-            .classic()
-            .store(Command::Cas(token.0), key, &value, expiry)
-            .await?;
-        match reply {
-            Reply::Stored => Ok(CasOutcome::Stored),
-            Reply::Exists => Ok(CasOutcome::Conflict),
-            Reply::NotFound => Ok(CasOutcome::NotFound),
-            Reply::NotStored => Err(ItemError::Protocol("cas answered NOT_STORED".into())),
+        match self.connections.cas(key, value, token.0, expiry).await? {
+            Line::Stored => Ok(CasOutcome::Stored),
+            Line::Exists => Ok(CasOutcome::Conflict),
+            Line::NotFound => Ok(CasOutcome::NotFound),
+            other => Err(ItemError::Protocol(format!("cas answered {other:?}"))),
         }
     }
 
@@ -290,9 +236,9 @@ impl ItemStore for MemcachedStore {
         // Resolve the names again, so the next operations reach a server that came back
         // under a new address; routing keys on the names, so it does not change.
         match resolve(&self.servers).await {
-            Ok(clients) => match self.clients.write() {
-                Ok(mut current) => *current = clients,
-                Err(poisoned) => *poisoned.into_inner() = clients,
+            Ok(client) => match self.client.write() {
+                Ok(mut current) => *current = client,
+                Err(poisoned) => *poisoned.into_inner() = client,
             },
             Err(error) => tracing::debug!(%error, "memcached servers do not resolve"),
         }

@@ -4,7 +4,7 @@
 //! [`EmbeddedStore`] (in-process, for a sidecar started with nothing installed). Both refuse
 //! rather than evict when memory is full, and both enforce an item size limit.
 
-mod classic;
+mod connection;
 mod embedded;
 mod key;
 mod memcached;
