@@ -4,8 +4,9 @@
 //!
 //! memcached restarted without its warm-restart memory file comes back empty and answers
 //! every get with "not found". Serving from it would be wrong data (buckets and blobs that
-//! silently vanished), so the sidecar writes an epoch item (a random value) when it starts and
-//! checks it every second and before answering "not found": once the item is gone or changed,
+//! silently vanished), so the sidecar writes an epoch item (a random value) on every memcached
+//! server when it starts and checks them every second and before answering "not found": once
+//! one is gone or changed (one server of several restarted empty is enough to lose data),
 //! the contents are declared lost, readiness turns false for good and requests are refused with
 //! [`CONTENTS_LOST`]. Restarting the sidecar is the operator's way of accepting the memcached
 //! contents as they are now (a new epoch), which it logs loudly.
@@ -22,7 +23,8 @@ use crate::items::{Expiry, ItemError, ItemKey, ItemResult, SharedItemStore};
 pub const CONTENTS_LOST: &str = "memcached lost its contents (restarted without warm restart?)";
 /// What `/readyz` says while memcached does not answer.
 pub const UNREACHABLE: &str = "memcached unreachable";
-/// The epoch item; every sidecar sharing the memcached pool adopts the same value.
+/// The epoch item (one per server, see [`crate::items::ItemStore::key_per_server`]); every
+/// sidecar sharing the memcached pool adopts the same values.
 const EPOCH_ITEM: &str = "zmm:epoch";
 
 #[derive(Default)]
@@ -30,8 +32,9 @@ struct State {
     reachable: AtomicBool,
     /// Sticky: only a restart of the sidecar clears it.
     lost: AtomicBool,
-    /// The epoch value seen at start; unset with no epoch (tests that build services alone).
-    epoch: OnceLock<Bytes>,
+    /// The epoch items and values seen at start; unset with no epoch (tests that build
+    /// services alone).
+    epoch: OnceLock<Vec<(ItemKey, Bytes)>>,
 }
 
 #[derive(Clone, Default)]
@@ -86,49 +89,56 @@ impl Health {
         ItemKey::new(EPOCH_ITEM).map_err(|error| ItemError::Protocol(error.to_string()))
     }
 
-    /// At start: adopt the epoch item memcached holds, or create one when there is none (a
+    /// At start: adopt the epoch item each server holds, or create one where there is none (a
     /// fresh memcached, or one that lost its contents: restarting the sidecar accepts them).
     pub async fn establish_epoch(&self, items: &SharedItemStore) -> ItemResult<()> {
-        let key = Self::epoch_key()?;
-        // Read first: memcached allocates an `add`'s item before it looks for the key, so on a
-        // full memcached an `add` is refused even when the item exists, and a sidecar
-        // restarting then could not adopt the epoch it shares with the others.
-        if let Some(value) = items.get(&key).await? {
-            let _ = self.state.epoch.set(value);
-            return Ok(());
+        let base = Self::epoch_key()?;
+        let mut epoch = Vec::new();
+        for key in items.key_per_server(&base) {
+            let value = Self::adopt_or_create(items, &key).await?;
+            epoch.push((key, value));
         }
-        let fresh = Bytes::from(hex::encode(rand::random::<[u8; 16]>()));
-        let value = if items.add(&key, fresh.clone(), Expiry::Never).await? {
-            tracing::warn!(
-                epoch = %String::from_utf8_lossy(&fresh),
-                "memcached had no epoch item: starting a NEW EPOCH. This is expected on a fresh \
-                 memcached; otherwise memcached lost its contents and they are now accepted as \
-                 they are"
-            );
-            fresh
-        } else {
-            // Another sidecar, or our previous run, created it: the contents are the same.
-            items.get(&key).await?.ok_or_else(|| {
-                ItemError::Protocol("the epoch item vanished right after add".into())
-            })?
-        };
-        let _ = self.state.epoch.set(value);
+        let _ = self.state.epoch.set(epoch);
         Ok(())
     }
 
-    /// Check the epoch item now; `true` when the contents are lost (also recorded). A failed
+    async fn adopt_or_create(items: &SharedItemStore, key: &ItemKey) -> ItemResult<Bytes> {
+        // Read first: memcached allocates an `add`'s item before it looks for the key, so on a
+        // full memcached an `add` is refused even when the item exists, and a sidecar
+        // restarting then could not adopt the epoch it shares with the others.
+        if let Some(value) = items.get(key).await? {
+            return Ok(value);
+        }
+        let fresh = Bytes::from(hex::encode(rand::random::<[u8; 16]>()));
+        if items.add(key, fresh.clone(), Expiry::Never).await? {
+            tracing::warn!(
+                item = %key,
+                epoch = %String::from_utf8_lossy(&fresh),
+                "a memcached server had no epoch item: starting a NEW EPOCH there. This is \
+                 expected on a fresh memcached; otherwise it lost its contents and they are now \
+                 accepted as they are"
+            );
+            return Ok(fresh);
+        }
+        // Another sidecar, or our previous run, created it: the contents are the same.
+        items
+            .get(key)
+            .await?
+            .ok_or_else(|| ItemError::Protocol("the epoch item vanished right after add".into()))
+    }
+
+    /// Check the epoch items now; `true` when the contents are lost (also recorded). A failed
     /// check leaves the state as it was: an unreachable memcached is not a lost one.
     pub async fn verify(&self, items: &SharedItemStore) -> bool {
-        let Some(expected) = self.state.epoch.get() else {
+        let Some(epoch) = self.state.epoch.get() else {
             return self.contents_lost();
         };
-        let Ok(key) = Self::epoch_key() else {
-            return self.contents_lost();
-        };
-        match items.get(&key).await {
-            Ok(Some(value)) if value == expected => {}
-            Ok(_) => self.declare_lost(),
-            Err(_) => {}
+        for (key, expected) in epoch {
+            match items.get(key).await {
+                Ok(Some(value)) if value == expected => {}
+                Ok(_) => self.declare_lost(),
+                Err(_) => {}
+            }
         }
         self.contents_lost()
     }

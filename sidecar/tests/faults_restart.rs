@@ -194,3 +194,45 @@ async fn not_found_right_after_the_loss_is_not_trusted() {
         other => panic!("blob after the loss: {other:?}"),
     }
 }
+
+/// With several memcached servers, one of them restarted empty is enough to lose data (the
+/// blobs and database roots it held): each server carries its own epoch item, so the loss is
+/// reported whichever server it was.
+#[tokio::test]
+async fn one_server_of_several_restarted_empty_is_reported() {
+    for victim in 0..3 {
+        let mut servers = [
+            Memcached::start(&[]),
+            Memcached::start(&[]),
+            Memcached::start(&[]),
+        ];
+        let list = servers
+            .iter()
+            .map(Memcached::address)
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut sidecar =
+            zenko_memcached_testkit::Sidecar::start(faults_common::BINARY, &["--memcached", &list]);
+        assert!(eventually(Duration::from_secs(10), || {
+            admin_get(&sidecar, "/readyz").0 == 200
+        }));
+        // An epoch item on every server.
+        for server in &servers {
+            assert_eq!(server.stat("curr_items"), Some(1), "{}", server.address());
+        }
+        servers[victim].restart();
+        assert!(
+            eventually(Duration::from_secs(10), || {
+                let (status, body) = admin_get(&sidecar, "/readyz");
+                status == 503 && body.contains(LOST)
+            }),
+            "server {victim} restarted empty is not reported: {:?}",
+            admin_get(&sidecar, "/readyz")
+        );
+        // Restarting the sidecar accepts the contents as they are.
+        sidecar.kill_and_restart();
+        assert!(eventually(Duration::from_secs(10), || {
+            admin_get(&sidecar, "/readyz").0 == 200
+        }));
+    }
+}

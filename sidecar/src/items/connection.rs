@@ -152,6 +152,25 @@ impl ConnectionPool {
             .min(self.servers.len().saturating_sub(1))
     }
 
+    /// See [`super::ItemStore::key_per_server`]: candidates are tried in order, and with
+    /// rendezvous hashing each lands on a given server with a chance of one in the number of
+    /// servers, so a few dozen tries find every server.
+    pub fn key_per_server(&self, base: &ItemKey) -> Vec<ItemKey> {
+        let mut keys: Vec<Option<ItemKey>> = vec![None; self.servers.len()];
+        let candidates = std::iter::once(Some(base.clone()))
+            .chain((1..100_000).map(|n| ItemKey::new(format!("{base}:{n}")).ok()));
+        for candidate in candidates.flatten() {
+            let slot = &mut keys[self.server(&candidate)];
+            if slot.is_none() {
+                *slot = Some(candidate);
+                if keys.iter().all(Option::is_some) {
+                    break;
+                }
+            }
+        }
+        keys.into_iter().flatten().collect()
+    }
+
     /// The value of `key`, or `None` when memcached has no such item.
     pub async fn get(&self, key: &ItemKey) -> ItemResult<Option<Bytes>> {
         let request = Request::Get(Bytes::from(format!("mg {key} v\r\n")));

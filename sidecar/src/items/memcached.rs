@@ -228,6 +228,10 @@ impl ItemStore for MemcachedStore {
         Ok(total)
     }
 
+    fn key_per_server(&self, base: &ItemKey) -> Vec<ItemKey> {
+        self.connections.key_per_server(base)
+    }
+
     async fn ping(&self) -> ItemResult<()> {
         let failure = match self.client().noop().await {
             Ok(()) => return Ok(()),

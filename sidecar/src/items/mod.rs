@@ -118,6 +118,13 @@ pub trait ItemStore: Send + Sync + 'static {
 
     /// One cheap round trip to every server.
     async fn ping(&self) -> ItemResult<()>;
+
+    /// One key per server, each held by its server: `base` itself for the first server that
+    /// holds it, `base:1`, `base:2`... for the others. A marker item under each tells whether
+    /// that server lost its contents, which a single item on one server cannot.
+    fn key_per_server(&self, base: &ItemKey) -> Vec<ItemKey> {
+        vec![base.clone()]
+    }
 }
 
 pub type SharedItemStore = Arc<dyn ItemStore>;
