@@ -139,6 +139,8 @@ fn cause(result: &Result<reqwest::Response, reqwest::Error>) -> String {
 struct Sample {
     seconds: f64,
     rss_mib: f64,
+    /// memcached's live item bytes (`bytes`): a store that leaks items fills up.
+    memcached_mib: f64,
     /// The host's 1-minute load average: the machine may be shared, and latencies mean little
     /// without knowing how busy it was.
     load: f64,
@@ -417,17 +419,18 @@ async fn main() {
         {
             kinds.extend(md.clone());
         }
+        // memcached's live bytes and items: tells a store that fills up from one whose memory
+        // sits in the slab classes of other item sizes.
+        let mib = |name: &str| memcached.stat(name).unwrap_or(0) as f64 / (1024.0 * 1024.0);
         let sample = Sample {
             seconds: started.elapsed().as_secs_f64(),
             rss_mib: status_kib(pid, "VmRSS:") as f64 / 1024.0,
+            memcached_mib: mib("bytes"),
             load: load_average(),
             kinds,
         };
         let ops: u64 = sample.kinds.values().map(|s| s.ops).sum();
         let errors: u64 = sample.kinds.values().map(|s| s.errors).sum();
-        // memcached's live bytes and items: tells a store that fills up from one whose memory
-        // sits in the slab classes of other item sizes.
-        let mib = |name: &str| memcached.stat(name).unwrap_or(0) as f64 / (1024.0 * 1024.0);
         println!(
             "t={:>5.0}s rss={:>6.1} MiB load={:.1} ops={ops} errors={errors} \
              memcached live={:.0} MiB items={} slabs_moved={}",
@@ -570,6 +573,17 @@ impl Run {
             mean(&rss[half..]),
             mean(&rss[..half]),
         ));
+        let live: Vec<f64> = self.samples.iter().map(|s| s.memcached_mib).collect();
+        md.push_str(&format!(
+            "memcached's live item bytes: {:.0} MiB at the first sample, {:.0} MiB highest, \
+             {:.0} MiB at the end; mean over the second half {:.0} MiB against {:.0} MiB over the \
+             first.\n\n",
+            live.first().copied().unwrap_or(0.0),
+            live.iter().copied().fold(0.0, f64::max),
+            live.last().copied().unwrap_or(0.0),
+            mean(&live[half..]),
+            mean(&live[..half]),
+        ));
         let loads: Vec<f64> = self.samples.iter().map(|s| s.load).collect();
         md.push_str(&format!(
             "Host: {} CPUs; 1-minute load average {:.1} mean, {:.1} highest over the samples. \
@@ -605,11 +619,11 @@ impl Run {
             "\n## Per interval\n\nLatency cells are p50 / p95 / p99 in ms; load is the host's \
              1-minute load average at the sample.\n\n",
         );
-        md.push_str("| t (s) | RSS MiB | load | ops | errors |");
+        md.push_str("| t (s) | RSS MiB | memcached MiB | load | ops | errors |");
         for kind in kinds() {
             md.push_str(&format!(" {kind} |"));
         }
-        md.push_str("\n|---:|---:|---:|---:|---:|");
+        md.push_str("\n|---:|---:|---:|---:|---:|---:|");
         for _ in kinds() {
             md.push_str("---:|");
         }
@@ -618,8 +632,8 @@ impl Run {
             let ops: u64 = sample.kinds.values().map(|s| s.ops).sum();
             let errors: u64 = sample.kinds.values().map(|s| s.errors).sum();
             md.push_str(&format!(
-                "| {:.0} | {:.1} | {:.1} | {ops} | {errors} |",
-                sample.seconds, sample.rss_mib, sample.load
+                "| {:.0} | {:.1} | {:.0} | {:.1} | {ops} | {errors} |",
+                sample.seconds, sample.rss_mib, sample.memcached_mib, sample.load
             ));
             for kind in kinds() {
                 let s = sample.kinds.get(kind).copied().unwrap_or_default();
