@@ -63,6 +63,16 @@ where
     (bytes / started.elapsed().as_secs_f64(), cpu.per_mib(bytes))
 }
 
+/// The raw item of `client`'s object part `item`.
+fn raw_key(client: usize, item: usize) -> String {
+    format!("raw:{client}:{item}")
+}
+
+/// Part `item` of an object, cut as the sidecar cuts it into chunks.
+fn part(payload: &Bytes, item: usize) -> Bytes {
+    payload.slice(item * CHUNK..((item + 1) * CHUNK).min(payload.len()))
+}
+
 async fn raw(
     store: Arc<MemcachedStore>,
     pids: [u32; 3],
@@ -74,10 +84,9 @@ async fn raw(
     let items = size.div_ceil(CHUNK).max(1);
     for client in 0..clients {
         for item in 0..items {
-            let part = payload.slice(item * CHUNK..((item + 1) * CHUNK).min(size));
             let _ = store
                 .client()
-                .run(Set::new(format!("raw:{client}:{item}"), &part))
+                .run(Set::new(raw_key(client, item), part(&payload, item)))
                 .await;
         }
     }
@@ -87,11 +96,13 @@ async fn raw(
             let (store, payload) = (store.clone(), payload.clone());
             async move {
                 for item in 0..items {
-                    let key = format!("raw:{client}:{item}");
+                    let key = raw_key(client, item);
                     match op {
                         Op::Put => {
-                            let part = payload.slice(item * CHUNK..((item + 1) * CHUNK).min(size));
-                            let _ = store.client().run(Set::new(key, &part)).await;
+                            let _ = store
+                                .client()
+                                .run(Set::new(key, part(&payload, item)))
+                                .await;
                         }
                         Op::Get => {
                             let _ = store.client().run(Get::new(key)).await;
@@ -105,10 +116,7 @@ async fn raw(
     // Free the space again, as the sidecar runs do.
     for client in 0..clients {
         for item in 0..items {
-            let _ = store
-                .client()
-                .run(Delete::new(format!("raw:{client}:{item}")))
-                .await;
+            let _ = store.client().run(Delete::new(raw_key(client, item))).await;
         }
     }
     measured

@@ -133,8 +133,11 @@ impl Health {
         let Some(epoch) = self.state.epoch.get() else {
             return self.contents_lost();
         };
-        for (key, expected) in epoch {
-            match items.get(key).await {
+        // All servers at once: this check also runs before every "not found" answer. A server
+        // that does not answer says nothing about the others.
+        let reads = futures::future::join_all(epoch.iter().map(|(key, _)| items.get(key))).await;
+        for (read, (_, expected)) in reads.into_iter().zip(epoch) {
+            match read {
                 Ok(Some(value)) if value == expected => {}
                 Ok(_) => self.declare_lost(),
                 Err(_) => {}

@@ -256,8 +256,8 @@ async fn a_refused_cas_or_add_keeps_the_existing_item() {
     assert_eq!(server.stat("evictions"), Some(0));
 }
 
-#[tokio::test]
-async fn add_and_cas_reach_the_server_the_other_operations_use() {
+/// Three memcached servers and a store over all of them: routing tests need keys on each.
+async fn three_servers() -> ([Memcached; 3], MemcachedStore) {
     let servers = [
         Memcached::start(&[]),
         Memcached::start(&[]),
@@ -265,6 +265,14 @@ async fn add_and_cas_reach_the_server_the_other_operations_use() {
     ];
     let addresses: Vec<String> = servers.iter().map(Memcached::address).collect();
     let store = MemcachedStore::connect(&addresses).await.unwrap();
+    (servers, store)
+}
+
+/// `add` and `cas` travel on the store's own connections, `gets` on the meta client: both must
+/// pick the same server for a key.
+#[tokio::test]
+async fn add_and_cas_reach_the_server_the_other_operations_use() {
+    let (servers, store) = three_servers().await;
     let value = |n: usize| Bytes::from(format!("value {n}"));
     for n in 0..60 {
         // Written by the meta protocol: `add` must find it and `cas` must replace it.
@@ -284,10 +292,11 @@ async fn add_and_cas_reach_the_server_the_other_operations_use() {
             .unwrap();
         assert_eq!(outcome, CasOutcome::Stored, "{set_key}");
         assert_eq!(store.get(&set_key).await.unwrap(), Some(value(n + 2)));
-        // Written by the classic protocol: the meta protocol must read it.
+        // Written by the text protocol's `add`: the meta client must read it.
         let add_key = key(&format!("routed-add-{n}"));
         assert!(store.add(&add_key, value(n), Expiry::Never).await.unwrap());
-        assert_eq!(store.get(&add_key).await.unwrap(), Some(value(n)));
+        let (added, _) = store.gets(&add_key).await.unwrap().unwrap();
+        assert_eq!(added, value(n));
     }
     // Every server got some of the keys, so the agreement above is over all three; and no
     // key landed twice (a misrouted add would have stored a second copy elsewhere).
@@ -299,18 +308,12 @@ async fn add_and_cas_reach_the_server_the_other_operations_use() {
     assert_eq!(per_server.iter().sum::<u64>(), 120, "{per_server:?}");
 }
 
-/// Gets and sets travel on their own connections; every other operation on the meta client.
-/// Both must pick the same server for a key, and values must come back byte for byte whatever
-/// they hold.
+/// Gets and sets travel on the store's own connections, `gets` and `delete` on the meta
+/// client: both must pick the same server for a key, and values must come back byte for byte
+/// whatever they hold.
 #[tokio::test]
 async fn values_round_trip_and_route_like_the_other_operations() {
-    let servers = [
-        Memcached::start(&[]),
-        Memcached::start(&[]),
-        Memcached::start(&[]),
-    ];
-    let addresses: Vec<String> = servers.iter().map(Memcached::address).collect();
-    let store = MemcachedStore::connect(&addresses).await.unwrap();
+    let (servers, store) = three_servers().await;
     let values = [
         Bytes::new(),
         Bytes::from_static(b"\r\nEN\r\nVA 3\r\n"),
