@@ -247,20 +247,36 @@ fn selected(case: &str) -> bool {
     std::env::var("DATA_BENCH_ONLY").map_or(true, |only| case.contains(&only))
 }
 
-/// Write `bytes` of chunk-sized items through memcached once and delete them, as a server that
-/// has been running a while has. A fresh memcached takes its memory from the kernel page by
-/// page on first use; without this, whichever side writes new keys first (the sidecar: every
-/// upload is a new blob) would pay those page faults and the raw side, rewriting its keys,
-/// would not.
-async fn warm(store: &MemcachedStore, bytes: usize) {
+/// Fill memcached with chunk-sized items until it refuses one, then delete them all, as on a
+/// server that has been running a while. A fresh memcached takes its memory from the kernel
+/// page by page on first use; without this, whichever side writes new keys (the sidecar: every
+/// upload is a new blob, and its downloads need blobs of their own) would pay those page
+/// faults and the raw side, rewriting its keys, would not.
+async fn warm(store: &MemcachedStore) {
     let value = vec![7u8; CHUNK + 4];
-    let keys: Vec<String> = (0..bytes / CHUNK).map(|n| format!("warm:{n}")).collect();
-    for key in &keys {
-        let _ = store.client().run(Set::new(key, &value)).await;
+    let mut written = 0;
+    // memcached refuses a set once its memory is full (-M); the bound is a safety net.
+    while written < 1 << 16 {
+        match store
+            .client()
+            .run(Set::new(warm_key(written), &value))
+            .await
+        {
+            Ok(_) => written += 1,
+            Err(_) => break,
+        }
     }
-    for key in &keys {
-        let _ = store.client().run(Delete::new(key)).await;
+    for n in 0..written {
+        let _ = store.client().run(Delete::new(warm_key(n))).await;
     }
+    println!(
+        "memcached warmed: {} MiB written and freed",
+        written * CHUNK >> 20
+    );
+}
+
+fn warm_key(n: usize) -> String {
+    format!("warm:{n}")
 }
 
 /// memcached with `memory_mib` of memory and evictions off, and the release sidecar on it.
@@ -285,7 +301,7 @@ async fn main() {
             .expect("memcached"),
     );
     let url = sidecar_process.data_url();
-    warm(&store, 4 << 30).await;
+    warm(&store).await;
 
     let pids = [
         std::process::id(),
