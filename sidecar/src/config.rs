@@ -86,6 +86,14 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub max_connections: u64,
 
+    /// Connections one client address may have open at once on each of the data and metadata
+    /// listeners; a further one is answered `503 ServiceUnavailable` naming this limit and
+    /// closed, so that one client cannot take every slot of --max-connections. Clients seen
+    /// through a NAT share one address: raise it there.
+    #[arg(long, env = "ZMM_MAX_CONNECTIONS_PER_CLIENT", default_value_t = 512,
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub max_connections_per_client: u64,
+
     /// Listings (`createReadStream`, `rawListKeys`) one metadata client may have open at once;
     /// the call beyond it is refused with an error answer.
     #[arg(long, env = "ZMM_MAX_STREAMS_PER_CLIENT", default_value_t = 16,

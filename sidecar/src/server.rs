@@ -7,12 +7,11 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 
 use crate::admin;
 use crate::blob::{BlobStore, CHUNK_ITEM_OVERHEAD};
 use crate::config::Config;
-use crate::connlimit::LimitedListener;
+use crate::connlimit::{ConnectionLimits, LimitedListener};
 use crate::data::{self, DataService};
 use crate::health::Health;
 use crate::items::{EmbeddedStore, ItemError, ItemStore, MemcachedStore, SharedItemStore};
@@ -183,17 +182,14 @@ pub async fn run(config: Config) -> Result<(), StartupError> {
         tracing::info!("shutting down: finishing in-flight requests");
         let _ = stop_tx.send(true);
     });
-    let max_connections = usize::try_from(config.max_connections).unwrap_or(usize::MAX);
-    let serve = |listener: TcpListener, app: Router, limited: bool| {
+    let limits = ConnectionLimits {
+        max_connections: usize::try_from(config.max_connections).unwrap_or(usize::MAX),
+        max_per_client: usize::try_from(config.max_connections_per_client).unwrap_or(usize::MAX),
+    };
+    let serve = |listener: TcpListener, name: &'static str, app: Router, limits| {
         let mut stop = stop_rx.clone();
-        // The admin listener is not limited: probes must get through a saturated sidecar.
-        let limit = if limited {
-            max_connections
-        } else {
-            Semaphore::MAX_PERMITS
-        };
         async move {
-            axum::serve(LimitedListener::new(listener, limit), app)
+            axum::serve(LimitedListener::new(listener, name, limits), app)
                 .with_graceful_shutdown(async move {
                     let _ = stop.wait_for(|stopped| *stopped).await;
                 })
@@ -202,9 +198,10 @@ pub async fn run(config: Config) -> Result<(), StartupError> {
     };
     let servers = async {
         let (data_result, metadata_result, admin_result) = tokio::join!(
-            serve(data_listener, data, true),
-            serve(metadata_listener, metadata, true),
-            serve(admin_listener, admin, false)
+            serve(data_listener, "data", data, limits),
+            serve(metadata_listener, "metadata", metadata, limits),
+            // Not limited: probes must get through a saturated sidecar.
+            serve(admin_listener, "admin", admin, ConnectionLimits::UNLIMITED)
         );
         data_result.and(metadata_result).and(admin_result)
     };

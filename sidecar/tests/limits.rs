@@ -1,5 +1,5 @@
 //! The configured limits through the real binary: object size, metadata key and value sizes,
-//! connections per listener and open streams per metadata client.
+//! connections per listener and per client, and open streams per metadata client.
 
 #![allow(clippy::unwrap_used)] // a test fails loudly on the first unexpected error
 
@@ -126,6 +126,69 @@ fn metadata_connections_are_limited_too() {
     drop(_held);
     let answer = exchange(&mut second, b"", Duration::from_secs(5));
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+}
+
+/// A connection from `local` (an address of the loopback range) to `to`.
+async fn connect_from(local: [u8; 4], to: std::net::SocketAddr) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind((local, 0).into()).unwrap();
+    let stream = socket.connect(to).await.unwrap().into_std().unwrap();
+    stream.set_nonblocking(false).unwrap();
+    stream
+}
+
+/// A client over its bound gets a clear error at once, other clients are served, and the
+/// client gets its places back as its connections close. The bounded client has an address of
+/// its own (127.0.0.3), so that the fixture's readiness probes from 127.0.0.1 do not count.
+async fn one_client_is_bounded(to: std::net::SocketAddr, request: &[u8]) {
+    const CLIENT: [u8; 4] = [127, 0, 0, 3];
+    let held = [
+        connect_from(CLIENT, to).await,
+        connect_from(CLIENT, to).await,
+    ];
+    std::thread::sleep(Duration::from_millis(200));
+    let mut third = connect_from(CLIENT, to).await;
+    let answer = exchange(&mut third, request, Duration::from_secs(5));
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(
+        answer.contains("\"errorType\":\"ServiceUnavailable\""),
+        "{answer}"
+    );
+    assert!(
+        answer.contains("too many connections from 127.0.0.3: at most 2 per client"),
+        "{answer}"
+    );
+    // Another client address is not affected.
+    let mut other = connect_from([127, 0, 0, 2], to).await;
+    let answer = exchange(&mut other, request, Duration::from_secs(5));
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    // Its connections close: the client may open others.
+    drop(held);
+    let mut served = false;
+    for _ in 0..50 {
+        std::thread::sleep(Duration::from_millis(100));
+        let mut again = connect_from(CLIENT, to).await;
+        if exchange(&mut again, request, Duration::from_secs(5)).starts_with("HTTP/1.1 200") {
+            served = true;
+            break;
+        }
+    }
+    assert!(served, "the client never got its places back");
+}
+
+#[tokio::test]
+async fn data_connections_are_bounded_per_client_with_a_clear_error() {
+    let sidecar = Sidecar::start(BINARY, &["--max-connections-per-client", "2"]);
+    let disk_usage = b"GET /DataFile?diskUsage HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n";
+    one_client_is_bounded(sidecar.data_addr(), disk_usage).await;
+}
+
+#[tokio::test]
+async fn metadata_connections_are_bounded_per_client_with_a_clear_error() {
+    let sidecar = Sidecar::start(BINARY, &["--max-connections-per-client", "2"]);
+    let handshake =
+        b"GET /socket.io/?EIO=4&transport=polling HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n";
+    one_client_is_bounded(sidecar.metadata_addr(), handshake).await;
 }
 
 fn js_dir() -> PathBuf {
