@@ -50,6 +50,8 @@ pub struct Metrics {
     pub data_latency: Family<RouteLabels, Histogram, fn() -> Histogram>,
     pub data_bytes_in: Counter,
     pub data_bytes_out: Counter,
+    /// Blob downloads whose body is being sent now.
+    pub data_open_downloads: Gauge,
     pub memcached_errors: Family<ErrorLabels, Counter>,
     pub metadata_calls: Family<CallLabels, Counter>,
     pub metadata_latency: Family<CallNameLabels, Histogram, fn() -> Histogram>,
@@ -59,6 +61,15 @@ pub struct Metrics {
 }
 
 type OpenStreamsSource = Box<dyn Fn() -> usize + Send + Sync>;
+
+/// One download counted in `zmm_data_open_downloads`; see [`Metrics::open_download`].
+pub struct OpenDownload(Gauge);
+
+impl Drop for OpenDownload {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
 
 impl Default for Metrics {
     fn default() -> Metrics {
@@ -96,6 +107,12 @@ impl Default for Metrics {
             "Blob bytes sent by the data API",
             data_bytes_out.clone(),
         );
+        let data_open_downloads = Gauge::default();
+        registry.register(
+            "data_open_downloads",
+            "Blob downloads whose body is being sent now",
+            data_open_downloads.clone(),
+        );
         registry.register(
             "memcached_errors",
             "Failed memcached operations by kind",
@@ -123,6 +140,7 @@ impl Default for Metrics {
             data_latency,
             data_bytes_in,
             data_bytes_out,
+            data_open_downloads,
             memcached_errors,
             metadata_calls,
             metadata_latency,
@@ -159,6 +177,13 @@ impl Metrics {
         self.data_latency
             .get_or_create(&RouteLabels { route })
             .observe(elapsed.as_secs_f64());
+    }
+
+    /// Count a download in `zmm_data_open_downloads` until the returned guard is dropped
+    /// with its response body, however the body ends.
+    pub fn open_download(&self) -> OpenDownload {
+        self.data_open_downloads.inc();
+        OpenDownload(self.data_open_downloads.clone())
     }
 
     pub fn memcached_error(&self, kind: &'static str) {

@@ -179,3 +179,67 @@ async fn kill_9_under_mixed_load_loses_no_acknowledged_write() {
         "{verified}"
     );
 }
+
+/// A sidecar killed while receiving an upload cannot clean up after it: what it wrote must be
+/// chunks that memcached expires by itself, and no manifest (nothing published).
+#[test]
+fn a_sidecar_killed_mid_upload_leaves_only_chunks_that_expire() {
+    use std::io::Write;
+    use std::time::{SystemTime, UNIX_EPOCH};
+
+    let memcached = Memcached::start(&[]);
+    let mut sidecar = sidecar(&memcached, &[]);
+    let before = memcached.items().len();
+    let mut stream = std::net::TcpStream::connect(sidecar.data_addr()).unwrap();
+    let declared = 8 << 20;
+    write!(
+        stream,
+        "PUT /DataFile/ HTTP/1.1\r\nHost: localhost\r\nContent-Length: {declared}\r\n\r\n"
+    )
+    .unwrap();
+    stream.write_all(&blob(7, 3 << 20)).unwrap();
+    // Wait until several of the body's chunks (512 KiB each) are in memcached.
+    assert!(
+        faults_common::eventually(Duration::from_secs(10), || {
+            memcached.items().len() >= before + 4
+        }),
+        "the upload's chunks never reached memcached"
+    );
+    sidecar.signal("KILL");
+    assert!(sidecar.wait(Duration::from_secs(10)).is_some());
+    drop(stream);
+
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let blob_items: Vec<_> = memcached
+        .items()
+        .into_iter()
+        .filter(|item| item.key.starts_with("b:"))
+        .collect();
+    let manifests = blob_items
+        .iter()
+        .filter(|item| item.key.matches(':').count() == 1)
+        .count();
+    let permanent = blob_items
+        .iter()
+        .filter(|item| item.expires.is_none())
+        .count();
+    let expiring = blob_items
+        .iter()
+        .filter(|item| {
+            item.expires
+                .is_some_and(|at| at > now && at <= now + 7 * 3600)
+        })
+        .count();
+    println!(
+        "killed mid-upload: {} chunk items left, {expiring} expiring within 7 h, {permanent} \
+         permanent (must be 0), {manifests} manifests (must be 0)",
+        blob_items.len()
+    );
+    assert!(blob_items.len() >= 4, "{blob_items:?}");
+    assert_eq!(manifests, 0, "{blob_items:?}");
+    assert_eq!(permanent, 0, "{blob_items:?}");
+    assert_eq!(expiring, blob_items.len(), "{blob_items:?}");
+}

@@ -7,6 +7,6 @@ mod ports;
 mod sidecar;
 
 pub use bytes::pseudo_random_bytes;
-pub use memcached::Memcached;
+pub use memcached::{DumpedItem, Memcached};
 pub use ports::{free_port, wait_for_listener};
 pub use sidecar::Sidecar;

@@ -124,6 +124,70 @@ impl Memcached {
     }
 }
 
+/// One item as memcached's `lru_crawler metadump` lists it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DumpedItem {
+    pub key: String,
+    /// When it expires, in Unix seconds; `None` for never.
+    pub expires: Option<u64>,
+}
+
+impl Memcached {
+    /// Every live item with its expiry, read with `lru_crawler metadump all`.
+    pub fn items(&self) -> Vec<DumpedItem> {
+        use std::io::{BufRead, BufReader, Write};
+        let Ok(mut stream) = std::net::TcpStream::connect(self.addr()) else {
+            return Vec::new();
+        };
+        if stream.write_all(b"lru_crawler metadump all\r\n").is_err() {
+            return Vec::new();
+        }
+        let mut items = Vec::new();
+        for line in BufReader::new(stream).lines() {
+            let Ok(line) = line else { break };
+            if line == "END" || line.starts_with("ERROR") || line.starts_with("CLIENT_ERROR") {
+                break;
+            }
+            let field = |name: &str| {
+                line.split(' ')
+                    .find_map(|pair| pair.strip_prefix(name)?.strip_prefix('='))
+            };
+            if let (Some(key), Some(exp)) = (field("key"), field("exp")) {
+                items.push(DumpedItem {
+                    key: percent_decoded(key),
+                    expires: exp.parse::<i64>().ok().and_then(|e| u64::try_from(e).ok()),
+                });
+            }
+        }
+        items
+    }
+}
+
+/// metadump writes keys URL-encoded (`:` as `%3A`).
+fn percent_decoded(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes.get(i + 1..i + 3).and_then(|pair| {
+            std::str::from_utf8(pair)
+                .ok()
+                .and_then(|pair| u8::from_str_radix(pair, 16).ok())
+        });
+        match (bytes[i], hex) {
+            (b'%', Some(byte)) => {
+                out.push(byte);
+                i += 3;
+            }
+            (byte, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 impl Drop for Memcached {
     fn drop(&mut self) {
         self.stop();

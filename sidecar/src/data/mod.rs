@@ -218,10 +218,13 @@ impl DataService {
             .transpose()
             .map_err(|error| self.failed(error))?;
         let sent = self.metrics.data_bytes_out.clone();
+        let open = self.metrics.open_download();
         let failures = self.clone();
         let body = stream::iter(first.map(Ok))
             .chain(content)
             .inspect_ok(move |piece| {
+                // The guard lives as long as the body does.
+                let _open = &open;
                 sent.inc_by(piece.len() as u64);
             })
             .inspect_err(move |error| {
