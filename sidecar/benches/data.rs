@@ -271,7 +271,7 @@ async fn warm(store: &MemcachedStore) {
     }
     println!(
         "memcached warmed: {} MiB written and freed",
-        written * CHUNK >> 20
+        (written * CHUNK) >> 20
     );
 }
 
