@@ -1,7 +1,7 @@
 //! Chunk items: a slice of a blob sealed with a CRC32C over its item key and bytes, so that a
 //! corrupt or misplaced chunk is detected on read instead of served.
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 
 use crate::items::ItemKey;
 
@@ -12,26 +12,18 @@ fn checksum(item: &ItemKey, data: &[u8]) -> u32 {
     crc32c::crc32c_append(crc32c::crc32c(item.as_ref()), data)
 }
 
-/// A buffer to collect the bytes of one chunk in, with room for the seal in front, so that
-/// sealing does not copy the chunk.
-pub fn unsealed(capacity: usize) -> BytesMut {
-    let mut buffer = BytesMut::with_capacity(SEAL_LEN + capacity);
-    buffer.put_u32_le(0);
-    buffer
-}
-
-/// Seal a buffer made by [`unsealed`] and filled with the chunk's bytes.
-pub fn seal_in_place(item: &ItemKey, mut buffer: BytesMut) -> Bytes {
-    let sum = checksum(item, &buffer[SEAL_LEN..]);
-    buffer[..SEAL_LEN].copy_from_slice(&sum.to_le_bytes());
-    buffer.freeze()
-}
-
-#[cfg(test)]
-fn seal(item: &ItemKey, data: &[u8]) -> Bytes {
-    let mut buffer = unsealed(data.len());
-    buffer.put_slice(data);
-    seal_in_place(item, buffer)
+/// Seal a chunk that arrived in pieces (slices of the request body): the seal goes in front as
+/// a piece of its own, so that no byte of the chunk is copied on its way to memcached.
+pub fn seal(item: &ItemKey, parts: Vec<Bytes>) -> Vec<Bytes> {
+    let sum = parts
+        .iter()
+        .fold(crc32c::crc32c(item.as_ref()), |sum, part| {
+            crc32c::crc32c_append(sum, part)
+        });
+    let mut sealed = Vec::with_capacity(parts.len() + 1);
+    sealed.push(Bytes::copy_from_slice(&sum.to_le_bytes()));
+    sealed.extend(parts);
+    sealed
 }
 
 /// The chunk's bytes, or `None` when the seal does not match.
@@ -48,11 +40,18 @@ pub fn open(item: &ItemKey, mut sealed: Bytes) -> Option<Bytes> {
 mod tests {
     use super::*;
 
+    fn joined(parts: Vec<Bytes>) -> Bytes {
+        Bytes::from(parts.concat())
+    }
+
     #[test]
     fn a_sealed_chunk_opens_only_under_its_own_key_and_intact() {
         let here = ItemKey::new("b:k:0").unwrap();
         let there = ItemKey::new("b:k:1").unwrap();
-        let sealed = seal(&here, b"hello");
+        let sealed = joined(seal(
+            &here,
+            vec![Bytes::from_static(b"hel"), Bytes::from_static(b"lo")],
+        ));
         assert_eq!(open(&here, sealed.clone()).as_deref(), Some(&b"hello"[..]));
         assert_eq!(open(&there, sealed.clone()), None);
         let mut flipped = sealed.to_vec();

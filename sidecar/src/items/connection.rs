@@ -60,12 +60,12 @@ struct Connection {
 enum Request {
     /// `mg <key> v`.
     Get(Bytes),
-    /// `ms`, `add` or `cas`: the command line, then the value. `repeatable` when sending it
-    /// twice does no harm (a plain set), so that it may be sent again on a new connection
-    /// after meeting a dead pooled one.
+    /// `ms`, `add` or `cas`: the command line, then the value (its parts one after the other).
+    /// `repeatable` when sending it twice does no harm (a plain set), so that it may be sent
+    /// again on a new connection after meeting a dead pooled one.
     Store {
         line: Bytes,
-        value: Bytes,
+        value: Vec<Bytes>,
         repeatable: bool,
     },
 }
@@ -183,8 +183,9 @@ impl ConnectionPool {
 
     /// Store `value` under `key` (meta `ms`: memcached unlinks `key` if it refuses, in either
     /// protocol, so this is for keys whose old item nobody needs).
-    pub async fn set(&self, key: &ItemKey, value: Bytes, expiry: Expiry) -> ItemResult<()> {
-        let line = format!("ms {key} {} T{}\r\n", value.len(), exptime(expiry));
+    pub async fn set(&self, key: &ItemKey, value: Vec<Bytes>, expiry: Expiry) -> ItemResult<()> {
+        let size = value.iter().map(Bytes::len).sum::<usize>();
+        let line = format!("ms {key} {size} T{}\r\n", exptime(expiry));
         match self.store(key, line, value, true).await? {
             Line::Stored => Ok(()),
             line => Err(unexpected(&format!("a set answered {line:?}"))),
@@ -194,7 +195,7 @@ impl ConnectionPool {
     /// Text-protocol `add`: `Stored` or `NotStored`.
     pub async fn add(&self, key: &ItemKey, value: Bytes, expiry: Expiry) -> ItemResult<Line> {
         let line = format!("add {key} 0 {} {}\r\n", exptime(expiry), value.len());
-        self.store(key, line, value, false).await
+        self.store(key, line, vec![value], false).await
     }
 
     /// Text-protocol `cas`: `Stored`, `Exists` or `NotFound`.
@@ -210,17 +211,17 @@ impl ConnectionPool {
             exptime(expiry),
             value.len()
         );
-        self.store(key, line, value, false).await
+        self.store(key, line, vec![value], false).await
     }
 
     async fn store(
         &self,
         key: &ItemKey,
         line: String,
-        value: Bytes,
+        value: Vec<Bytes>,
         repeatable: bool,
     ) -> ItemResult<Line> {
-        let size = value.len();
+        let size = value.iter().map(Bytes::len).sum();
         let request = Request::Store {
             line: Bytes::from(line),
             value,
@@ -333,7 +334,8 @@ impl Connection {
         match request {
             Request::Get(line) => self.write(line.clone()).await?,
             Request::Store { line, value, .. } => {
-                self.write(line.clone().chain(value.clone()).chain(&b"\r\n"[..]))
+                let value = Parts::new(value.clone());
+                self.write(line.clone().chain(value).chain(&b"\r\n"[..]))
                     .await?
             }
         }
@@ -424,6 +426,62 @@ impl Connection {
     }
 }
 
+/// A value in several buffers, written in place: one vectored write covers them all.
+struct Parts {
+    parts: Vec<Bytes>,
+    /// The first part not yet written.
+    next: usize,
+    remaining: usize,
+}
+
+impl Parts {
+    fn new(mut parts: Vec<Bytes>) -> Parts {
+        // An empty part would end `chunk` early.
+        parts.retain(|part| !part.is_empty());
+        let remaining = parts.iter().map(Bytes::len).sum();
+        Parts {
+            parts,
+            next: 0,
+            remaining,
+        }
+    }
+}
+
+impl Buf for Parts {
+    fn remaining(&self) -> usize {
+        self.remaining
+    }
+
+    fn chunk(&self) -> &[u8] {
+        self.parts.get(self.next).map_or(&[], |part| &part[..])
+    }
+
+    fn advance(&mut self, mut count: usize) {
+        while count > 0 {
+            let Some(part) = self.parts.get_mut(self.next) else {
+                return;
+            };
+            let step = count.min(part.len());
+            part.advance(step);
+            count -= step;
+            self.remaining -= step;
+            if part.is_empty() {
+                self.next += 1;
+            }
+        }
+    }
+
+    fn chunks_vectored<'a>(&'a self, slices: &mut [std::io::IoSlice<'a>]) -> usize {
+        let parts = self.parts[self.next..].iter();
+        let mut filled = 0;
+        for (slice, part) in slices.iter_mut().zip(parts) {
+            *slice = std::io::IoSlice::new(part);
+            filled += 1;
+        }
+        filled
+    }
+}
+
 fn io_error(error: std::io::Error) -> ItemError {
     ItemError::Unavailable(error.to_string())
 }
@@ -444,6 +502,29 @@ mod tests {
         assert_eq!(exptime(Expiry::After(Duration::from_secs(60))), 60);
         let far = exptime(Expiry::After(Duration::from_secs(40 * 24 * 3600)));
         assert!(u64::from(far) > MAX_RELATIVE_SECS * 10, "{far}");
+    }
+
+    #[test]
+    fn parts_read_as_one_value_and_advance_across_their_bounds() {
+        let whole: Vec<u8> = (0..100u8).collect();
+        let pieces = [0..10, 10..10, 10..55, 55..56, 56..100]
+            .map(|range| Bytes::copy_from_slice(&whole[range]))
+            .to_vec();
+        let mut parts = Parts::new(pieces);
+        assert_eq!(parts.remaining(), 100);
+        let mut slices = [std::io::IoSlice::new(&[]); 8];
+        assert_eq!(parts.chunks_vectored(&mut slices), 4);
+        // Across part bounds, by amounts that end inside and at the end of parts.
+        parts.advance(5);
+        parts.advance(5);
+        assert_eq!(parts.chunk()[0], 10);
+        parts.advance(46);
+        assert_eq!((parts.chunk()[0], parts.remaining()), (56, 44));
+        let mut rest = vec![0u8; 44];
+        parts.copy_to_slice(&mut rest);
+        assert_eq!(rest, whole[56..]);
+        assert_eq!(parts.remaining(), 0);
+        assert!(parts.chunk().is_empty());
     }
 
     #[test]

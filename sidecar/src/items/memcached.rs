@@ -170,7 +170,11 @@ impl ItemStore for MemcachedStore {
     }
 
     async fn set(&self, key: &ItemKey, value: Bytes, expiry: Expiry) -> ItemResult<()> {
-        self.connections.set(key, value, expiry).await
+        self.connections.set(key, vec![value], expiry).await
+    }
+
+    async fn set_parts(&self, key: &ItemKey, parts: Vec<Bytes>, expiry: Expiry) -> ItemResult<()> {
+        self.connections.set(key, parts, expiry).await
     }
 
     async fn add(&self, key: &ItemKey, value: Bytes, expiry: Expiry) -> ItemResult<bool> {

@@ -93,6 +93,12 @@ pub trait ItemStore: Send + Sync + 'static {
     async fn gets(&self, key: &ItemKey) -> ItemResult<Option<(Bytes, CasToken)>>;
 
     async fn set(&self, key: &ItemKey, value: Bytes, expiry: Expiry) -> ItemResult<()>;
+    /// [`ItemStore::set`] of the value made of `parts` one after the other, for values that
+    /// arrive in pieces (blob chunks, as slices of the request body): a store that can write
+    /// them without joining them does.
+    async fn set_parts(&self, key: &ItemKey, parts: Vec<Bytes>, expiry: Expiry) -> ItemResult<()> {
+        self.set(key, Bytes::from(parts.concat()), expiry).await
+    }
 
     /// Store only if absent; `false` when the key exists. A refusal (`Full`, `TooLarge`)
     /// leaves an existing item as it was.
