@@ -29,19 +29,34 @@ impl Memcached {
     }
 
     /// memcached with exactly these flags (besides the address).
+    ///
+    /// A server that exits before listening (its port taken between the check that it was
+    /// free and its bind, on a loaded machine) is started again on another port, as
+    /// [`crate::Sidecar::start`] does.
     pub fn start_with(args: Vec<String>) -> Memcached {
         let mut server = Memcached {
-            port: free_port(),
+            port: 0,
             args,
             child: None,
         };
-        server.spawn();
-        server
+        for attempt in 1..=crate::sidecar::START_ATTEMPTS {
+            server.port = free_port();
+            match server.try_spawn() {
+                Ok(()) => return server,
+                Err(status) if attempt < crate::sidecar::START_ATTEMPTS => {
+                    eprintln!("memcached exited while starting ({status}): starting it again");
+                }
+                Err(status) => panic!("memcached exited while starting ({status})"),
+            }
+        }
+        unreachable!("START_ATTEMPTS is at least 1")
     }
 
-    fn spawn(&mut self) {
+    /// Start on this server's port and wait until it listens; the exit status of a server
+    /// that stopped first.
+    fn try_spawn(&mut self) -> Result<(), std::process::ExitStatus> {
         let port = self.port.to_string();
-        let child = Command::new(binary())
+        let mut child = Command::new(binary())
             .args(["-l", "127.0.0.1", "-p", &port, "-U", "0", "-u", "root"])
             .args(&self.args)
             .stdout(Stdio::null())
@@ -52,12 +67,29 @@ impl Memcached {
                     "cannot start memcached ({error}); install it (the README's test command does)"
                 )
             });
-        self.child = Some(child);
-        assert!(
-            wait_for_listener(self.addr(), Duration::from_secs(10)),
-            "memcached did not listen on {}",
-            self.addr()
-        );
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Err(status);
+            }
+            if wait_for_listener(self.addr(), Duration::from_millis(200)) {
+                self.child = Some(child);
+                return Ok(());
+            }
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("memcached did not listen on {}", self.addr());
+    }
+
+    /// Start (again) on the same port: a restart must keep its address.
+    fn spawn(&mut self) {
+        if let Err(status) = self.try_spawn() {
+            panic!(
+                "memcached exited while starting on {} ({status})",
+                self.addr()
+            );
+        }
     }
 
     /// The server's process id while it runs (benchmarks read its CPU time).

@@ -6,6 +6,9 @@ use std::time::{Duration, Instant};
 
 use crate::ports::{free_port, wait_for_listener};
 
+/// How many times [`Sidecar::start`] starts a sidecar that exits while starting.
+pub const START_ATTEMPTS: usize = 3;
+
 pub struct Sidecar {
     binary: String,
     args: Vec<String>,
@@ -18,22 +21,60 @@ pub struct Sidecar {
 impl Sidecar {
     /// Start `binary` (the test's `env!("CARGO_BIN_EXE_zenko-memcached-sidecar")`) with its
     /// three listeners on free ports and `args` besides, and wait until it serves.
+    ///
+    /// A sidecar that exits while starting is started again, on new ports, up to
+    /// [`START_ATTEMPTS`] times: on a loaded machine a port can be taken between the check
+    /// that it is free and the bind, or a memcached that has only just started can refuse a
+    /// first connection. What it printed stays on stderr; a sidecar that keeps failing, or
+    /// one that runs without ever listening, fails the test.
     pub fn start(binary: &str, args: &[&str]) -> Sidecar {
         let mut sidecar = Sidecar {
             binary: binary.to_owned(),
             args: args.iter().map(|arg| arg.to_string()).collect(),
-            data_port: free_port(),
-            metadata_port: free_port(),
-            admin_port: free_port(),
+            data_port: 0,
+            metadata_port: 0,
+            admin_port: 0,
             child: None,
         };
-        sidecar.spawn();
-        assert!(
-            wait_for_listener(sidecar.admin_addr(), Duration::from_secs(20))
-                && wait_for_listener(sidecar.data_addr(), Duration::from_secs(5)),
-            "the sidecar did not start listening"
-        );
-        sidecar
+        for attempt in 1..=START_ATTEMPTS {
+            sidecar.data_port = free_port();
+            sidecar.metadata_port = free_port();
+            sidecar.admin_port = free_port();
+            sidecar.spawn();
+            match sidecar.wait_until_serving() {
+                Ok(()) => return sidecar,
+                Err(Some(status)) if attempt < START_ATTEMPTS => {
+                    eprintln!("the sidecar exited while starting ({status}): starting it again");
+                }
+                Err(Some(status)) => panic!("the sidecar exited while starting ({status})"),
+                Err(None) => panic!("the sidecar runs but did not start listening"),
+            }
+        }
+        unreachable!("START_ATTEMPTS is at least 1")
+    }
+
+    /// Wait until the admin and data listeners accept connections; the exit status of a
+    /// sidecar that stopped first, or `None` for one still running without listening.
+    fn wait_until_serving(&mut self) -> Result<(), Option<ExitStatus>> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|child| child.try_wait().ok().flatten())
+            {
+                self.child = None;
+                return Err(Some(status));
+            }
+            if wait_for_listener(self.admin_addr(), Duration::from_millis(200)) {
+                return if wait_for_listener(self.data_addr(), Duration::from_secs(5)) {
+                    Ok(())
+                } else {
+                    Err(None)
+                };
+            }
+        }
+        Err(None)
     }
 
     fn command(&self) -> Command {
