@@ -16,7 +16,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::serve::Listener;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
@@ -29,7 +29,10 @@ const MAX_REFUSALS_IN_FLIGHT: usize = 64;
 const REFUSAL_TIME: Duration = Duration::from_secs(2);
 /// Request bytes a refusal reads (and drops) so that closing does not reset the connection
 /// before the client has read the answer.
-const REFUSAL_DRAIN: usize = 64 * 1024;
+const REFUSAL_DRAIN: usize = 1024 * 1024;
+/// At most one warning about refused connections per listener in this time: a client in a
+/// reconnect loop must not flood the log.
+const REFUSAL_WARNING_EVERY: Duration = Duration::from_secs(10);
 
 /// The bounds of one listener.
 #[derive(Clone, Copy, Debug)]
@@ -54,6 +57,9 @@ pub struct LimitedListener {
     slots: Arc<Semaphore>,
     clients: Arc<ClientCounts>,
     refusals: Arc<Semaphore>,
+    /// When refusals were last logged, and how many came since.
+    last_warning: Option<Instant>,
+    unreported: u64,
 }
 
 impl LimitedListener {
@@ -71,16 +77,28 @@ impl LimitedListener {
                 open: Mutex::new(HashMap::new()),
             }),
             refusals: Arc::new(Semaphore::new(MAX_REFUSALS_IN_FLIGHT)),
+            last_warning: None,
+            unreported: 0,
         }
     }
 
     /// Answer a connection over its client's bound, in the background.
-    fn refuse(&self, mut stream: TcpStream, addr: SocketAddr) {
+    fn refuse(&mut self, mut stream: TcpStream, addr: SocketAddr) {
         let max = self.clients.max;
-        tracing::warn!(
-            listener = self.name, client = %addr.ip(), limit = max,
-            "connection refused: the client has reached --max-connections-per-client"
-        );
+        self.unreported += 1;
+        if self
+            .last_warning
+            .is_none_or(|at| at.elapsed() >= REFUSAL_WARNING_EVERY)
+        {
+            tracing::warn!(
+                listener = self.name, client = %addr.ip(), limit = max,
+                refused = self.unreported,
+                "connections refused: a client reached --max-connections-per-client \
+                 (refused counts those since the last warning)"
+            );
+            self.last_warning = Some(Instant::now());
+            self.unreported = 0;
+        }
         let Ok(permit) = self.refusals.clone().try_acquire_owned() else {
             return;
         };
