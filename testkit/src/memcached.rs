@@ -73,6 +73,12 @@ impl Memcached {
                 return Err(status);
             }
             if wait_for_listener(self.addr(), Duration::from_millis(200)) {
+                // Answered by this server, not by another process that took the port first
+                // (this one would have exited on its bind).
+                std::thread::sleep(Duration::from_millis(50));
+                if let Ok(Some(status)) = child.try_wait() {
+                    return Err(status);
+                }
                 self.child = Some(child);
                 return Ok(());
             }
@@ -165,19 +171,37 @@ pub struct DumpedItem {
 }
 
 impl Memcached {
-    /// Every live item with its expiry, read with `lru_crawler metadump all`.
+    /// Every live item with its expiry, read with `lru_crawler metadump all`. memcached
+    /// answers `BUSY` while its background crawler runs: that is asked again, for a while.
     pub fn items(&self) -> Vec<DumpedItem> {
-        use std::io::{BufRead, BufReader, Write};
-        let Ok(mut stream) = std::net::TcpStream::connect(self.addr()) else {
-            return Vec::new();
-        };
-        if stream.write_all(b"lru_crawler metadump all\r\n").is_err() {
-            return Vec::new();
+        for _ in 0..50 {
+            match self.metadump() {
+                Some(items) => return items,
+                None => std::thread::sleep(Duration::from_millis(100)),
+            }
         }
+        panic!("memcached on {} stayed busy crawling", self.addr());
+    }
+
+    /// One metadump, or `None` when memcached was busy.
+    fn metadump(&self) -> Option<Vec<DumpedItem>> {
+        use std::io::{BufRead, BufReader, Write};
+        let mut stream = std::net::TcpStream::connect(self.addr()).expect("connect to memcached");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("read timeout");
+        stream
+            .write_all(b"lru_crawler metadump all\r\n")
+            .expect("send metadump");
         let mut items = Vec::new();
         for line in BufReader::new(stream).lines() {
-            let Ok(line) = line else { break };
-            if line == "END" || line.starts_with("ERROR") || line.starts_with("CLIENT_ERROR") {
+            let line = line.expect("metadump cut short");
+            if line.starts_with("BUSY") {
+                return None;
+            }
+            // Anything but an item line ends the dump: END, or an error.
+            if !line.starts_with("key=") {
+                assert_eq!(line, "END", "metadump answered");
                 break;
             }
             let field = |name: &str| {
@@ -191,7 +215,7 @@ impl Memcached {
                 });
             }
         }
-        items
+        Some(items)
     }
 }
 

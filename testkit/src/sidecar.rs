@@ -53,24 +53,31 @@ impl Sidecar {
         unreachable!("START_ATTEMPTS is at least 1")
     }
 
+    /// The exit status of a child that has stopped (and is then no longer held).
+    fn exited(&mut self) -> Option<ExitStatus> {
+        let status = self.child.as_mut()?.try_wait().ok().flatten()?;
+        self.child = None;
+        Some(status)
+    }
+
     /// Wait until the admin and data listeners accept connections; the exit status of a
     /// sidecar that stopped first, or `None` for one still running without listening.
     fn wait_until_serving(&mut self) -> Result<(), Option<ExitStatus>> {
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
-            if let Some(status) = self
-                .child
-                .as_mut()
-                .and_then(|child| child.try_wait().ok().flatten())
-            {
-                self.child = None;
+            if let Some(status) = self.exited() {
                 return Err(Some(status));
             }
             if wait_for_listener(self.admin_addr(), Duration::from_millis(200)) {
-                return if wait_for_listener(self.data_addr(), Duration::from_secs(5)) {
-                    Ok(())
-                } else {
-                    Err(None)
+                if !wait_for_listener(self.data_addr(), Duration::from_secs(5)) {
+                    return Err(None);
+                }
+                // The listeners answered; a sidecar that lost one of its ports to another
+                // process exits on that bind, just after.
+                std::thread::sleep(Duration::from_millis(50));
+                return match self.exited() {
+                    Some(status) => Err(Some(status)),
+                    None => Ok(()),
                 };
             }
         }
