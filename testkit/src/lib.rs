@@ -5,6 +5,7 @@ mod bytes;
 mod memcached;
 mod ports;
 mod sidecar;
+mod start;
 
 pub use bytes::pseudo_random_bytes;
 pub use memcached::{DumpedItem, Memcached};

@@ -4,7 +4,8 @@ use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use crate::ports::{free_port, wait_for_listener};
+use crate::ports::free_port;
+use crate::start::{self, NotServing};
 
 /// The memcached binary: `ZMM_TEST_MEMCACHED` or `memcached` on the PATH.
 fn binary() -> String {
@@ -28,33 +29,23 @@ impl Memcached {
         Memcached::start_with(args)
     }
 
-    /// memcached with exactly these flags (besides the address).
-    ///
-    /// A server that exits before listening (its port taken between the check that it was
-    /// free and its bind, on a loaded machine) is started again on another port, as
-    /// [`crate::Sidecar::start`] does.
+    /// memcached with exactly these flags (besides the address). A server that exits before
+    /// listening is started again on another port (see [`crate::start`]).
     pub fn start_with(args: Vec<String>) -> Memcached {
         let mut server = Memcached {
             port: 0,
             args,
             child: None,
         };
-        for attempt in 1..=crate::sidecar::START_ATTEMPTS {
+        start::with_retries("memcached", || {
             server.port = free_port();
-            match server.try_spawn() {
-                Ok(()) => return server,
-                Err(status) if attempt < crate::sidecar::START_ATTEMPTS => {
-                    eprintln!("memcached exited while starting ({status}): starting it again");
-                }
-                Err(status) => panic!("memcached exited while starting ({status})"),
-            }
-        }
-        unreachable!("START_ATTEMPTS is at least 1")
+            server.try_spawn()
+        });
+        server
     }
 
-    /// Start on this server's port and wait until it listens; the exit status of a server
-    /// that stopped first.
-    fn try_spawn(&mut self) -> Result<(), std::process::ExitStatus> {
+    /// Start on this server's port and wait until it listens.
+    fn try_spawn(&mut self) -> Result<(), NotServing> {
         let port = self.port.to_string();
         let mut child = Command::new(binary())
             .args(["-l", "127.0.0.1", "-p", &port, "-U", "0", "-u", "root"])
@@ -67,34 +58,15 @@ impl Memcached {
                     "cannot start memcached ({error}); install it (the README's test command does)"
                 )
             });
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while std::time::Instant::now() < deadline {
-            if let Ok(Some(status)) = child.try_wait() {
-                return Err(status);
-            }
-            if wait_for_listener(self.addr(), Duration::from_millis(200)) {
-                // Answered by this server, not by another process that took the port first
-                // (this one would have exited on its bind).
-                std::thread::sleep(Duration::from_millis(50));
-                if let Ok(Some(status)) = child.try_wait() {
-                    return Err(status);
-                }
-                self.child = Some(child);
-                return Ok(());
-            }
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-        panic!("memcached did not listen on {}", self.addr());
+        start::wait_serving(&mut child, &[self.addr()], Duration::from_secs(10))?;
+        self.child = Some(child);
+        Ok(())
     }
 
     /// Start (again) on the same port: a restart must keep its address.
     fn spawn(&mut self) {
-        if let Err(status) = self.try_spawn() {
-            panic!(
-                "memcached exited while starting on {} ({status})",
-                self.addr()
-            );
+        if let Err(not_serving) = self.try_spawn() {
+            panic!("memcached on {} {not_serving}", self.addr());
         }
     }
 
@@ -210,38 +182,16 @@ impl Memcached {
             };
             if let (Some(key), Some(exp)) = (field("key"), field("exp")) {
                 items.push(DumpedItem {
-                    key: percent_decoded(key),
+                    // metadump writes keys URL-encoded (`:` as `%3A`).
+                    key: percent_encoding::percent_decode_str(key)
+                        .decode_utf8_lossy()
+                        .into_owned(),
                     expires: exp.parse::<i64>().ok().and_then(|e| u64::try_from(e).ok()),
                 });
             }
         }
         Some(items)
     }
-}
-
-/// metadump writes keys URL-encoded (`:` as `%3A`).
-fn percent_decoded(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = bytes.get(i + 1..i + 3).and_then(|pair| {
-            std::str::from_utf8(pair)
-                .ok()
-                .and_then(|pair| u8::from_str_radix(pair, 16).ok())
-        });
-        match (bytes[i], hex) {
-            (b'%', Some(byte)) => {
-                out.push(byte);
-                i += 3;
-            }
-            (byte, _) => {
-                out.push(byte);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 impl Drop for Memcached {

@@ -5,9 +5,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::ports::{free_port, wait_for_listener};
-
-/// How many times [`Sidecar::start`] starts a sidecar that exits while starting.
-pub const START_ATTEMPTS: usize = 3;
+use crate::start;
 
 pub struct Sidecar {
     binary: String,
@@ -22,11 +20,8 @@ impl Sidecar {
     /// Start `binary` (the test's `env!("CARGO_BIN_EXE_zenko-memcached-sidecar")`) with its
     /// three listeners on free ports and `args` besides, and wait until it serves.
     ///
-    /// A sidecar that exits while starting is started again, on new ports, up to
-    /// [`START_ATTEMPTS`] times: on a loaded machine a port can be taken between the check
-    /// that it is free and the bind, or a memcached that has only just started can refuse a
-    /// first connection. What it printed stays on stderr; a sidecar that keeps failing, or
-    /// one that runs without ever listening, fails the test.
+    /// A sidecar that exits while starting is started again on new ports (see
+    /// [`crate::start`]); one that keeps failing, or runs without listening, fails the test.
     pub fn start(binary: &str, args: &[&str]) -> Sidecar {
         let mut sidecar = Sidecar {
             binary: binary.to_owned(),
@@ -36,52 +31,22 @@ impl Sidecar {
             admin_port: 0,
             child: None,
         };
-        for attempt in 1..=START_ATTEMPTS {
+        start::with_retries("the sidecar", || {
             sidecar.data_port = free_port();
             sidecar.metadata_port = free_port();
             sidecar.admin_port = free_port();
             sidecar.spawn();
-            match sidecar.wait_until_serving() {
-                Ok(()) => return sidecar,
-                Err(Some(status)) if attempt < START_ATTEMPTS => {
-                    eprintln!("the sidecar exited while starting ({status}): starting it again");
-                }
-                Err(Some(status)) => panic!("the sidecar exited while starting ({status})"),
-                Err(None) => panic!("the sidecar runs but did not start listening"),
+            let addrs = [sidecar.admin_addr(), sidecar.data_addr()];
+            let Some(child) = sidecar.child.as_mut() else {
+                unreachable!("spawn sets the child");
+            };
+            let serving = start::wait_serving(child, &addrs, Duration::from_secs(25));
+            if serving.is_err() {
+                sidecar.child = None;
             }
-        }
-        unreachable!("START_ATTEMPTS is at least 1")
-    }
-
-    /// The exit status of a child that has stopped (and is then no longer held).
-    fn exited(&mut self) -> Option<ExitStatus> {
-        let status = self.child.as_mut()?.try_wait().ok().flatten()?;
-        self.child = None;
-        Some(status)
-    }
-
-    /// Wait until the admin and data listeners accept connections; the exit status of a
-    /// sidecar that stopped first, or `None` for one still running without listening.
-    fn wait_until_serving(&mut self) -> Result<(), Option<ExitStatus>> {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if let Some(status) = self.exited() {
-                return Err(Some(status));
-            }
-            if wait_for_listener(self.admin_addr(), Duration::from_millis(200)) {
-                if !wait_for_listener(self.data_addr(), Duration::from_secs(5)) {
-                    return Err(None);
-                }
-                // The listeners answered; a sidecar that lost one of its ports to another
-                // process exits on that bind, just after.
-                std::thread::sleep(Duration::from_millis(50));
-                return match self.exited() {
-                    Some(status) => Err(Some(status)),
-                    None => Ok(()),
-                };
-            }
-        }
-        Err(None)
+            serving
+        });
+        sidecar
     }
 
     fn command(&self) -> Command {

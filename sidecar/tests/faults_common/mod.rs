@@ -53,9 +53,7 @@ pub fn node(sidecar: &Sidecar, scenario: &str, args: &[&str]) -> String {
 /// The sidecar on `memcached`, with its metadata listener up.
 pub fn sidecar(memcached: &Memcached, extra: &[&str]) -> Sidecar {
     let address = memcached.address();
-    // A memcached that has only just started may refuse a first connection on a loaded
-    // machine; the sidecar retries for this long, as it does in a pod.
-    let mut args = vec!["--memcached", address.as_str(), "--startup-wait", "10"];
+    let mut args = vec!["--memcached", address.as_str()];
     args.extend_from_slice(extra);
     let sidecar = Sidecar::start(BINARY, &args);
     assert!(
