@@ -65,7 +65,7 @@ enum Request {
     /// again on a new connection after meeting a dead pooled one.
     Store {
         line: Bytes,
-        value: Vec<Bytes>,
+        value: Parts,
         repeatable: bool,
     },
 }
@@ -184,8 +184,8 @@ impl ConnectionPool {
     /// Store `value` under `key` (meta `ms`: memcached unlinks `key` if it refuses, in either
     /// protocol, so this is for keys whose old item nobody needs).
     pub async fn set(&self, key: &ItemKey, value: Vec<Bytes>, expiry: Expiry) -> ItemResult<()> {
-        let size = value.iter().map(Bytes::len).sum::<usize>();
-        let line = format!("ms {key} {size} T{}\r\n", exptime(expiry));
+        let value = Parts::new(value);
+        let line = format!("ms {key} {} T{}\r\n", value.remaining(), exptime(expiry));
         match self.store(key, line, value, true).await? {
             Line::Stored => Ok(()),
             line => Err(unexpected(&format!("a set answered {line:?}"))),
@@ -195,7 +195,7 @@ impl ConnectionPool {
     /// Text-protocol `add`: `Stored` or `NotStored`.
     pub async fn add(&self, key: &ItemKey, value: Bytes, expiry: Expiry) -> ItemResult<Line> {
         let line = format!("add {key} 0 {} {}\r\n", exptime(expiry), value.len());
-        self.store(key, line, vec![value], false).await
+        self.store(key, line, Parts::new(vec![value]), false).await
     }
 
     /// Text-protocol `cas`: `Stored`, `Exists` or `NotFound`.
@@ -211,17 +211,17 @@ impl ConnectionPool {
             exptime(expiry),
             value.len()
         );
-        self.store(key, line, vec![value], false).await
+        self.store(key, line, Parts::new(vec![value]), false).await
     }
 
     async fn store(
         &self,
         key: &ItemKey,
         line: String,
-        value: Vec<Bytes>,
+        value: Parts,
         repeatable: bool,
     ) -> ItemResult<Line> {
-        let size = value.iter().map(Bytes::len).sum();
+        let size = value.remaining();
         let request = Request::Store {
             line: Bytes::from(line),
             value,
@@ -334,8 +334,7 @@ impl Connection {
         match request {
             Request::Get(line) => self.write(line.clone()).await?,
             Request::Store { line, value, .. } => {
-                let value = Parts::new(value.clone());
-                self.write(line.clone().chain(value).chain(&b"\r\n"[..]))
+                self.write(line.clone().chain(value.clone()).chain(&b"\r\n"[..]))
                     .await?
             }
         }
@@ -426,7 +425,9 @@ impl Connection {
     }
 }
 
-/// A value in several buffers, written in place: one vectored write covers them all.
+/// A value in several buffers, written in place: one vectored write covers them all. Cloned
+/// per attempt, so that a request sent again starts from its first byte.
+#[derive(Clone)]
 struct Parts {
     parts: Vec<Bytes>,
     /// The first part not yet written.
