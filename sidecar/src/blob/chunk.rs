@@ -8,18 +8,16 @@ use crate::items::ItemKey;
 /// The seal in front of the bytes.
 pub const SEAL_LEN: usize = 4;
 
-fn checksum(item: &ItemKey, data: &[u8]) -> u32 {
-    crc32c::crc32c_append(crc32c::crc32c(item.as_ref()), data)
+/// The CRC32C of the item key followed by the chunk's bytes, in as many pieces as they come.
+fn checksum<'a>(item: &ItemKey, data: impl IntoIterator<Item = &'a [u8]>) -> u32 {
+    data.into_iter()
+        .fold(crc32c::crc32c(item.as_ref()), crc32c::crc32c_append)
 }
 
 /// Seal a chunk that arrived in pieces (slices of the request body): the seal goes in front as
 /// a piece of its own, so that no byte of the chunk is copied on its way to memcached.
 pub fn seal(item: &ItemKey, parts: Vec<Bytes>) -> Vec<Bytes> {
-    let sum = parts
-        .iter()
-        .fold(crc32c::crc32c(item.as_ref()), |sum, part| {
-            crc32c::crc32c_append(sum, part)
-        });
+    let sum = checksum(item, parts.iter().map(|part| &part[..]));
     let mut sealed = Vec::with_capacity(parts.len() + 1);
     sealed.push(Bytes::copy_from_slice(&sum.to_le_bytes()));
     sealed.extend(parts);
@@ -33,7 +31,7 @@ pub fn open(item: &ItemKey, mut sealed: Bytes) -> Option<Bytes> {
     }
     let data = sealed.split_off(SEAL_LEN);
     let stored = u32::from_le_bytes([sealed[0], sealed[1], sealed[2], sealed[3]]);
-    (stored == checksum(item, &data)).then_some(data)
+    (stored == checksum(item, [&data[..]])).then_some(data)
 }
 
 #[cfg(test)]

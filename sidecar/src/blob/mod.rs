@@ -193,8 +193,8 @@ impl Upload {
     {
         let chunk_size = self.store.chunk_size as usize;
         let mut body = std::pin::pin!(body);
-        // The chunk being filled: slices of the body frames, kept as they came.
-        let mut parts = Parts::default();
+        // The chunk being filled.
+        let mut filling = ChunkBytes::default();
         let mut writes = JoinSet::new();
         let mut received = 0u64;
         while let Some(frame) = body.next().await {
@@ -204,10 +204,10 @@ impl Upload {
                 return Err(BlobError::Length { declared, received });
             }
             while !frame.is_empty() {
-                let take = (chunk_size - parts.len).min(frame.len());
-                parts.push(frame.split_to(take));
-                if parts.len == chunk_size {
-                    self.write_chunk(&mut writes, std::mem::take(&mut parts))
+                let take = (chunk_size - filling.len).min(frame.len());
+                filling.push(frame.split_to(take));
+                if filling.len == chunk_size {
+                    self.write_chunk(&mut writes, std::mem::take(&mut filling))
                         .await?;
                 }
             }
@@ -215,8 +215,8 @@ impl Upload {
         if received != declared {
             return Err(BlobError::Length { declared, received });
         }
-        if parts.len > 0 {
-            self.write_chunk(&mut writes, parts).await?;
+        if filling.len > 0 {
+            self.write_chunk(&mut writes, filling).await?;
         }
         while let Some(done) = writes.join_next().await {
             flatten(done)?;
@@ -228,7 +228,7 @@ impl Upload {
     async fn write_chunk(
         &mut self,
         writes: &mut JoinSet<Result<(), ItemError>>,
-        parts: Parts,
+        bytes: ChunkBytes,
     ) -> Result<(), BlobError> {
         while writes.len() >= WRITE_AHEAD {
             if let Some(done) = writes.join_next().await {
@@ -239,7 +239,7 @@ impl Upload {
         self.started += 1;
         let items = self.store.items.clone();
         writes.spawn(async move {
-            let sealed = chunk::seal(&item, parts.into_parts());
+            let sealed = chunk::seal(&item, bytes.into_parts());
             items.set_parts(&item, sealed, PENDING_EXPIRY).await
         });
         Ok(())
@@ -279,14 +279,14 @@ const KEEP_FRAMES_FROM: usize = 64 * 1024;
 /// The bytes of one chunk as they arrived: long frames kept as they came, short ones copied
 /// together; and how many bytes there are.
 #[derive(Default)]
-struct Parts {
+struct ChunkBytes {
     parts: Vec<Bytes>,
     /// Short frames copied one after the other, not yet in `parts`.
     copied: BytesMut,
     len: usize,
 }
 
-impl Parts {
+impl ChunkBytes {
     fn push(&mut self, part: Bytes) {
         self.len += part.len();
         if part.len() < KEEP_FRAMES_FROM {
@@ -344,7 +344,7 @@ mod tests {
     #[test]
     fn short_frames_are_copied_together_and_long_ones_kept_in_order() {
         let long = Bytes::from(vec![7u8; KEEP_FRAMES_FROM]);
-        let mut parts = Parts::default();
+        let mut parts = ChunkBytes::default();
         // A slow client: many short frames, none of which may keep its read buffer alive.
         for n in 0..1000u32 {
             parts.push(Bytes::from(vec![(n % 251) as u8; 100]));
