@@ -7,8 +7,17 @@ use clap::Parser;
 use crate::metadata::ReplicationGroupId;
 
 #[derive(Clone, Debug, Parser)]
-#[command(name = "zenko-memcached-sidecar", version, about)]
+#[command(
+    name = "zenko-memcached-sidecar",
+    version,
+    about,
+    args_conflicts_with_subcommands = true
+)]
 pub struct Config {
+    /// A tool to run instead of serving.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
     /// memcached servers, HOST:PORT[,HOST:PORT...]. Without it the sidecar keeps everything
     /// in an embedded in-process store that is lost when it stops.
     #[arg(long, env = "ZMM_MEMCACHED", value_delimiter = ',')]
@@ -104,4 +113,25 @@ pub struct Config {
     #[arg(long, env = "ZMM_EMBEDDED_ITEM_SIZE_MAX", default_value_t = 1024 * 1024,
           value_parser = clap::value_parser!(u64).range(1024..))]
     pub embedded_item_size_max: u64,
+}
+
+/// The sidecar's tools, each run once instead of serving.
+#[derive(Clone, Debug, clap::Subcommand)]
+pub enum Command {
+    /// Walk every metadata database in memcached and check it: the catalog, each root
+    /// record, every page and out-of-line value it references (presence, checksums, key
+    /// order, separators, sizes, expiry). Read-only; safe next to serving sidecars. Prints
+    /// one line per database and a summary; exits 0 only when everything holds.
+    Check(CheckArgs),
+}
+
+#[derive(Clone, Debug, clap::Args)]
+pub struct CheckArgs {
+    /// The memcached servers, exactly as the sidecars list them.
+    #[arg(long, env = "ZMM_MEMCACHED", value_delimiter = ',', required = true)]
+    pub memcached: Vec<String>,
+
+    /// Print only databases with problems, and the summary.
+    #[arg(long)]
+    pub quiet: bool,
 }

@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod blob;
+pub mod commands;
 pub mod config;
 pub mod connlimit;
 pub mod data;

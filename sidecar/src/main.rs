@@ -1,10 +1,12 @@
-//! The sidecar binary: parse the configuration, set up logging, run until told to stop.
+//! The sidecar binary: parse the configuration, set up logging, run until told to stop (or run
+//! one of its tools).
 
 use std::process::ExitCode;
 
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
-use zenko_memcached_sidecar::config::Config;
+use zenko_memcached_sidecar::commands;
+use zenko_memcached_sidecar::config::{Command, Config};
 use zenko_memcached_sidecar::{probe, server};
 
 fn main() -> ExitCode {
@@ -18,11 +20,6 @@ fn main() -> ExitCode {
             }
         };
     }
-    let filter = EnvFilter::try_new(&config.log_level).unwrap_or_else(|_| EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(false)
-        .init();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -33,6 +30,22 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Some(Command::Check(args)) = &config.command {
+        // 0: everything holds; 1: problems found (printed); 2: the check could not run.
+        return match runtime.block_on(commands::check(args, &mut std::io::stdout())) {
+            Ok(true) => ExitCode::SUCCESS,
+            Ok(false) => ExitCode::FAILURE,
+            Err(error) => {
+                eprintln!("zenko-memcached-sidecar check: {error}");
+                ExitCode::from(2)
+            }
+        };
+    }
+    let filter = EnvFilter::try_new(&config.log_level).unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .init();
     match runtime.block_on(server::run(config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {

@@ -97,7 +97,7 @@ pub enum Line {
 }
 
 /// The `exptime` field: 0 is never; beyond 30 days memcached wants a Unix time.
-fn exptime(expiry: Expiry) -> u32 {
+pub fn exptime(expiry: Expiry) -> u32 {
     let secs = match expiry {
         Expiry::Never => return 0,
         Expiry::After(duration) => expiry_secs(duration),

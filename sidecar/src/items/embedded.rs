@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -158,6 +158,26 @@ impl ItemStore for EmbeddedStore {
             .collect())
     }
 
+    async fn get_many_with_expiry(
+        &self,
+        keys: &[ItemKey],
+    ) -> ItemResult<Vec<Option<(Bytes, Expiry)>>> {
+        let now = Instant::now();
+        let mut state = self.state();
+        Ok(keys
+            .iter()
+            .map(|key| {
+                state.live(key).map(|item| {
+                    let expiry = match item.expires {
+                        None => Expiry::Never,
+                        Some(at) => Expiry::After(at.saturating_duration_since(now)),
+                    };
+                    (item.value.clone(), expiry)
+                })
+            })
+            .collect())
+    }
+
     async fn gets(&self, key: &ItemKey) -> ItemResult<Option<(Bytes, CasToken)>> {
         Ok(self
             .state()
@@ -204,6 +224,29 @@ impl ItemStore for EmbeddedStore {
             item.expires = deadline(expiry);
         }
         Ok(true)
+    }
+
+    async fn count(&self, key: &ItemKey, change: i64, life: Duration) -> ItemResult<u64> {
+        let mut state = self.state();
+        let value = match state.live(key) {
+            None => change.max(0).unsigned_abs(),
+            Some(item) => {
+                let current: u64 = std::str::from_utf8(&item.value)
+                    .ok()
+                    .and_then(|text| text.trim().parse().ok())
+                    .ok_or_else(|| {
+                        ItemError::Protocol("a counter that does not hold a number".into())
+                    })?;
+                current.saturating_add_signed(change)
+            }
+        };
+        self.store(
+            &mut state,
+            key,
+            Bytes::from(value.to_string()),
+            Expiry::After(life),
+        )?;
+        Ok(value)
     }
 
     async fn delete(&self, key: &ItemKey) -> ItemResult<bool> {

@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use memcache::exp::{AsyncMetaClient, Delete, Error as McError, Get, Meta, MutationStatus, Ttl};
+use memcache::exp::{
+    Arithmetic, AsyncMetaClient, Delete, Error as McError, Get, Meta, MutationStatus, Ttl,
+};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
@@ -154,6 +156,35 @@ impl ItemStore for MemcachedStore {
             .collect()
     }
 
+    async fn get_many_with_expiry(
+        &self,
+        keys: &[ItemKey],
+    ) -> ItemResult<Vec<Option<(Bytes, Expiry)>>> {
+        let results = self
+            .client()
+            .run_many(keys.iter().map(|key| Get::new(key).meta(Meta::NONE.ttl())))
+            .await
+            .map_err(|e| classify(e, 0))?;
+        results
+            .into_iter()
+            .map(|result| {
+                let result = result.map_err(|e| classify(e, 0))?;
+                if !result_hit(&result.status) {
+                    return Ok(None);
+                }
+                let expiry = match result.item.ttl {
+                    Some(-1) => Expiry::Never,
+                    Some(secs) => Expiry::After(Duration::from_secs(secs.max(0).unsigned_abs())),
+                    None => return Err(ItemError::Protocol("a hit without its TTL".into())),
+                };
+                match result.value {
+                    Some(value) => Ok(Some((Bytes::from(value), expiry))),
+                    None => Err(ItemError::Protocol("a hit without value".into())),
+                }
+            })
+            .collect()
+    }
+
     async fn gets(&self, key: &ItemKey) -> ItemResult<Option<(Bytes, CasToken)>> {
         let result = self
             .client()
@@ -213,6 +244,27 @@ impl ItemStore for MemcachedStore {
             .await
             .map_err(|e| classify(e, 0))?;
         Ok(result.status == MutationStatus::Applied)
+    }
+
+    async fn count(&self, key: &ItemKey, change: i64, life: Duration) -> ItemResult<u64> {
+        let mut operation = Arithmetic::new(key)
+            .delta(change.unsigned_abs())
+            .initial(
+                change.max(0).unsigned_abs(),
+                connection::exptime(Expiry::After(life)),
+            )
+            .ttl(ttl(Expiry::After(life)));
+        if change < 0 {
+            operation = operation.decrement();
+        }
+        let result = self
+            .client()
+            .run(operation)
+            .await
+            .map_err(|e| classify(e, 0))?;
+        result
+            .value
+            .ok_or_else(|| ItemError::Protocol("a counter without its value".into()))
     }
 
     async fn stats(&self) -> ItemResult<StoreStats> {

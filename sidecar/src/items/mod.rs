@@ -89,6 +89,13 @@ pub trait ItemStore: Send + Sync + 'static {
     /// Several gets in one round trip where the backend can; results in input order.
     async fn get_many(&self, keys: &[ItemKey]) -> ItemResult<Vec<Option<Bytes>>>;
 
+    /// Several gets that also say how long each item has left to live, for checks that a
+    /// live item will not expire (`Expiry::After` holds the time left).
+    async fn get_many_with_expiry(
+        &self,
+        keys: &[ItemKey],
+    ) -> ItemResult<Vec<Option<(Bytes, Expiry)>>>;
+
     /// A get that also returns the CAS token of the version read.
     async fn gets(&self, key: &ItemKey) -> ItemResult<Option<(Bytes, CasToken)>>;
 
@@ -119,6 +126,11 @@ pub trait ItemStore: Send + Sync + 'static {
 
     /// `false` when the key was absent.
     async fn delete(&self, key: &ItemKey) -> ItemResult<bool>;
+
+    /// Add `change` to the counter under `key` (going down stops at 0, as memcached's
+    /// counters do) and let it live `life` from now (a counter always expires); a missing counter is created at `change` (at 0 when
+    /// `change` is negative). The counter's new value.
+    async fn count(&self, key: &ItemKey, change: i64, life: Duration) -> ItemResult<u64>;
 
     async fn stats(&self) -> ItemResult<StoreStats>;
 

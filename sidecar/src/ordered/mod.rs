@@ -15,7 +15,9 @@ use futures::stream::BoxStream;
 
 use crate::items::ItemError;
 
-pub use btree::{MemcachedOrderedStore, PageCacheConfig, PageCacheStats, TreeConfig};
+pub use btree::{
+    DatabaseReport, MemcachedOrderedStore, PageCacheConfig, PageCacheStats, StoreReport, TreeConfig,
+};
 pub use memory::MemoryOrderedStore;
 
 /// The path of one database: `[]` is the root, `["bucket"]` a bucket's database.

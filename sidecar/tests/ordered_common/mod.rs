@@ -99,6 +99,13 @@ impl ItemStore for Counting {
         self.read(keys.len());
         self.inner.get_many(keys).await
     }
+    async fn get_many_with_expiry(
+        &self,
+        keys: &[ItemKey],
+    ) -> ItemResult<Vec<Option<(Bytes, Expiry)>>> {
+        self.read(keys.len());
+        self.inner.get_many_with_expiry(keys).await
+    }
     async fn gets(&self, key: &ItemKey) -> ItemResult<Option<(Bytes, CasToken)>> {
         self.read(1);
         self.inner.gets(key).await
@@ -128,6 +135,10 @@ impl ItemStore for Counting {
     async fn delete(&self, key: &ItemKey) -> ItemResult<bool> {
         self.write();
         self.inner.delete(key).await
+    }
+    async fn count(&self, key: &ItemKey, change: i64, life: Duration) -> ItemResult<u64> {
+        self.write();
+        self.inner.count(key, change, life).await
     }
     async fn stats(&self) -> ItemResult<StoreStats> {
         self.inner.stats().await

@@ -9,7 +9,7 @@ use super::ids::DbId;
 use crate::ordered::{Batch, KeyRange, OrderedError, OrderedResult, Sublevel};
 
 /// The name the catalog's root record carries; no path a client sends reaches its id.
-fn catalog_sublevel() -> Sublevel {
+pub(super) fn catalog_sublevel() -> Sublevel {
     Sublevel::new(vec!["\u{0}catalog".to_owned()])
 }
 

@@ -18,8 +18,9 @@ use super::Inner;
 use super::catalog;
 use super::ids::{DbId, chunk_key, page_key, root_key};
 use super::node::{Garbage, LeafValue, RootRecord, ValueRef, encode_chunk};
+use super::readers;
 use super::tree::{Change, TreeWriter};
-use crate::items::{CasOutcome, Expiry, ItemError, ItemKey};
+use crate::items::{CasOutcome, CasToken, Expiry, ItemError, ItemKey};
 use crate::ordered::{Batch, Mutation, OrderedError, OrderedResult, Sublevel};
 
 /// Concurrent memcached requests one commit issues.
@@ -160,18 +161,18 @@ pub(super) async fn commit_group(
         attempt += 1;
         match try_commit(inner, db, sublevel, &staged, &staged_values).await {
             Ok(Some(results)) => return results,
-            Ok(None) if attempt < MAX_ATTEMPTS => {
+            Ok(None) | Err(Failure::Retry) if attempt < MAX_ATTEMPTS => {
                 let pause = rand::random::<u64>() % (u64::from(attempt.min(20)) * 500 + 1);
                 tokio::time::sleep(Duration::from_micros(pause)).await;
             }
-            Ok(None) => {
+            Ok(None) | Err(Failure::Retry) => {
                 delete_values(inner, db, &staged_values).await;
                 let error = OrderedError::Items(ItemError::Unavailable(
                     "too many concurrent writers, gave up".into(),
                 ));
                 return (0..count).map(|_| Err(duplicate(&error))).collect();
             }
-            Err(Failure { error, ambiguous }) => {
+            Err(Failure::Failed { error, ambiguous }) => {
                 if !ambiguous {
                     delete_values(inner, db, &staged_values).await;
                 }
@@ -295,6 +296,22 @@ async fn expire(inner: &Inner, db: DbId, garbage: &[Garbage]) {
         .await;
 }
 
+/// Reclaim items no current root reaches: at once when no scan is registered on the database,
+/// else after the grace period (scans that outlive it end with `SnapshotExpired`).
+async fn free(inner: &Inner, db: DbId, garbage: &[Garbage]) {
+    if garbage.is_empty() {
+        return;
+    }
+    match readers::running(inner, db).await {
+        Ok(0) => delete_keys(inner, garbage_keys(db, garbage)).await,
+        Ok(_) => expire(inner, db, garbage).await,
+        Err(error) => {
+            tracing::debug!(%error, "could not count the scans; replaced items kept a grace period");
+            expire(inner, db, garbage).await;
+        }
+    }
+}
+
 /// Best-effort removal of items no root ever referred to.
 async fn delete_keys(inner: &Inner, keys: Vec<ItemKey>) {
     stream::iter(keys)
@@ -317,29 +334,54 @@ async fn delete_values(inner: &Inner, db: DbId, values: &[ValueRef]) {
     delete_keys(inner, garbage_keys(db, &garbage)).await;
 }
 
-/// The root a commit starts from is current: a page or value of it missing is lost data.
-fn missing_is_corrupt(sublevel: &Sublevel, error: OrderedError) -> OrderedError {
-    match error {
-        OrderedError::SnapshotExpired(_) => OrderedError::Corrupt(
-            sublevel.clone(),
-            "an item of the current tree is missing from memcached".into(),
-        ),
-        other => other,
+/// What an attempt read from the tree of the root it started from. A page or value of that
+/// tree is missing when another writer's commit replaced the root and freed them (the attempt
+/// is then lost: `Retry`), or, under a root that has not changed, when they are lost.
+async fn reread<T>(
+    inner: &Inner,
+    db: DbId,
+    sublevel: &Sublevel,
+    current: &Option<(Arc<RootRecord>, CasToken)>,
+    read: OrderedResult<T>,
+) -> Result<T, Failure> {
+    match read {
+        Err(OrderedError::SnapshotExpired(_)) => {
+            let now = inner.read_root_for_update(db, sublevel).await?;
+            if now.map(|(_, token)| token) != current.as_ref().map(|(_, token)| *token) {
+                return Err(Failure::Retry);
+            }
+            Err(OrderedError::Corrupt(
+                sublevel.clone(),
+                "a page of the current tree is missing from memcached".into(),
+            )
+            .into())
+        }
+        other => other.map_err(Failure::from),
     }
 }
 
-struct Failure {
-    error: OrderedError,
-    /// The root record may or may not have been replaced: nothing may be cleaned up.
-    ambiguous: bool,
+enum Failure {
+    /// Another writer's commit freed what this attempt was reading: try again.
+    Retry,
+    Failed {
+        error: OrderedError,
+        /// The root record may or may not have been replaced: nothing may be cleaned up.
+        ambiguous: bool,
+    },
 }
 
 impl From<OrderedError> for Failure {
     fn from(error: OrderedError) -> Failure {
-        Failure {
+        Failure::Failed {
             error,
             ambiguous: false,
         }
+    }
+}
+
+impl From<ItemError> for Failure {
+    fn from(error: ItemError) -> Failure {
+        Failure::from(OrderedError::from(error))
     }
 }
 
@@ -367,19 +409,27 @@ async fn try_commit(
                 Some((None, _)) => wanted.is_none(),
                 Some((Some(LeafValue::Inline(text)), _)) => wanted.as_deref() == Some(text),
                 Some((Some(LeafValue::OutOfLine(_)), text)) => wanted.as_deref() == *text,
-                None => match inner
-                    .lookup(db, sublevel, &base.root, key)
-                    .await
-                    .map_err(|error| missing_is_corrupt(sublevel, error))?
+                None => match reread(
+                    inner,
+                    db,
+                    sublevel,
+                    &current,
+                    inner.lookup(db, sublevel, &base.root, key).await,
+                )
+                .await?
                 {
                     None => wanted.is_none(),
                     Some(LeafValue::Inline(text)) => wanted.as_deref() == Some(text.as_str()),
                     Some(LeafValue::OutOfLine(reference)) => match wanted {
                         Some(wanted) if wanted.len() as u64 == reference.len => {
-                            inner
-                                .value(db, sublevel, &reference)
-                                .await
-                                .map_err(|error| missing_is_corrupt(sublevel, error))?
+                            reread(
+                                inner,
+                                db,
+                                sublevel,
+                                &current,
+                                inner.value(db, sublevel, &reference).await,
+                            )
+                            .await?
                                 == *wanted
                         }
                         _ => false,
@@ -432,7 +482,14 @@ async fn try_commit(
         sublevel,
         build: Default::default(),
     };
-    let root = writer.apply_root(&base.root, &changes).await?;
+    let root = reread(
+        inner,
+        db,
+        sublevel,
+        &current,
+        writer.apply_root(&base.root, &changes).await,
+    )
+    .await?;
     let build = writer.build;
     let page_keys: Vec<ItemKey> = build
         .pages
@@ -453,7 +510,6 @@ async fn try_commit(
         return Err(error.into());
     }
 
-    expire(inner, db, &base.garbage).await;
     let mut garbage = build.garbage;
     let overflow = if garbage.len() > super::MAX_ROOT_GARBAGE {
         garbage.split_off(super::MAX_ROOT_GARBAGE)
@@ -494,7 +550,14 @@ async fn try_commit(
                     inner.cache.remove(db, *page);
                 }
             }
-            expire(inner, db, &overflow).await;
+            // What the previous commit replaced is listed in its root record, in case its
+            // writer died before freeing it; this process knows when that writer was itself.
+            let mut freeable = record_garbage;
+            freeable.extend(overflow);
+            if !inner.freed.swap(db, base.generation, base.generation + 1) {
+                freeable.extend(base.garbage.iter().copied());
+            }
+            free(inner, db, &freeable).await;
             delete_values(inner, db, &unused).await;
             Ok(Some(results))
         }
@@ -510,7 +573,7 @@ async fn try_commit(
             if !ambiguous {
                 delete_keys(inner, page_keys).await;
             }
-            Err(Failure {
+            Err(Failure::Failed {
                 error: error.into(),
                 ambiguous,
             })

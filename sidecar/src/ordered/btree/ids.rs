@@ -82,6 +82,11 @@ pub fn page_key(db: DbId, page: PageId) -> Result<ItemKey, OrderedError> {
     item_key(format!("{PREFIX}:{db}:p:{:016x}", page.0))
 }
 
+/// The count of scans of a database registered in one time slot (see `readers`).
+pub fn reader_key(db: DbId, slot: u64) -> Result<ItemKey, OrderedError> {
+    item_key(format!("{PREFIX}:{db}:s:{slot}"))
+}
+
 pub fn chunk_key(db: DbId, value: ValueId, index: u32) -> Result<ItemKey, OrderedError> {
     item_key(format!("{PREFIX}:{db}:v:{:016x}:{index}", value.0))
 }

@@ -14,11 +14,13 @@
 
 mod cache;
 mod catalog;
+mod check;
 mod codec;
 mod commit;
 mod ids;
 mod node;
 mod read;
+mod readers;
 mod scan;
 mod tree;
 
@@ -34,6 +36,7 @@ use crate::ordered::{
 };
 
 pub use cache::{PageCacheConfig, PageCacheStats};
+pub use check::{DatabaseReport, StoreReport};
 
 use cache::PageCache;
 use commit::DbQueue;
@@ -124,8 +127,32 @@ impl Limits {
     }
 }
 
+/// The generation of each database whose predecessor's garbage this process freed, so that
+/// the next commit need not free it again.
+#[derive(Default)]
+struct Freed(Mutex<HashMap<DbId, u64>>);
+
+impl Freed {
+    /// Most databases remembered; past it, forgetting costs only deletes of missing items.
+    const MAX: usize = 4096;
+
+    /// Record that `now`'s predecessor's garbage is freed by this process; whether
+    /// `previous`'s garbage was too.
+    fn swap(&self, db: DbId, previous: u64, now: u64) -> bool {
+        let mut map = self
+            .0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if map.len() >= Self::MAX && !map.contains_key(&db) {
+            map.clear();
+        }
+        map.insert(db, now) == Some(previous)
+    }
+}
+
 struct Inner {
     items: SharedItemStore,
+    freed: Freed,
     limits: Limits,
     cache: PageCache,
     roots: Mutex<HashMap<DbId, (bytes::Bytes, Arc<node::RootRecord>)>>,
@@ -152,10 +179,21 @@ impl MemcachedOrderedStore {
                 items,
                 limits,
                 cache: PageCache::new(config.cache),
+                freed: Freed::default(),
                 roots: Mutex::new(HashMap::new()),
                 queues: Mutex::new(HashMap::new()),
             }),
         })
+    }
+
+    /// Walk every database and check what its correctness rests on; read-only.
+    pub async fn check(&self) -> OrderedResult<StoreReport> {
+        check::store(&self.inner).await
+    }
+
+    /// [`MemcachedOrderedStore::check`] of one database.
+    pub async fn check_database(&self, db: &Sublevel) -> OrderedResult<DatabaseReport> {
+        check::database(&self.inner, DbId::of(db), db).await
     }
 
     pub fn cache_stats(&self) -> PageCacheStats {

@@ -2,7 +2,10 @@
 //!
 //! A leaf holds keys with their values (inline, or a reference to chunks stored out of line);
 //! an internal node holds, for each child, the smallest key that may be found under it (its
-//! separator; the leftmost child of a level has "") and the child's page id. The root node is
+//! separator) and the child's page id. The first separator of an internal node routes
+//! nothing: keys below the second separator go to the first child, whose range starts where
+//! the parent's separator for the node says. It is usually that separator, but may be a
+//! larger key once the subtree that held the smallest keys has emptied and gone. The root node is
 //! not a page: it lives inside the root record, the one item updated in place (with CAS).
 
 use std::sync::Arc;
@@ -80,6 +83,17 @@ impl Node {
                     .map(|(s, _)| internal_entry_len(s))
                     .sum::<usize>(),
             }
+    }
+
+    /// Whether reading this node's keys and values needs other items: its children, or
+    /// values stored out of line.
+    pub fn reaches_items(&self) -> bool {
+        match self {
+            Node::Leaf(entries) => entries
+                .iter()
+                .any(|(_, value)| matches!(value, LeafValue::OutOfLine(_))),
+            Node::Internal(_) => true,
+        }
     }
 
     /// The smallest key this node may hold, as its parent's separator should say.

@@ -19,6 +19,9 @@ pub fn child_index(children: &[(String, PageId)], key: &str) -> usize {
         .saturating_sub(1)
 }
 
+/// Reads of one get while commits keep replacing the pages it reads.
+const MAX_READ_ATTEMPTS: usize = 16;
+
 fn corrupt(sublevel: &Sublevel, what: &str, error: DecodeError) -> OrderedError {
     OrderedError::Corrupt(sublevel.clone(), format!("{what}: {error}"))
 }
@@ -107,7 +110,7 @@ impl Inner {
     }
 
     /// A page, from the cache or memcached. A missing page means the snapshot that refers
-    /// to it was replaced more than a grace period ago.
+    /// to it has been replaced (and its pages freed) since it was read.
     pub(super) async fn page(
         &self,
         db: DbId,
@@ -222,26 +225,32 @@ impl Inner {
         sublevel: &Sublevel,
         key: &str,
     ) -> OrderedResult<Option<String>> {
-        // A page can vanish between reading the root and the page only if the root was
-        // replaced long ago in between; one fresh attempt tells that from lost data.
-        for attempt in 0..2 {
-            let root = self.read_root(db, sublevel).await?;
+        // Commits free the pages they replace at once when no scan is registered, so a page
+        // can vanish between reading the root and the page; the root has then changed, and
+        // the get reads again. A page missing under a root that has not changed is lost.
+        let mut root = self.read_root(db, sublevel).await?;
+        for _ in 0..MAX_READ_ATTEMPTS {
             let found = match self.lookup(db, sublevel, &root.root, key).await {
-                Ok(found) => found,
-                Err(OrderedError::SnapshotExpired(_)) if attempt == 0 => continue,
-                Err(error) => return Err(error),
+                Ok(None) => return Ok(None),
+                Ok(Some(value)) => self.resolve(db, sublevel, value).await.map(Some),
+                Err(error) => Err(error),
             };
-            return match found {
-                None => Ok(None),
-                Some(value) => match self.resolve(db, sublevel, value).await {
-                    Err(OrderedError::SnapshotExpired(_)) if attempt == 0 => continue,
-                    other => other.map(Some),
-                },
-            };
+            match found {
+                Err(OrderedError::SnapshotExpired(_)) => {
+                    let now = self.read_root(db, sublevel).await?;
+                    if now.generation == root.generation {
+                        return Err(OrderedError::Corrupt(
+                            sublevel.clone(),
+                            "a page of the current tree is missing from memcached".into(),
+                        ));
+                    }
+                    root = now;
+                }
+                other => return other,
+            }
         }
-        Err(OrderedError::Corrupt(
-            sublevel.clone(),
-            "a page of the current tree is missing from memcached".into(),
-        ))
+        Err(OrderedError::Items(crate::items::ItemError::Unavailable(
+            format!("database {sublevel} changed under {MAX_READ_ATTEMPTS} reads in a row"),
+        )))
     }
 }

@@ -11,6 +11,7 @@ use super::Inner;
 use super::ids::{DbId, PageId};
 use super::node::Node;
 use super::read::child_index;
+use super::readers;
 use crate::ordered::{KeyRange, OrderedResult, ScanStream, Sublevel};
 
 /// Most sibling pages one read-ahead fetches.
@@ -29,6 +30,8 @@ struct Cursor {
     ahead: HashMap<PageId, Arc<Node>>,
     window: usize,
     done: bool,
+    /// Keeps the pages of the snapshot from being freed while the scan runs.
+    registration: Option<readers::Registration>,
 }
 
 pub async fn open(
@@ -38,7 +41,16 @@ pub async fn open(
     range: KeyRange,
     reverse: bool,
 ) -> OrderedResult<ScanStream> {
-    let root = inner.read_root(db, &sublevel).await?;
+    let mut root = inner.read_root(db, &sublevel).await?;
+    // A root that reaches no other item (a leaf without out-of-line values) is a whole
+    // snapshot already; otherwise register first, then read the root the scan will walk.
+    let registration = if root.root.reaches_items() {
+        let registration = readers::register(&inner, db).await;
+        root = inner.read_root(db, &sublevel).await?;
+        registration
+    } else {
+        None
+    };
     let mut cursor = Cursor {
         inner,
         db,
@@ -50,6 +62,7 @@ pub async fn open(
         ahead: HashMap::new(),
         window: 1,
         done: false,
+        registration,
     };
     if cursor.empty_range() {
         cursor.done = true;
@@ -65,6 +78,7 @@ pub async fn open(
             Ok(None) => None,
             Err(error) => {
                 cursor.done = true;
+                cursor.registration = None;
                 Some((Err(error), cursor))
             }
         }

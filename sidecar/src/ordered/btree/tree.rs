@@ -117,23 +117,10 @@ pub struct TreeWriter<'a> {
 }
 
 impl TreeWriter<'_> {
-    fn corrupt(&self, error: OrderedError) -> OrderedError {
-        match error {
-            // The root this commit starts from is current: its pages must all be there.
-            OrderedError::SnapshotExpired(sublevel) => OrderedError::Corrupt(
-                sublevel,
-                "a page of the current tree is missing from memcached".into(),
-            ),
-            other => other,
-        }
-    }
-
+    /// A page of the tree the commit starts from; `SnapshotExpired` when another writer's
+    /// commit has replaced it since (the caller tells that from a lost page).
     async fn load(&self, page: PageId) -> OrderedResult<Node> {
-        let node = self
-            .inner
-            .page(self.db, self.sublevel, page)
-            .await
-            .map_err(|e| self.corrupt(e))?;
+        let node = self.inner.page(self.db, self.sublevel, page).await?;
         Ok(Node::clone(&node))
     }
 
@@ -178,6 +165,16 @@ impl TreeWriter<'_> {
                 break;
             }
             let page = children[0].1;
+            // The only child is often a page this commit has just built (two children merged
+            // into one): it is not in memcached yet, so it is taken back from the build.
+            if let Some(fresh) = self.build.pages.iter().position(|(id, _, _)| *id == page) {
+                if self.build.pages[fresh].2.encoded_len() > limits.root_max {
+                    break;
+                }
+                let (_, _, node) = self.build.pages.swap_remove(fresh);
+                root = Arc::unwrap_or_clone(node);
+                continue;
+            }
             let child = self.load(page).await?;
             if child.encoded_len() > limits.root_max {
                 break;

@@ -1,0 +1,45 @@
+//! `zenko-memcached-sidecar check`: the operator's check of the metadata kept in memcached.
+
+use std::io::Write;
+use std::sync::Arc;
+
+use crate::config::CheckArgs;
+use crate::items::{ItemStore, MemcachedStore};
+use crate::ordered::{MemcachedOrderedStore, TreeConfig};
+
+/// Run the check, printing to `out`; `Ok(true)` when every database is sound.
+pub async fn check(args: &CheckArgs, out: &mut impl Write) -> Result<bool, String> {
+    let servers = args.memcached.join(",");
+    let items = MemcachedStore::connect(&args.memcached)
+        .await
+        .map_err(|error| format!("cannot reach memcached at {servers}: {error}"))?;
+    items
+        .ping()
+        .await
+        .map_err(|error| format!("cannot reach memcached at {servers}: {error}"))?;
+    let store = MemcachedOrderedStore::open(Arc::new(items), TreeConfig::default())
+        .await
+        .map_err(|error| error.to_string())?;
+    let report = store
+        .check()
+        .await
+        .map_err(|error| format!("the check could not finish: {error}"))?;
+    let print = |out: &mut dyn Write, line: String| {
+        // A closed stdout (a pipe to `head`) must not turn a verdict into a panic.
+        let _ = writeln!(out, "{line}");
+    };
+    let mut lines = Vec::new();
+    if !args.quiet || !report.catalog.ok() {
+        lines.push(format!("catalog: {}", report.catalog));
+    }
+    for database in &report.databases {
+        if !args.quiet || !database.ok() {
+            lines.push(database.to_string());
+        }
+    }
+    lines.push(report.summary());
+    for line in lines {
+        print(out, line);
+    }
+    Ok(report.ok())
+}
