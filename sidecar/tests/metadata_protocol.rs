@@ -1,6 +1,7 @@
 #![allow(clippy::unwrap_used)]
 //! The metadata service driven by the real npm socket.io clients of both generations (4.x and
-//! 2.x), through `tests/js/scenario.js`, on the router the binary serves.
+//! 2.x), through `tests/js/scenario.js` (and `tests/js/deletes.js`), on the router the binary
+//! serves.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -190,4 +191,31 @@ async fn storage_full_is_reported_to_both_generations() {
     let server = serve(Arc::new(FullStore), items).await;
     scenario(&server, "4", "full", None).await;
     scenario(&server, "2", "full", None).await;
+}
+
+/// The delete cases of `tests/js/deletes.js` (run on the binary and memcached by
+/// `metadata_deletes.rs`) against the in-memory ordered store: a control that their checks
+/// hold on a store that deletes correctly, so a failure there points at the memcached store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_cases_pass_on_the_in_memory_store() {
+    assert!(
+        js_dir().join("node_modules").is_dir(),
+        "run `npm ci` in sidecar/tests/js first (scripts/test does)"
+    );
+    let server = memory_server().await;
+    let mut command = tokio::process::Command::new("node");
+    command
+        .current_dir(js_dir())
+        .args(["deletes.js", &server.addr.port().to_string(), "4", "all"])
+        .kill_on_drop(true);
+    let output = tokio::time::timeout(Duration::from_secs(180), command.output())
+        .await
+        .expect("delete cases timed out")
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success() && !stdout.contains("FAIL"),
+        "delete cases failed on the in-memory store:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
 }

@@ -186,7 +186,7 @@ impl Handlers {
                 return Ok(Answer::Stream(self.read_stream(db, listing).await?));
             }
             Api::RawListKeys => {
-                let listing = Listing::parse(args.options(0))?;
+                let listing = Listing::parse_key_stream(args.options(0))?;
                 return Ok(Answer::Stream(self.raw_keys(listing).await?));
             }
         };
@@ -221,7 +221,9 @@ impl Handlers {
     }
 
     /// Every key of every database in level-sublevel's physical encoding
-    /// (`!<path joined by #>!<key>`), options applied to the encoded keys.
+    /// (`!<path joined by #>!<key>`), options applied to the encoded keys. Items are the key
+    /// strings alone, as the reference's key stream gives them: CloudServer's `countItems`
+    /// tests each item with `.includes`.
     async fn raw_keys(&self, listing: Listing) -> MetadataResult<ItemStream> {
         if listing.empty {
             return Ok(stream::empty().boxed());
@@ -319,6 +321,72 @@ mod tests {
         );
         assert_eq!(db_range("!a!", &r), None);
         assert_eq!(db_range("!d!", &r), None);
+    }
+
+    /// Handlers over an in-memory store holding `!!root`, `!b!k1`, `!b!k2` and `!c#d!k3`.
+    async fn handlers_with_keys() -> Handlers {
+        use super::super::versioning::{ReplicationGroupId, VersionIdGenerator};
+        use crate::items::EmbeddedStore;
+        use crate::ordered::MemoryOrderedStore;
+        let items: SharedItemStore = Arc::new(EmbeddedStore::new(1 << 20, 1 << 16));
+        let handlers = Handlers {
+            engine: VersioningEngine::new(
+                Arc::new(MemoryOrderedStore::default()),
+                VersionIdGenerator::new(ReplicationGroupId::default()),
+                None,
+            ),
+            uuid: DeploymentUuid::new(items.clone()),
+            items,
+            limits: ArgLimits::default(),
+        };
+        for (db, key) in [
+            (vec![], "root"),
+            (vec!["b"], "k2"),
+            (vec!["b"], "k1"),
+            (vec!["c", "d"], "k3"),
+        ] {
+            let db = Sublevel::new(db.into_iter().map(str::to_owned).collect());
+            let args = [json!(key), json!("{\"v\":1}"), json!({})];
+            assert!(handlers.call(Api::Put, &db, Args::new(&args)).await.is_ok());
+        }
+        handlers
+    }
+
+    async fn raw_list(handlers: &Handlers, options: Value) -> Vec<Value> {
+        let args = [options];
+        let db = Sublevel::new(vec!["ignored".to_owned()]);
+        match handlers.call(Api::RawListKeys, &db, Args::new(&args)).await {
+            Ok(Answer::Stream(items)) => items.try_collect().await.unwrap(),
+            Ok(Answer::Value(value)) => panic!("a value instead of a stream: {value}"),
+            Err(error) => panic!("{error}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn raw_keys_are_key_strings_whatever_the_options() {
+        let handlers = handlers_with_keys().await;
+        let all = json!(["!!root", "!b!k1", "!b!k2", "!c#d!k3"]);
+        for options in [
+            json!({}),
+            Value::Null,
+            json!({"values": false}),
+            json!({"keys": false}),
+            json!({"keys": false, "values": false}),
+        ] {
+            assert_eq!(
+                Value::Array(raw_list(&handlers, options.clone()).await),
+                all,
+                "{options}"
+            );
+        }
+        let ranged = raw_list(
+            &handlers,
+            json!({"gte": "!b!", "lt": "!b\"", "keys": false}),
+        )
+        .await;
+        assert_eq!(ranged, vec![json!("!b!k1"), json!("!b!k2")]);
+        let last = raw_list(&handlers, json!({"reverse": true, "limit": 1})).await;
+        assert_eq!(last, vec![json!("!c#d!k3")]);
     }
 
     #[test]

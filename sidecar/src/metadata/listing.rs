@@ -107,6 +107,22 @@ impl Listing {
         })
     }
 
+    /// Options of a key stream (the reference answers `rawListKeys` with LevelUP's
+    /// `createKeyStream`, which sets `keys: true, values: false` over whatever the caller
+    /// sent): every item is the key string, and `keys`/`values` neither change the shape nor
+    /// empty the listing.
+    pub fn parse_key_stream(options: &Value) -> MetadataResult<Listing> {
+        let mut options = match options {
+            Value::Null => serde_json::Map::new(),
+            Value::Object(map) => map.clone(),
+            // Refused as any listing's options would be.
+            other => return Listing::parse(other),
+        };
+        options.insert("keys".into(), Value::Bool(true));
+        options.insert("values".into(), Value::Bool(false));
+        Listing::parse(&Value::Object(options))
+    }
+
     /// One wire item.
     pub fn item(&self, key: String, value: String) -> Value {
         match self.shape {
@@ -168,6 +184,28 @@ mod tests {
         let l = parse(json!({"keys": false}));
         assert_eq!(l.item("k".into(), "v".into()), json!("v"));
         assert!(parse(json!({"reverse": true})).reverse);
+    }
+
+    #[test]
+    fn key_streams_give_key_strings_whatever_keys_and_values_say() {
+        for options in [
+            json!({}),
+            Value::Null,
+            json!({"values": false}),
+            json!({"keys": false}),
+            json!({"keys": true, "values": true}),
+            json!({"keys": false, "values": false}),
+        ] {
+            let l = Listing::parse_key_stream(&options).unwrap();
+            assert_eq!(l.shape, ItemShape::KeyOnly, "{options}");
+            assert!(!l.empty, "{options}");
+            assert_eq!(l.item("k".into(), "v".into()), json!("k"), "{options}");
+        }
+        let l = Listing::parse_key_stream(&json!({"gte": "!a!", "limit": 0})).unwrap();
+        assert_eq!(l.range.lower, Bound::Included("!a!".into()));
+        assert!(l.empty);
+        assert!(Listing::parse_key_stream(&json!("x")).is_err());
+        assert!(Listing::parse_key_stream(&json!({"lt": 1})).is_err());
     }
 
     #[test]

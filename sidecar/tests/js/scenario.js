@@ -195,19 +195,32 @@ scenarios.cloudserver = async c => {
     await c.call('del', [overview, {}], SH);
     assert.deepStrictEqual(await c.list('createReadStream', {}, SH), []);
 
-    // Report: rawListKeys in level-sublevel's encoding, getUUID, getDiskUsage.
+    // Report: rawListKeys in level-sublevel's encoding, getUUID, getDiskUsage. Each item is
+    // the raw key string whatever the options (the reference's key stream): countItems calls
+    // `.includes` on it.
     await c.call('put', ['rootkey', '{}', {}], []);
-    const raw = await c.list('rawListKeys', {}, ['ignored']);
-    const rawKeys = raw.map(item => item.key);
+    const rawKeys = await c.list('rawListKeys', {}, ['ignored']);
+    const allStrings = items => items.every(item => typeof item === 'string');
+    assert.ok(allStrings(rawKeys), `rawListKeys items are strings: ${JSON.stringify(rawKeys.slice(0, 3))}`);
     for (const expected of ['!!rootkey', '!__metastore!mybucket', `!users..bucket!${userKey}`,
         '!mybucket!hello.txt', '!mybucket!big.iso', '!__metastore!users..bucket']) {
         assert.ok(rawKeys.includes(expected), `rawListKeys has ${expected}`);
     }
     assert.deepStrictEqual(rawKeys, rawKeys.slice().sort((a, b) => Buffer.compare(
         Buffer.from(a), Buffer.from(b))));
-    const onlyMybucket = await c.list('rawListKeys', { gte: '!mybucket!', lt: '!mybucket"', values: false });
-    assert.ok(onlyMybucket.length > 3 && onlyMybucket.every(k => k.startsWith('!mybucket!')),
-        JSON.stringify(onlyMybucket));
+    assert.ok(rawKeys.some(k => k.includes('users..bucket') && k.split('..|..')[1] === 'mybucket'),
+        'countItems finds the bucket after the splitter');
+    for (const shape of [{ values: false }, { keys: false }, { keys: false, values: false },
+        { keys: true, values: true }]) {
+        assert.deepStrictEqual(await c.list('rawListKeys', shape), rawKeys,
+            `keys/values do not change rawListKeys: ${JSON.stringify(shape)}`);
+    }
+    const onlyMybucket = await c.list('rawListKeys', { gte: '!mybucket!', lt: '!mybucket"', keys: false });
+    assert.ok(onlyMybucket.length > 3 && allStrings(onlyMybucket)
+        && onlyMybucket.every(k => k.startsWith('!mybucket!')), JSON.stringify(onlyMybucket));
+    assert.deepStrictEqual(onlyMybucket, rawKeys.filter(k => k.startsWith('!mybucket!')));
+    assert.deepStrictEqual(await c.list('rawListKeys', { gt: '!mybucket!', lt: '!mybucket"', reverse: true, limit: 2 }),
+        onlyMybucket.slice(-2).reverse());
     const uuid = await c.call('getUUID', []);
     assert.match(uuid, /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
     assert.strictEqual(await c.call('getUUID', []), uuid);
