@@ -7,6 +7,9 @@
 //! deleted keys) and the whole store is checked (`check`: presence, checksums, order,
 //! separators, sizes, expiry of every page and value).
 //!
+//! The second process is this test binary run again for one ignored test
+//! (`second_process_writer`), told where memcached is by `ZMM_SCALE_CHILD_MEMCACHED`.
+//!
 //! Reproducible: `ZMM_SCALE_SEED` picks the random sequences (printed at the start),
 //! `ZMM_SCALE_KEYS` the database size (default 10,000), `ZMM_SCALE_ROUNDS` how many seeds
 //! in a row (default 1) for the long version.
@@ -316,4 +319,137 @@ async fn databases_grown_and_emptied_with_tiny_pages() {
     for seed in seeds() {
         grow_and_empty("tiny-pages", small_pages(), seed).await;
     }
+}
+
+/// The batches one writer of `two_processes_write_one_database` applies, in order, on keys
+/// under its own prefix: grow, then delete two thirds in random order, then rewrite the rest.
+/// Deterministic, so that the parent knows what the child acknowledged.
+fn writer_batches(prefix: &str, seed: u64) -> Vec<Vec<Batch>> {
+    let count = keys_per_phase() / 2;
+    let mut rng = StdRng::seed_from_u64(seed);
+    let inline_max = TreeConfig::default().inline_value_max;
+    let mut numbers: Vec<usize> = (0..count).collect();
+    numbers.shuffle(&mut rng);
+    let grow = numbers
+        .iter()
+        .map(|n| Batch::default().put(format!("{prefix}{n:06}"), value(&mut rng, inline_max, *n)))
+        .collect();
+    numbers.shuffle(&mut rng);
+    let (gone, kept) = numbers.split_at(count * 2 / 3);
+    let delete = gone
+        .iter()
+        .map(|n| Batch::default().delete(format!("{prefix}{n:06}")))
+        .collect();
+    let rewrite = kept
+        .iter()
+        .map(|n| Batch::default().put(format!("{prefix}{n:06}"), format!("rewritten {n}")))
+        .collect();
+    vec![grow, delete, rewrite]
+}
+
+fn apply_to_model(model: &mut BTreeMap<String, String>, batches: &[Vec<Batch>]) {
+    for batch in batches.iter().flatten() {
+        for mutation in &batch.mutations {
+            match mutation {
+                zenko_memcached_sidecar::ordered::Mutation::Put { key, value } => {
+                    model.insert(key.clone(), value.clone());
+                }
+                zenko_memcached_sidecar::ordered::Mutation::Delete { key } => {
+                    model.remove(key);
+                }
+            }
+        }
+    }
+}
+
+/// Apply a writer's phases with 16 batches in flight; every batch must be acknowledged.
+async fn run_writer(store: &MemcachedOrderedStore, db: &Sublevel, phases: Vec<Vec<Batch>>) {
+    for phase in phases {
+        let failures: Vec<String> = stream::iter(phase)
+            .map(|batch| async move { store.write(db, batch).await.err().map(|e| e.to_string()) })
+            .buffer_unordered(16)
+            .filter_map(|failure| async move { failure })
+            .collect()
+            .await;
+        assert!(
+            failures.is_empty(),
+            "{} writes failed: {}",
+            failures.len(),
+            failures[0]
+        );
+    }
+}
+
+const SHARED_DB: &str = "two-processes";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "the second process of two_processes_write_one_database"]
+async fn second_process_writer() {
+    let Ok(address) = std::env::var("ZMM_SCALE_CHILD_MEMCACHED") else {
+        return;
+    };
+    let items = std::sync::Arc::new(
+        zenko_memcached_sidecar::items::MemcachedStore::connect(&[address])
+            .await
+            .unwrap(),
+    );
+    let store = MemcachedOrderedStore::open(items, TreeConfig::default())
+        .await
+        .unwrap();
+    let seed = seeds()[0];
+    run_writer(&store, &db(SHARED_DB), writer_batches("child/", seed + 1)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_write_one_database() {
+    let server = Memcached::start(&["-m", "1024"]);
+    let seed = seeds()[0];
+    let child = tokio::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "second_process_writer",
+            "--exact",
+            "--ignored",
+            "--nocapture",
+        ])
+        .env("ZMM_SCALE_CHILD_MEMCACHED", server.address())
+        .kill_on_drop(true)
+        .output();
+    let database = db(SHARED_DB);
+    let parent = async {
+        // Two instances in this process as well, each with its own half of the keys.
+        let first = open(&server, TreeConfig::default()).await;
+        let second = open(&server, TreeConfig::default()).await;
+        tokio::join!(
+            run_writer(&first, &database, writer_batches("parent-a/", seed + 2)),
+            run_writer(&second, &database, writer_batches("parent-b/", seed + 3)),
+        );
+        first
+    };
+    let (output, store) = tokio::join!(child, parent);
+    let output = output.unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success() && stdout.contains("1 passed"),
+        "the second process failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let mut model = BTreeMap::new();
+    apply_to_model(&mut model, &writer_batches("child/", seed + 1));
+    apply_to_model(&mut model, &writer_batches("parent-a/", seed + 2));
+    apply_to_model(&mut model, &writer_batches("parent-b/", seed + 3));
+    let got: Vec<(String, String)> = store
+        .scan(&database, KeyRange::all(), false)
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    let want: Vec<(String, String)> = model.into_iter().collect();
+    assert_eq!(got.len(), want.len());
+    assert!(
+        got == want,
+        "the database differs from what the three writers acknowledged"
+    );
+    let report = store.check().await.unwrap();
+    assert!(report.ok(), "{}", report.summary());
 }

@@ -30,7 +30,7 @@ pub async fn check(args: &CheckArgs, out: &mut impl Write) -> Result<bool, Strin
     };
     let mut lines = Vec::new();
     if !args.quiet || !report.catalog.ok() {
-        lines.push(format!("catalog: {}", report.catalog));
+        lines.push(report.catalog.to_string());
     }
     for database in &report.databases {
         if !args.quiet || !database.ok() {

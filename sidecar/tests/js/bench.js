@@ -3,6 +3,8 @@
 //   node bench.js PORT put CLIENTS COUNT  COUNT puts spread over CLIENTS connections
 //   node bench.js PORT get CLIENTS COUNT  COUNT gets of loaded keys
 //   node bench.js PORT list CLIENTS COUNT COUNT listings of 1000 keys
+//   node bench.js PORT fill CLIENTS SECS  puts of fresh 1 KiB values into bucket "space" for
+//                                         SECS seconds; also prints `LIVE <value bytes>`
 // Prints one line `OPS <operations> <seconds>`; benches/metadata.rs reads memcached's counters
 // around each run.
 'use strict';
@@ -36,7 +38,22 @@ async function main() {
     let clients;
     let seconds;
     let operations;
-    if (phase === 'load') {
+    if (phase === 'fill') {
+        clients = await connectAll(port, Number(first));
+        const until = Date.now() + Number(second) * 1000;
+        const fresh = () => `space/${Math.random().toString(16).slice(2, 10)}${Math.random().toString(16).slice(2, 10)}`;
+        let done = 0;
+        const started = process.hrtime.bigint();
+        await Promise.all(clients.map(async client => {
+            while (Date.now() < until) {
+                await client.call('put', [fresh(), VALUE, {}], ['space']);
+                done += 1;
+            }
+        }));
+        seconds = Number(process.hrtime.bigint() - started) / 1e9;
+        operations = done;
+        console.log(`LIVE ${done * VALUE.length}`);
+    } else if (phase === 'load') {
         operations = Number(first);
         clients = await connectAll(port, 32);
         seconds = await run(clients, operations, (c, i) => c.call('put', [keyOf(i), VALUE, {}], BUCKET));
