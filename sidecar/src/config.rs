@@ -123,13 +123,40 @@ pub enum Command {
     /// order, separators, sizes, expiry). Read-only; safe next to serving sidecars. Prints
     /// one line per database and a summary; exits 0 only when everything holds.
     Check(CheckArgs),
+    /// Show or set the placement recorded in the store (the servers and replication factor
+    /// it is written under).
+    Placement(PlacementArgs),
+}
+
+#[derive(Clone, Debug, clap::Args)]
+pub struct PlacementArgs {
+    #[command(subcommand)]
+    pub action: PlacementAction,
+}
+
+/// The servers a tool works on.
+#[derive(Clone, Debug, clap::Args)]
+pub struct Servers {
+    /// The memcached servers, exactly as the sidecars list them.
+    #[arg(long, env = "ZMM_MEMCACHED", value_delimiter = ',', required = true)]
+    pub memcached: Vec<String>,
+}
+
+#[derive(Clone, Debug, clap::Subcommand)]
+pub enum PlacementAction {
+    /// Print what each server holds: its placement record, or data without one, or nothing.
+    Show(Servers),
+    /// Record these servers as the store's placement on every one of them, accepting the
+    /// store as it is now: after a server restarted empty (its share of the data is lost),
+    /// sidecars refuse to serve until this is run. Never use it to add or remove servers of
+    /// a store that holds data: the data would not move.
+    Accept(Servers),
 }
 
 #[derive(Clone, Debug, clap::Args)]
 pub struct CheckArgs {
-    /// The memcached servers, exactly as the sidecars list them.
-    #[arg(long, env = "ZMM_MEMCACHED", value_delimiter = ',', required = true)]
-    pub memcached: Vec<String>,
+    #[command(flatten)]
+    pub servers: Servers,
 
     /// Print only databases with problems, and the summary.
     #[arg(long)]

@@ -35,6 +35,9 @@ struct State {
     /// The epoch items and values seen at start; unset with no epoch (tests that build
     /// services alone).
     epoch: OnceLock<Vec<(ItemKey, Bytes)>>,
+    /// Set for good when the store must not be served from at all (its placement disagrees
+    /// with the configuration): why, in one line.
+    refused: OnceLock<String>,
 }
 
 #[derive(Clone, Default)]
@@ -48,14 +51,32 @@ impl Health {
     }
 
     /// Why the sidecar is not ready, or `None` when it is.
-    pub fn not_ready_reason(&self) -> Option<&'static str> {
-        if self.contents_lost() {
-            Some(CONTENTS_LOST)
+    pub fn not_ready_reason(&self) -> Option<&str> {
+        if let Some(why) = self.refusal() {
+            Some(why)
         } else if !self.state.reachable.load(Ordering::Relaxed) {
             Some(UNREACHABLE)
         } else {
             None
         }
+    }
+
+    /// Why every request must be refused (the contents are lost, or the store's placement
+    /// disagrees with the configuration), or `None` while they may be served.
+    pub fn refusal(&self) -> Option<&str> {
+        if let Some(why) = self.state.refused.get() {
+            Some(why)
+        } else if self.contents_lost() {
+            Some(CONTENTS_LOST)
+        } else {
+            None
+        }
+    }
+
+    /// Refuse every request from now on, saying why.
+    pub fn refuse(&self, why: String) {
+        tracing::error!("refusing every request: {why}");
+        let _ = self.state.refused.set(why);
     }
 
     /// Whether memcached lost the contents this sidecar started with.

@@ -12,6 +12,7 @@ pub mod items;
 pub mod metadata;
 pub mod metrics;
 pub mod ordered;
+pub mod placement;
 pub mod probe;
 #[cfg(test)]
 mod proptest_cases;

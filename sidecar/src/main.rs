@@ -41,6 +41,15 @@ fn main() -> ExitCode {
             }
         };
     }
+    if let Some(Command::Placement(args)) = &config.command {
+        return match runtime.block_on(commands::placement(args, &mut std::io::stdout())) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("zenko-memcached-sidecar placement: {error}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let filter = EnvFilter::try_new(&config.log_level).unwrap_or_else(|_| EnvFilter::new("info"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -18,6 +18,7 @@ use crate::items::{EmbeddedStore, ItemError, ItemStore, MemcachedStore, SharedIt
 use crate::metadata::{self, ArgLimits, MetadataConfig, MetadataService};
 use crate::metrics::Metrics;
 use crate::ordered::{MemcachedOrderedStore, OrderedError, PageCacheConfig, TreeConfig};
+use crate::placement::{self, Verdict};
 
 /// How often readiness probes memcached.
 const HEALTH_INTERVAL: Duration = Duration::from_secs(1);
@@ -41,6 +42,8 @@ pub enum StartupError {
     },
     #[error("cannot write the epoch item to memcached: {0}")]
     Epoch(ItemError),
+    #[error("cannot read or write the placement record in memcached: {0}")]
+    Placement(ItemError),
     #[error("cannot open the metadata store: {0}")]
     Metadata(OrderedError),
     #[error("cannot listen on {addr}: {source}")]
@@ -118,10 +121,28 @@ pub async fn run(config: Config) -> Result<(), StartupError> {
     check_chunk_size(&items, config.chunk_size).await?;
     let metrics = Metrics::default();
     let health = Health::default();
-    health
-        .establish_epoch(&items)
-        .await
-        .map_err(StartupError::Epoch)?;
+    if !config.memcached.is_empty() {
+        match placement::establish(&config.memcached, 1)
+            .await
+            .map_err(StartupError::Placement)?
+        {
+            Verdict::Agreed(placement) => tracing::info!(
+                generation = placement.generation,
+                servers = placement.servers.len(),
+                replication_factor = placement.replication_factor,
+                "the store's placement agrees with --memcached"
+            ),
+            // Serving stays up, not ready, so that the reason is there to read.
+            Verdict::Refused(why) => health.refuse(why),
+        }
+    }
+    // Under a refused placement nothing is written: epochs would land on the wrong servers.
+    if health.refusal().is_none() {
+        health
+            .establish_epoch(&items)
+            .await
+            .map_err(StartupError::Epoch)?;
+    }
     health.set_ready(items.ping().await.is_ok());
     let _watch = health.watch(items.clone(), HEALTH_INTERVAL);
 

@@ -14,8 +14,9 @@ use zenko_memcached_testkit::{Memcached, Sidecar};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_zenko-memcached-sidecar");
 const CHUNK: usize = 64 * 1024;
-/// The sidecar's epoch item (`zmm:epoch`), present in memcached besides the blobs.
-const EPOCH_ITEMS: u64 = 1;
+/// The sidecar's own items, present in memcached besides the blobs: the epoch (`zmm:epoch`)
+/// and the placement record (`zmm:placement`).
+const EPOCH_ITEMS: u64 = 2;
 
 fn sidecar(memcached: &Memcached) -> Sidecar {
     Sidecar::start(
@@ -346,8 +347,8 @@ async fn delete_then_get_is_not_found_and_frees_the_chunks() {
     let client = Client::new();
     let url = sidecar.data_url();
     let key = put(&client, &url, content(3, 3 * CHUNK)).await;
-    // Three chunks, the manifest, and the sidecar's epoch item.
-    assert_eq!(memcached.stat("curr_items"), Some(5));
+    // Three chunks, the manifest, and the sidecar's own items.
+    assert_eq!(memcached.stat("curr_items"), Some(4 + EPOCH_ITEMS));
     let response = client
         .delete(format!("{url}/DataFile/{key}"))
         .send()

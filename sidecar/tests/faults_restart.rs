@@ -216,9 +216,9 @@ async fn one_server_of_several_restarted_empty_is_reported() {
         assert!(eventually(Duration::from_secs(10), || {
             admin_get(&sidecar, "/readyz").0 == 200
         }));
-        // An epoch item on every server.
+        // An epoch item and the placement record on every server.
         for server in &servers {
-            assert_eq!(server.stat("curr_items"), Some(1), "{}", server.address());
+            assert_eq!(server.stat("curr_items"), Some(2), "{}", server.address());
         }
         servers[victim].restart();
         assert!(
@@ -229,7 +229,26 @@ async fn one_server_of_several_restarted_empty_is_reported() {
             "server {victim} restarted empty is not reported: {:?}",
             admin_get(&sidecar, "/readyz")
         );
-        // Restarting the sidecar accepts the contents as they are.
+        // A restarted sidecar still refuses: the emptied server lacks the placement record
+        // the others hold, so its share of the data is known to be gone.
+        sidecar.kill_and_restart();
+        assert!(
+            eventually(Duration::from_secs(10), || {
+                let (status, body) = admin_get(&sidecar, "/readyz");
+                status == 503 && body.contains("hold no placement record")
+            }),
+            "{:?}",
+            admin_get(&sidecar, "/readyz")
+        );
+        // The operator's command accepts the contents as they are.
+        let output = std::process::Command::new(faults_common::BINARY)
+            .args(["placement", "accept", "--memcached", &list])
+            .output()
+            .unwrap();
+        let said = String::from_utf8_lossy(&output.stdout);
+        assert!(output.status.success(), "{said}");
+        assert!(said.contains("nothing of this deployment"), "{said}");
+        assert!(said.contains("recorded placement generation 2"), "{said}");
         sidecar.kill_and_restart();
         assert!(eventually(Duration::from_secs(10), || {
             admin_get(&sidecar, "/readyz").0 == 200

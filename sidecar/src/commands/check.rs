@@ -9,8 +9,8 @@ use crate::ordered::{MemcachedOrderedStore, TreeConfig};
 
 /// Run the check, printing to `out`; `Ok(true)` when every database is sound.
 pub async fn check(args: &CheckArgs, out: &mut impl Write) -> Result<bool, String> {
-    let servers = args.memcached.join(",");
-    let items = MemcachedStore::connect(&args.memcached)
+    let servers = args.servers.memcached.join(",");
+    let items = MemcachedStore::connect(&args.servers.memcached)
         .await
         .map_err(|error| format!("cannot reach memcached at {servers}: {error}"))?;
     items

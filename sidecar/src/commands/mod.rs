@@ -1,5 +1,7 @@
 //! The tools the binary runs instead of serving (`zenko-memcached-sidecar <command>`).
 
 mod check;
+mod placement;
 
 pub use check::check;
+pub use placement::placement;

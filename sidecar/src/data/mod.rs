@@ -87,9 +87,10 @@ fn route(method: &Method, path: &str, query: Option<&str>) -> &'static str {
 }
 
 async fn dispatch(service: &DataService, request: Request) -> Result<Response, ApiError> {
-    // An emptied memcached would answer "no such blob" for blobs that exist: refuse instead.
-    if service.health.contents_lost() {
-        return Err(ApiError::ServiceUnavailable(CONTENTS_LOST.into()));
+    // An emptied memcached, or one read under another placement, would answer "no such
+    // blob" for blobs that exist: refuse instead.
+    if let Some(why) = service.health.refusal() {
+        return Err(ApiError::ServiceUnavailable(why.to_owned()));
     }
     let result = route_request(service, request).await;
     // "Not found" is checked against the epoch before it goes out: between two probes of

@@ -217,8 +217,8 @@ impl MetadataService {
                 .await;
         };
         let lost = || MetadataError::Internal(CONTENTS_LOST.into());
-        if health.contents_lost() {
-            return Err(lost());
+        if let Some(why) = health.refusal() {
+            return Err(MetadataError::Internal(why.to_owned()));
         }
         let answer = self
             .inner

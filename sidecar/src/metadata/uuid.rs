@@ -9,7 +9,7 @@ use super::stream::random_uuid_v4;
 use crate::items::{Expiry, ItemKey, SharedItemStore};
 
 /// The item holding the UUID.
-const UUID_ITEM: &str = "zenko-metadata:uuid";
+pub const UUID_ITEM: &str = "zenko-metadata:uuid";
 
 pub struct DeploymentUuid {
     items: SharedItemStore,

@@ -16,7 +16,8 @@ use futures::stream::BoxStream;
 use crate::items::ItemError;
 
 pub use btree::{
-    DatabaseReport, MemcachedOrderedStore, PageCacheConfig, PageCacheStats, StoreReport, TreeConfig,
+    DatabaseReport, MemcachedOrderedStore, PageCacheConfig, PageCacheStats, StoreReport,
+    TreeConfig, catalog_root_item,
 };
 pub use memory::MemoryOrderedStore;
 

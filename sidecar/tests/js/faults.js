@@ -149,6 +149,17 @@ scenarios['expect-lost'] = async c => {
     await expectError(c.call('createReadStream', [{}], ['wb']), 'InternalError', LOST);
 };
 
+// Every call is refused (the store's placement disagrees with --memcached): InternalError
+// carrying the given text, for reads, writes and listings alike.
+scenarios['expect-refused'] = async c => {
+    const [text] = args;
+    await expectError(c.call('get', [keyOf(0), {}], ['wb']), 'InternalError', text);
+    await expectError(c.call('get', ['wb', {}], MS), 'InternalError', text);
+    await expectError(c.call('put', ['x', '{}', {}], ['wb']), 'InternalError', text);
+    await expectError(c.call('del', [keyOf(1), {}], ['wb']), 'InternalError', text);
+    await expectError(c.call('createReadStream', [{}], ['wb']), 'InternalError', text);
+};
+
 // A small database for the storage-full test.
 scenarios['full-setup'] = async c => {
     await c.call('put', ['fb', bucketInfo('fb'), {}], MS);

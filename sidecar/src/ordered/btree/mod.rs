@@ -42,6 +42,13 @@ use cache::PageCache;
 use commit::DbQueue;
 use ids::DbId;
 
+/// The memcached key of the catalog's root record, one of the few items whose name is fixed.
+pub fn catalog_root_item() -> Option<String> {
+    ids::root_key(DbId::catalog())
+        .ok()
+        .map(|key| key.as_str().to_owned())
+}
+
 /// Tuning of the tree. Sizes are capped at open time by memcached's item size limit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TreeConfig {

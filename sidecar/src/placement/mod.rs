@@ -1,0 +1,13 @@
+//! Placement: which memcached servers hold the store, recorded in the store itself.
+//!
+//! Items are spread over the servers by rendezvous hashing on the server names, so the same
+//! key lands on another server once the list changes: a sidecar started with one server more
+//! or less than the store was written under would answer "no such blob", "no such key" and
+//! empty listings for data that exists. So the list (and the replication factor) a store was
+//! written under is kept on every server, in a placement record, and a sidecar whose
+//! `--memcached` list disagrees with it does not serve: it stays not ready, saying what differs
+//! and what to run, and refuses every request.
+
+mod record;
+
+pub use record::{PLACEMENT_ITEM, Placement, Verdict, accept, describe, establish};
