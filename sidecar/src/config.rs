@@ -23,6 +23,13 @@ pub struct Config {
     #[arg(long, env = "ZMM_MEMCACHED", value_delimiter = ',')]
     pub memcached: Vec<String>,
 
+    /// Servers that hold each item: with 2 or more, losing a server (or its memory) loses
+    /// nothing. At most the number of --memcached servers; every sidecar of a store must use
+    /// the same (it is recorded in the store).
+    #[arg(long, env = "ZMM_REPLICATION_FACTOR", default_value_t = 1,
+          value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub replication_factor: u32,
+
     /// Where CloudServer's data client connects (HTTP).
     #[arg(long, env = "ZMM_DATA_ADDR", default_value = "0.0.0.0:9991")]
     pub data_addr: SocketAddr,

@@ -14,11 +14,11 @@ use crate::config::Config;
 use crate::connlimit::{ConnectionLimits, LimitedListener};
 use crate::data::{self, DataService};
 use crate::health::Health;
-use crate::items::{EmbeddedStore, ItemError, ItemStore, MemcachedStore, SharedItemStore};
+use crate::items::{EmbeddedStore, ItemError, MemcachedStore, SharedItemStore};
 use crate::metadata::{self, ArgLimits, MetadataConfig, MetadataService};
 use crate::metrics::Metrics;
 use crate::ordered::{MemcachedOrderedStore, OrderedError, PageCacheConfig, TreeConfig};
-use crate::placement::{self, Verdict};
+use crate::placement::{self, ReplicatedStore, Verdict};
 
 /// How often readiness probes memcached.
 const HEALTH_INTERVAL: Duration = Duration::from_secs(1);
@@ -44,6 +44,11 @@ pub enum StartupError {
     Epoch(ItemError),
     #[error("cannot read or write the placement record in memcached: {0}")]
     Placement(ItemError),
+    #[error(
+        "--replication-factor {factor} needs at least {factor} memcached servers, and \
+         --memcached lists {servers}"
+    )]
+    Factor { factor: u32, servers: usize },
     #[error("cannot open the metadata store: {0}")]
     Metadata(OrderedError),
     #[error("cannot listen on {addr}: {source}")]
@@ -57,6 +62,13 @@ pub enum StartupError {
 
 /// The item store the configuration names, checked to be answering.
 pub async fn connect_items(config: &Config) -> Result<SharedItemStore, StartupError> {
+    let factor = config.replication_factor as usize;
+    if factor > config.memcached.len().max(1) {
+        return Err(StartupError::Factor {
+            factor: config.replication_factor,
+            servers: config.memcached.len(),
+        });
+    }
     if config.memcached.is_empty() {
         tracing::warn!(
             memory_mib = config.embedded_memory_mib,
@@ -76,12 +88,16 @@ pub async fn connect_items(config: &Config) -> Result<SharedItemStore, StartupEr
     let deadline = Instant::now() + Duration::from_secs(config.startup_wait);
     loop {
         let attempt = async {
-            let store = MemcachedStore::connect(&config.memcached).await?;
+            let store: SharedItemStore = if factor > 1 {
+                Arc::new(ReplicatedStore::connect(&config.memcached, factor).await?)
+            } else {
+                Arc::new(MemcachedStore::connect(&config.memcached).await?)
+            };
             store.ping().await?;
             Ok::<_, ItemError>(store)
         };
         match attempt.await {
-            Ok(store) => return Ok(Arc::new(store)),
+            Ok(store) => return Ok(store),
             Err(error) if Instant::now() >= deadline => return Err(unreachable(error)),
             Err(error) => {
                 tracing::info!(%error, "waiting for memcached");
@@ -122,7 +138,7 @@ pub async fn run(config: Config) -> Result<(), StartupError> {
     let metrics = Metrics::default();
     let health = Health::default();
     if !config.memcached.is_empty() {
-        match placement::establish(&config.memcached, 1)
+        match placement::establish(&config.memcached, config.replication_factor)
             .await
             .map_err(StartupError::Placement)?
         {

@@ -15,12 +15,18 @@ use zenko_memcached_testkit::{Memcached, Sidecar};
 use faults_common::{BINARY, admin_get, blob, get_blob, node, put_blob};
 
 fn sidecar_on(servers: &[&Memcached]) -> Sidecar {
+    sidecar_with(servers, &[])
+}
+
+fn sidecar_with(servers: &[&Memcached], extra: &[&str]) -> Sidecar {
     let list = servers
         .iter()
         .map(|server| server.address())
         .collect::<Vec<_>>()
         .join(",");
-    let sidecar = Sidecar::start(BINARY, &["--memcached", &list]);
+    let mut args = vec!["--memcached", list.as_str()];
+    args.extend_from_slice(extra);
+    let sidecar = Sidecar::start(BINARY, &args);
     assert!(
         zenko_memcached_testkit::wait_for_listener(
             sidecar.metadata_addr(),
@@ -175,4 +181,41 @@ async fn a_store_from_before_placement_records_is_adopted_under_its_own_list_onl
     drop(adopted);
     let again = sidecar_on(&[&a, &b, &c]);
     refuses(&again, &blobs, "differs from the store's placement").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_two_copies_a_server_restarted_empty_loses_nothing() {
+    let a = Memcached::start(&[]);
+    let mut b = Memcached::start(&[]);
+    let c = Memcached::start(&[]);
+    let factor = ["--replication-factor", "2"];
+    let mut sidecar = sidecar_with(&[&a, &b, &c], &factor);
+    let client = Client::new();
+    let mut blobs = Vec::new();
+    for seed in 0..20u64 {
+        let bytes = blob(seed, [1, 90_000, 1_300_000][seed as usize % 3]);
+        let key = put_blob(&client, &sidecar.data_url(), bytes.clone())
+            .await
+            .unwrap();
+        blobs.push((key, bytes));
+    }
+    node(&sidecar, "populate", &["200"]);
+    let snapshot = node(&sidecar, "snapshot", &[]);
+
+    // kill -9 of one memcached, back empty: the running sidecar serves everything.
+    b.restart();
+    serves(&sidecar, &blobs, &snapshot).await;
+    // So does a sidecar started now: the emptied server gets the placement record back.
+    sidecar.kill_and_restart();
+    assert!(zenko_memcached_testkit::wait_for_listener(
+        sidecar.metadata_addr(),
+        std::time::Duration::from_secs(10)
+    ));
+    serves(&sidecar, &blobs, &snapshot).await;
+    drop(sidecar);
+    let (_, body) = {
+        let one = sidecar_with(&[&a, &b, &c], &["--replication-factor", "1"]);
+        admin_get(&one, "/readyz")
+    };
+    assert!(body.contains("--replication-factor 2"), "{body}");
 }

@@ -7,7 +7,12 @@
 //! written under is kept on every server, in a placement record, and a sidecar whose
 //! `--memcached` list disagrees with it does not serve: it stays not ready, saying what differs
 //! and what to run, and refuses every request.
+//!
+//! With a replication factor above one, [`ReplicatedStore`] keeps every item on that many
+//! servers; the stores above it do not learn about replicas.
 
 mod record;
+mod replicas;
 
 pub use record::{PLACEMENT_ITEM, Placement, Verdict, accept, describe, establish};
+pub use replicas::ReplicatedStore;

@@ -149,6 +149,24 @@ pub async fn establish(servers: &[String], replication_factor: u32) -> ItemResul
         let Judged::Done(verdict) = verdict else {
             unreachable!("handled above")
         };
+        if let Verdict::Agreed(placement) = &verdict {
+            let emptied: Vec<&String> = servers
+                .iter()
+                .zip(&held)
+                .filter(|(_, holds)| !matches!(holds, Holds::Record(_)))
+                .map(|(server, _)| server)
+                .collect();
+            if !emptied.is_empty() {
+                tracing::warn!(
+                    servers = %list(&emptied),
+                    "servers lost their contents; their items have copies on the other \
+                     servers, which reads copy back"
+                );
+            }
+            for server in emptied {
+                write(server, placement).await?;
+            }
+        }
         return Ok(verdict);
     }
     let written =
@@ -327,7 +345,9 @@ fn judge(servers: &[String], wanted: &Placement, held: &[Holds]) -> Judged {
         )));
     }
     let without = named(&|holds| !matches!(holds, Holds::Record(_)));
-    if !without.is_empty() {
+    // Fewer servers than the factor restarted empty: every item still has a copy elsewhere,
+    // which reads copy back; they get the record again and serving goes on.
+    if !without.is_empty() && without.len() >= first.replication_factor as usize {
         return Judged::Done(Verdict::Refused(format!(
             "servers {} hold no placement record while the others do: restarted empty (their \
              share of the data is lost) or replaced; restore their memory files, or accept the \
