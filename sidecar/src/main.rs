@@ -31,10 +31,12 @@ fn main() -> ExitCode {
         }
     };
     if let Some(Command::Check(args)) = &config.command {
-        // 0: everything holds; 1: problems found (printed); 2: the check could not run.
+        // 0: everything holds; 1: problems found (printed); 2: the check could not run;
+        // 3: some databases changed under every walk and could not be checked.
         return match runtime.block_on(commands::check(args, &mut std::io::stdout())) {
-            Ok(true) => ExitCode::SUCCESS,
-            Ok(false) => ExitCode::FAILURE,
+            Ok(commands::Verdict::Sound) => ExitCode::SUCCESS,
+            Ok(commands::Verdict::Problems) => ExitCode::FAILURE,
+            Ok(commands::Verdict::Busy) => ExitCode::from(3),
             Err(error) => {
                 eprintln!("zenko-memcached-sidecar check: {error}");
                 ExitCode::from(2)

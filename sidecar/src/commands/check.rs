@@ -7,8 +7,17 @@ use crate::config::CheckArgs;
 use crate::items::{ItemStore, MemcachedStore};
 use crate::ordered::{MemcachedOrderedStore, TreeConfig};
 
-/// Run the check, printing to `out`; `Ok(true)` when every database is sound.
-pub async fn check(args: &CheckArgs, out: &mut impl Write) -> Result<bool, String> {
+/// What the check found, for the exit code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Sound,
+    Problems,
+    /// Only databases that changed under every walk could not be checked.
+    Busy,
+}
+
+/// Run the check, printing to `out`.
+pub async fn check(args: &CheckArgs, out: &mut impl Write) -> Result<Verdict, String> {
     let servers = args.servers.memcached.join(",");
     let items = MemcachedStore::connect(&args.servers.memcached)
         .await
@@ -41,5 +50,11 @@ pub async fn check(args: &CheckArgs, out: &mut impl Write) -> Result<bool, Strin
     for line in lines {
         print(out, line);
     }
-    Ok(report.ok())
+    Ok(if report.ok() {
+        Verdict::Sound
+    } else if report.only_busy() {
+        Verdict::Busy
+    } else {
+        Verdict::Problems
+    })
 }

@@ -3,5 +3,5 @@
 mod check;
 mod placement;
 
-pub use check::check;
+pub use check::{Verdict, check};
 pub use placement::placement;

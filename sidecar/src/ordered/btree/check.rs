@@ -25,8 +25,8 @@ use crate::ordered::{OrderedError, OrderedResult, Sublevel};
 
 /// Items read in one round trip, and so the pages held at once per tree level.
 const BATCH: usize = 32;
-/// Walks of one database before a database that keeps changing is reported as unchecked.
-const ATTEMPTS: usize = 10;
+/// Walks of one database before a database that keeps changing is reported as busy.
+const ATTEMPTS: usize = 20;
 
 /// What the check of one database found.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -42,17 +42,27 @@ pub struct DatabaseReport {
     pub bytes: u64,
     /// What is wrong, one sentence each; empty when the database is sound.
     pub problems: Vec<String>,
+    /// Commits changed the database under every walk, each of which met pages they were
+    /// replacing: nothing could be confirmed either way (the problems are those of the last
+    /// walk). Run the check again at a quieter time.
+    pub busy: bool,
 }
 
 impl DatabaseReport {
     pub fn ok(&self) -> bool {
-        self.problems.is_empty()
+        self.problems.is_empty() && !self.busy
     }
 }
 
 impl fmt::Display for DatabaseReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let verdict = if self.ok() { "ok  " } else { "FAIL" };
+        let verdict = if self.ok() {
+            "ok  "
+        } else if self.busy {
+            "BUSY"
+        } else {
+            "FAIL"
+        };
         write!(
             f,
             "{verdict} {} keys={} pages={} values={} depth={} bytes={}",
@@ -77,15 +87,28 @@ impl StoreReport {
         self.catalog.ok() && self.databases.iter().all(DatabaseReport::ok)
     }
 
+    /// Whether every database that is not sound is only busy (changed under every walk).
+    pub fn only_busy(&self) -> bool {
+        !self.ok() && self.catalog.ok() && self.databases.iter().all(|db| db.ok() || db.busy)
+    }
+
     /// One line: how many databases, keys and pages, and how many with problems.
     pub fn summary(&self) -> String {
-        let failed = self.databases.iter().filter(|db| !db.ok()).count();
+        let busy = self.databases.iter().filter(|db| db.busy).count();
+        let failed = self.databases.iter().filter(|db| !db.ok()).count() - busy;
         let keys: u64 = self.databases.iter().map(|db| db.keys).sum();
         let pages: u64 = self.databases.iter().map(|db| db.pages).sum();
         let bytes: u64 = self.databases.iter().map(|db| db.bytes).sum();
         format!(
-            "{}: {} databases ({failed} with problems{}), {keys} keys, {pages} pages, {bytes} bytes",
-            if self.ok() { "ok" } else { "FAILED" },
+            "{}: {} databases ({failed} with problems, {busy} too busy to check{}), {keys} keys, \
+             {pages} pages, {bytes} bytes",
+            if self.ok() {
+                "ok"
+            } else if self.only_busy() {
+                "BUSY"
+            } else {
+                "FAILED"
+            },
             self.databases.len(),
             if self.catalog.ok() {
                 ""
@@ -412,12 +435,16 @@ impl Walk<'_> {
                 return None;
             }
         };
-        if node.encoded_len() > self.inner.limits.page_max {
+        // Earlier releases wrote internal pages up to the root's size when the root split.
+        let limit = match node {
+            Node::Leaf(_) => self.inner.limits.page_max,
+            Node::Internal(_) => self.inner.limits.root_max,
+        };
+        if node.encoded_len() > limit {
             self.problem(format!(
-                "{} is {} bytes, over the {}-byte page limit",
+                "{} is {} bytes, over the {limit}-byte limit",
                 bounds.name,
                 node.encoded_len(),
-                self.inner.limits.page_max
             ));
         }
         Some(node)

@@ -285,22 +285,30 @@ fn garbage_keys(db: DbId, garbage: &[Garbage]) -> Vec<ItemKey> {
 }
 
 /// Give replaced items a finite life: memcached drops them after the grace period.
-async fn expire(inner: &Inner, db: DbId, garbage: &[Garbage]) {
+/// Whether every item could be given its expiry (or was gone already).
+async fn expire(inner: &Inner, db: DbId, garbage: &[Garbage]) -> bool {
     let expiry = Expiry::After(inner.limits.grace);
     stream::iter(garbage_keys(db, garbage))
-        .for_each_concurrent(PARALLEL, |key| async move {
-            if let Err(error) = inner.items.touch(&key, expiry).await {
-                tracing::debug!(%key, %error, "could not expire a replaced item");
+        .map(|key| async move {
+            match inner.items.touch(&key, expiry).await {
+                Ok(_) => true,
+                Err(error) => {
+                    tracing::debug!(%key, %error, "could not expire a replaced item");
+                    false
+                }
             }
         })
-        .await;
+        .buffer_unordered(PARALLEL)
+        .fold(true, |all, done| async move { all && done })
+        .await
 }
 
 /// Reclaim items no current root reaches: at once when no scan is registered on the database,
-/// else after the grace period (scans that outlive it end with `SnapshotExpired`).
-async fn free(inner: &Inner, db: DbId, garbage: &[Garbage]) {
+/// else after the grace period (scans that outlive it end with `SnapshotExpired`). Whether
+/// every item was dealt with: if not, the next commit frees them again.
+async fn free(inner: &Inner, db: DbId, garbage: &[Garbage]) -> bool {
     if garbage.is_empty() {
-        return;
+        return true;
     }
     match readers::running(inner, db).await {
         Ok(0) => delete_keys(inner, garbage_keys(db, garbage)).await,
@@ -308,19 +316,26 @@ async fn free(inner: &Inner, db: DbId, garbage: &[Garbage]) {
         Err(error) => {
             tracing::debug!(%error, "could not count the scans; replaced items kept a grace period");
             expire(inner, db, garbage).await;
+            false
         }
     }
 }
 
-/// Best-effort removal of items no root ever referred to.
-async fn delete_keys(inner: &Inner, keys: Vec<ItemKey>) {
+/// Removal of items no root refers to any more; whether every one is gone.
+async fn delete_keys(inner: &Inner, keys: Vec<ItemKey>) -> bool {
     stream::iter(keys)
-        .for_each_concurrent(PARALLEL, |key| async move {
-            if let Err(error) = inner.items.delete(&key).await {
-                tracing::debug!(%key, %error, "could not delete an unused item");
+        .map(|key| async move {
+            match inner.items.delete(&key).await {
+                Ok(_) => true,
+                Err(error) => {
+                    tracing::debug!(%key, %error, "could not delete an unused item");
+                    false
+                }
             }
         })
-        .await;
+        .buffer_unordered(PARALLEL)
+        .fold(true, |all, done| async move { all && done })
+        .await
 }
 
 async fn delete_values(inner: &Inner, db: DbId, values: &[ValueRef]) {
@@ -554,10 +569,11 @@ async fn try_commit(
             // writer died before freeing it; this process knows when that writer was itself.
             let mut freeable = record_garbage;
             freeable.extend(overflow);
-            if !inner.freed.swap(db, base.generation, base.generation + 1) {
+            if !inner.freed.knows(db, base.generation) {
                 freeable.extend(base.garbage.iter().copied());
             }
-            free(inner, db, &freeable).await;
+            let freed = free(inner, db, &freeable).await;
+            inner.freed.record(db, base.generation + 1, freed);
             delete_values(inner, db, &unused).await;
             Ok(Some(results))
         }

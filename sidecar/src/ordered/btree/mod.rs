@@ -143,17 +143,30 @@ impl Freed {
     /// Most databases remembered; past it, forgetting costs only deletes of missing items.
     const MAX: usize = 4096;
 
-    /// Record that `now`'s predecessor's garbage is freed by this process; whether
-    /// `previous`'s garbage was too.
-    fn swap(&self, db: DbId, previous: u64, now: u64) -> bool {
+    /// Whether this process freed what the commit of `generation` replaced.
+    fn knows(&self, db: DbId, generation: u64) -> bool {
+        let map = self
+            .0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        map.get(&db) == Some(&generation)
+    }
+
+    /// Record whether what the commit of `generation` replaced is freed (only then may the
+    /// next commit skip it).
+    fn record(&self, db: DbId, generation: u64, freed: bool) {
         let mut map = self
             .0
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if !freed {
+            map.remove(&db);
+            return;
+        }
         if map.len() >= Self::MAX && !map.contains_key(&db) {
             map.clear();
         }
-        map.insert(db, now) == Some(previous)
+        map.insert(db, generation);
     }
 }
 

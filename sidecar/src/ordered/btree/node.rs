@@ -4,8 +4,9 @@
 //! an internal node holds, for each child, the smallest key that may be found under it (its
 //! separator) and the child's page id. The first separator of an internal node routes
 //! nothing: keys below the second separator go to the first child, whose range starts where
-//! the parent's separator for the node says. It is usually that separator, but may be a
-//! larger key once the subtree that held the smallest keys has emptied and gone. The root node is
+//! the parent's separator for the node says. Commits write it as that separator; pages from
+//! earlier releases may hold a larger key there (once the subtree that held the smallest keys
+//! had emptied and gone), which nothing reads. The root node is
 //! not a page: it lives inside the root record, the one item updated in place (with CAS).
 
 use std::sync::Arc;
@@ -167,7 +168,9 @@ impl Node {
                     let separator = reader.string()?;
                     children.push((separator, PageId(reader.u64()?)));
                 }
-                check_sorted(children.iter().map(|(sep, _)| sep))?;
+                // The first separator routes nothing, and earlier releases could leave it
+                // larger than the second: only the others must be in order.
+                check_sorted(children.iter().skip(1).map(|(sep, _)| sep))?;
                 Ok(Node::Internal(children))
             }
             tag => Err(DecodeError::Tag(tag)),

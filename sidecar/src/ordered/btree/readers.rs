@@ -8,11 +8,12 @@
 //! after the commit and reads the new root, which does not reach them. Point reads (gets, the
 //! commit's own reads) do not register: they see the root change and read again.
 //!
-//! Counters are kept per time slot of one grace period (`o:<db>:s:<slot>`), expire a few
-//! slots later, and a running scan moves its count to the current slot now and then, so that
-//! the count of a sidecar that died mid-scan is gone within minutes instead of keeping every
-//! later commit of the database on the slow path. Commits read the slots around their own
-//! clock's, which covers sidecar clocks up to half a grace period apart.
+//! Counters are kept per time slot of one minute (`o:<db>:s:<slot>`, the same length in every
+//! sidecar and tool whatever their grace period, so that they all count in the same items),
+//! expire a few slots later, and a running scan moves its count to the current slot now and
+//! then, so that the count of a sidecar that died mid-scan is gone within minutes instead of
+//! keeping every later commit of the database on the slow path. Commits read the slots around
+//! their own clock's, which covers sidecar clocks up to half a minute apart.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -21,23 +22,24 @@ use super::Inner;
 use super::ids::{DbId, reader_key};
 use crate::items::{ItemKey, ItemResult};
 
-/// The time slot of `now` for a grace period of `grace`.
-fn slot(grace: Duration) -> u64 {
+/// Length of a counter's time slot.
+const SLOT: Duration = Duration::from_secs(60);
+
+/// The time slot of now.
+fn slot() -> u64 {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |since| since.as_secs());
-    now / grace.as_secs().max(1)
+    now / SLOT.as_secs()
 }
 
 /// How long a slot's counter lives after its last change: past the slot, the refresh that
 /// moves its scans out, and the slots commits look at.
-fn counter_life(grace: Duration) -> Duration {
-    grace.max(Duration::from_secs(1)) * 4
-}
+const COUNTER_LIFE: Duration = Duration::from_secs(4 * 60);
 
 /// Scans of `db` running now (an upper bound: counts of dead sidecars linger a few slots).
 pub async fn running(inner: &Inner, db: DbId) -> ItemResult<u64> {
-    let now = slot(inner.limits.grace);
+    let now = slot();
     let keys: Vec<ItemKey> = [now.saturating_sub(1), now, now + 1]
         .into_iter()
         .filter_map(|slot| reader_key(db, slot).ok())
@@ -46,7 +48,13 @@ pub async fn running(inner: &Inner, db: DbId) -> ItemResult<u64> {
     Ok(counts
         .into_iter()
         .flatten()
-        .filter_map(|count| std::str::from_utf8(&count).ok()?.trim().parse::<u64>().ok())
+        // A count that cannot be read might be a running scan: count it as one.
+        .map(|count| {
+            std::str::from_utf8(&count)
+                .ok()
+                .and_then(|text| text.trim().parse::<u64>().ok())
+                .unwrap_or(1)
+        })
         .sum())
 }
 
@@ -62,10 +70,9 @@ pub struct Registration {
 /// Count a scan of `db` in; `None` when memcached refused (the scan then runs unprotected
 /// and ends with `SnapshotExpired` if a commit frees a page it still needed).
 pub async fn register(inner: &Arc<Inner>, db: DbId) -> Option<Registration> {
-    let grace = inner.limits.grace;
-    let now = slot(grace);
+    let now = slot();
     let key = reader_key(db, now).ok()?;
-    if let Err(error) = inner.items.count(&key, 1, counter_life(grace)).await {
+    if let Err(error) = inner.items.count(&key, 1, COUNTER_LIFE).await {
         tracing::debug!(%error, "a scan could not register; it runs unprotected");
         return None;
     }
@@ -83,23 +90,22 @@ pub async fn register(inner: &Arc<Inner>, db: DbId) -> Option<Registration> {
 /// never uncounted), and the counter alive.
 async fn refresh(inner: Arc<Inner>, db: DbId, current: Arc<std::sync::atomic::AtomicU64>) {
     use std::sync::atomic::Ordering;
-    let grace = inner.limits.grace;
     loop {
-        tokio::time::sleep(grace.max(Duration::from_secs(3)) / 3).await;
+        tokio::time::sleep(SLOT / 3).await;
         let was = current.load(Ordering::Acquire);
-        let now = slot(grace);
+        let now = slot();
         let (Ok(new_key), Ok(old_key)) = (reader_key(db, now), reader_key(db, was)) else {
             return;
         };
         let moved = if now == was {
-            inner.items.count(&new_key, 0, counter_life(grace)).await
+            inner.items.count(&new_key, 0, COUNTER_LIFE).await
         } else {
-            match inner.items.count(&new_key, 1, counter_life(grace)).await {
+            match inner.items.count(&new_key, 1, COUNTER_LIFE).await {
                 Ok(count) => {
                     current.store(now, Ordering::Release);
                     inner
                         .items
-                        .count(&old_key, -1, counter_life(grace))
+                        .count(&old_key, -1, COUNTER_LIFE)
                         .await
                         .map(|_| count)
                 }
@@ -125,8 +131,7 @@ impl Drop for Registration {
         // Outside a runtime the count lingers until its slot expires, which is safe.
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(async move {
-                let life = counter_life(inner.limits.grace);
-                if let Err(error) = inner.items.count(&key, -1, life).await {
+                if let Err(error) = inner.items.count(&key, -1, COUNTER_LIFE).await {
                     tracing::debug!(%error, "a scan could not unregister");
                 }
             });

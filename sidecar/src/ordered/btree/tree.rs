@@ -129,7 +129,9 @@ impl TreeWriter<'_> {
         let limits = self.inner.limits;
         // The root's children may fill the whole inline root, not just a page: the tree stays
         // one level shallower, and a put then writes one page fewer.
-        let mut pieces = self.apply(root.clone(), changes, limits.root_max).await?;
+        let mut pieces = self
+            .apply(root.clone(), changes, limits.root_max, "")
+            .await?;
         loop {
             match pieces.len() {
                 0 => return Ok(Node::Leaf(Vec::new())),
@@ -145,14 +147,18 @@ impl TreeWriter<'_> {
                     }
                 }
                 _ => {
+                    // Pieces of the root may be as large as the root; pages may not.
                     let mut children = Vec::with_capacity(pieces.len());
                     for (index, piece) in std::mem::take(&mut pieces).into_iter().enumerate() {
-                        let separator = if index == 0 {
-                            String::new()
-                        } else {
-                            piece.first_key().unwrap_or_default().to_owned()
-                        };
-                        children.push((separator, self.build.write(piece)));
+                        for (n, part) in split_node(piece, limits.page_max).into_iter().enumerate()
+                        {
+                            let separator = if index == 0 && n == 0 {
+                                String::new()
+                            } else {
+                                part.first_key().unwrap_or_default().to_owned()
+                            };
+                            children.push((separator, self.build.write(part)));
+                        }
                     }
                     pieces = vec![Node::Internal(children)];
                 }
@@ -186,18 +192,21 @@ impl TreeWriter<'_> {
     }
 
     /// The pieces (unwritten, at most a page each; an internal node at most `internal_max`)
-    /// that replace `node` once `changes` apply.
+    /// that replace `node` once `changes` apply. `lower` is where the node's range starts, as
+    /// its parent says (the node's own first separator may be larger: see [`Node`]).
     fn apply<'s>(
         &'s mut self,
         node: Node,
         changes: &'s [Change],
         internal_max: usize,
+        lower: &'s str,
     ) -> BoxFuture<'s, OrderedResult<Vec<Node>>> {
         Box::pin(async move {
             match node {
                 Node::Leaf(entries) => Ok(self.apply_leaf(entries, changes)),
                 Node::Internal(children) => {
-                    self.apply_internal(children, changes, internal_max).await
+                    self.apply_internal(children, changes, internal_max, lower)
+                        .await
                 }
             }
         })
@@ -231,14 +240,21 @@ impl TreeWriter<'_> {
         children: Vec<(String, PageId)>,
         changes: &[Change],
         internal_max: usize,
+        lower: &str,
     ) -> OrderedResult<Vec<Node>> {
         let page_max = self.inner.limits.page_max;
-        let fence = children.first().map(|(s, _)| s.clone()).unwrap_or_default();
         let mut rest = changes;
         // Route changes child by child on the separators.
         let separators: Vec<String> = children.iter().map(|(s, _)| s.clone()).collect();
         let mut out: Vec<Child> = Vec::with_capacity(children.len() + 2);
         for (index, (separator, page)) in children.into_iter().enumerate() {
+            // The first child's range starts where this node's does, whatever its stored
+            // separator says: that one may have been left larger than the keys below it.
+            let separator = if index == 0 {
+                lower.to_owned()
+            } else {
+                separator
+            };
             let end = match separators.get(index + 1) {
                 Some(next) => rest.partition_point(|(key, _)| key < next),
                 None => rest.len(),
@@ -251,7 +267,7 @@ impl TreeWriter<'_> {
             }
             let node = self.load(page).await?;
             self.build.garbage.push(Garbage::Page(page));
-            let pieces = self.apply(node, mine, page_max).await?;
+            let pieces = self.apply(node, mine, page_max, &separator).await?;
             for (n, piece) in pieces.into_iter().enumerate() {
                 let piece_separator = if n == 0 {
                     separator.clone()
@@ -264,7 +280,7 @@ impl TreeWriter<'_> {
         if out.is_empty() {
             return Ok(Vec::new());
         }
-        out[0].set_separator(fence);
+        out[0].set_separator(lower.to_owned());
         let out = self.merge_small(out, page_max / 4).await?;
         let mut written = Vec::with_capacity(out.len());
         for child in out {
