@@ -16,6 +16,7 @@ Needs: python3 -m pip install helm-python-sdk kubernetes-validate jsonschema pyy
 from __future__ import annotations
 
 import copy
+import json
 import re
 import sys
 import traceback
@@ -33,7 +34,13 @@ ALL_ON = ROOT / "charts" / "tests" / "values-all-on.yaml"
 CLI_RS = ROOT / "operator" / "src" / "cli.rs"
 LABELS_RS = ROOT / "operator" / "src" / "build" / "labels.rs"
 STATEFULSET_RS = ROOT / "operator" / "src" / "build" / "statefulset.rs"
-EXAMPLES = sorted((ROOT / "examples").glob("module*.yaml"))
+EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
+DASHBOARD = CHART / "dashboards" / "zenko-memcached.json"
+METRICS_SOURCES = {
+    # prefix of the registry -> the file registering its metrics
+    "zmm": ROOT / "sidecar" / "src" / "metrics.rs",
+    "zenko_memcached_operator": ROOT / "operator" / "src" / "metrics.rs",
+}
 
 K8S_VERSION = "1.30.0"
 RELEASE = "zmm"
@@ -418,7 +425,7 @@ def check_network_policies(objects: list[dict], values: dict, facts: dict) -> No
         f"operator policy ingress {op[0]['spec']['ingress']}",
     )
     modules = [p for p in policies if p is not op[0]]
-    names = np["modules"] or ([values["module"]["name"]] if values["module"]["enabled"] else [])
+    names = np["modules"] or [m["name"] for m in expected_modules(values)]
     expect(len(modules) == max(1, len(names)), f"{len(modules)} module policies for {names}")
     namespace = np["modulesNamespace"] or (
         (values["module"]["namespace"] or NAMESPACE) if values["module"]["enabled"] else NAMESPACE
@@ -444,18 +451,97 @@ def check_network_policies(objects: list[dict], values: dict, facts: dict) -> No
         expect(admitted == want, f"{kind_name(policy)} admits {admitted}, expected {want}")
 
 
+def expected_modules(values: dict) -> list[dict]:
+    """The modules the values ask for, as the chart must render them."""
+    mod = values["module"]
+    if not mod["enabled"]:
+        return []
+    if mod["layout"] == "pair":
+        return [
+            {"name": mod["data"]["name"], "spec": {**mod["data"]["spec"], "role": "Data"}},
+            {"name": mod["metadata"]["name"],
+             "spec": {**mod["metadata"]["spec"], "role": "Metadata"}},
+        ]
+    return [{"name": mod["name"], "spec": mod["spec"]}]
+
+
 def check_module(objects: list[dict], values: dict, crd: dict) -> None:
     modules = by_kind(objects, "ZenkoMemcachedModule")
     mod = values["module"]
-    if not mod["enabled"]:
-        expect(not modules, "module rendered while module.enabled is false")
+    wanted = expected_modules(values)
+    expect(len(modules) == len(wanted), f"{len(modules)} modules rendered, expected {len(wanted)}")
+    for obj, want in zip(modules, wanted):
+        expect(obj["metadata"]["name"] == want["name"], f"module name {obj['metadata']['name']}")
+        expect(obj["metadata"]["namespace"] == (mod["namespace"] or NAMESPACE), "module namespace")
+        expect(obj["spec"] == want["spec"], f"{want['name']}: spec {obj['spec']}, expected {want['spec']}")
+        keep = (obj["metadata"].get("annotations") or {}).get("helm.sh/resource-policy") == "keep"
+        expect(keep == mod["keepOnUninstall"], "helm.sh/resource-policy: keep iff keepOnUninstall")
+
+
+def check_notes(notes: dict, values: dict) -> None:
+    """NOTES.txt gives CloudServer's dataClient and metadataClient: the data endpoint from the
+    module serving data, the metadata endpoint from the one serving metadata."""
+    expect(NAMESPACE in notes and "io.zenko.type=storage" in notes, notes[:200])
+    modules = expected_modules(values)
+    if not modules:
+        expect("dataClient" in notes and "get zmm -A" in notes, "notes without a module")
         return
-    (obj,) = modules
-    expect(obj["metadata"]["name"] == mod["name"], "module name")
-    expect(obj["metadata"]["namespace"] == (mod["namespace"] or NAMESPACE), "module namespace")
-    expect(obj["spec"] == mod["spec"], "module.spec passed through unchanged")
-    keep = (obj["metadata"].get("annotations") or {}).get("helm.sh/resource-policy") == "keep"
-    expect(keep == mod["keepOnUninstall"], "helm.sh/resource-policy: keep iff keepOnUninstall")
+    ns = values["module"]["namespace"] or NAMESPACE
+    data = next(m for m in modules if m["spec"].get("role", "Combined") != "Metadata")
+    meta = next(m for m in modules if m["spec"].get("role", "Combined") != "Data")
+    data_port = (data["spec"].get("services") or {}).get("dataPort", 9991)
+    meta_port = (meta["spec"].get("services") or {}).get("metadataPort", 9990)
+    for line in (
+        f'"dataClient":     {{ "host": "{data["name"]}-data.{ns}.svc", "port": {data_port} }}',
+        f'"metadataClient": {{ "host": "{meta["name"]}-metadata.{ns}.svc", "port": {meta_port} }}',
+    ):
+        expect(line in notes, f"NOTES.txt lacks {line}:\n{notes}")
+    for m in modules:
+        expect(f"get zmm {m['name']} -o jsonpath" in notes, f"NOTES.txt: no status line of {m['name']}")
+
+
+def registered_metrics() -> set[str]:
+    """Every metric name the sidecar and the operator expose, with the suffixes Prometheus adds."""
+    names = set()
+    for prefix, source in METRICS_SOURCES.items():
+        for name in re.findall(r'register\(\s*"(\w+)"', source.read_text()):
+            base = f"{prefix}_{name}"
+            names.update({base, f"{base}_total", f"{base}_bucket", f"{base}_sum", f"{base}_count",
+                          f"{base}_info"})
+    return names
+
+
+def check_dashboard(objects: list[dict], values: dict) -> None:
+    maps = [o for o in by_kind(objects, "ConfigMap") if o["metadata"]["name"].endswith("-dashboard")]
+    board = values["grafanaDashboard"]
+    if not board["enabled"]:
+        expect(not maps, "dashboard rendered while grafanaDashboard.enabled is false")
+        return
+    (cm,) = maps
+    labels = cm["metadata"]["labels"]
+    expect(labels.items() >= board["labels"].items(), f"labels {labels}")
+    expect(labels.get("grafana_dashboard") == board["labels"].get("grafana_dashboard"),
+           "Grafana's sidecar label")
+    expect(cm["metadata"]["namespace"] == (board["namespace"] or NAMESPACE), "dashboard namespace")
+    dashboard = json.loads(cm["data"]["zenko-memcached.json"])
+    expect(dashboard == json.loads(DASHBOARD.read_text()), "the ConfigMap holds the shipped dashboard")
+
+
+def check_dashboard_queries() -> None:
+    """Every metric a panel queries is one the sidecar or the operator registers, and every
+    registered metric family is on the dashboard."""
+    dashboard = json.loads(DASHBOARD.read_text())
+    known = registered_metrics()
+    used = set()
+    for panel in dashboard["panels"]:
+        for target in panel.get("targets", []):
+            used.update(re.findall(r"\b(zmm_\w+|zenko_memcached_operator_\w+)", target["expr"]))
+    unknown = used - known
+    expect(not unknown, f"the dashboard queries metrics nobody exposes: {sorted(unknown)}")
+    families = {re.sub(r"_(total|bucket|sum|count|info)$", "", u) for u in used}
+    for prefix, source in METRICS_SOURCES.items():
+        for name in re.findall(r'register\(\s*"(\w+)"', source.read_text()):
+            expect(f"{prefix}_{name}" in families, f"{prefix}_{name} is on no panel")
 
 
 def check_namespaced(objects: list[dict]) -> None:
@@ -492,10 +578,8 @@ def scenario(report: Report, label: str, overrides: dict, defaults: dict, crd: d
     if rendered is None:
         return
     objects, notes = rendered
-    report.check(
-        f"[{label}] NOTES.txt renders",
-        lambda: expect(NAMESPACE in notes and "io.zenko.type=storage" in notes, notes[:200]),
-    )
+    report.check(f"[{label}] NOTES.txt: next steps and CloudServer's two endpoints", check_notes,
+                 notes, values)
     for obj in objects:
         name = f"[{label}] {kind_name(obj)}"
         if obj["kind"] == "ZenkoMemcachedModule":
@@ -515,6 +599,7 @@ def scenario(report: Report, label: str, overrides: dict, defaults: dict, crd: d
     report.check(f"[{label}] operator Deployment", check_deployment, objects, values, leader, facts)
     report.check(f"[{label}] NetworkPolicies", check_network_policies, objects, values, facts)
     report.check(f"[{label}] ZenkoMemcachedModule from values", check_module, objects, values, crd)
+    report.check(f"[{label}] Grafana dashboard", check_dashboard, objects, values)
     report.check(f"[{label}] namespaces", check_namespaced, objects)
     kinds = sorted({o["kind"] for o in objects})
     print(f"     rendered: {', '.join(kinds)}")
@@ -562,8 +647,12 @@ def main() -> int:
         raise AssertionError(f"accepted {spec}")
 
     for bad in ({"replicas": 0}, {"replicaz": 1}, {"memcached": {"memoryLimitMiB": "big"}},
-                {"placement": {"spread": "Sometimes"}}):
+                {"placement": {"spread": "Sometimes"}}, {"role": "Storage"}, {"role": "data"},
+                {"role": None}):
         report.check(f"CRD schema refuses module spec {bad}", crd_schema_refuses, bad)
+
+    report.check("dashboard queries only metrics the code exposes, and all of them",
+                 check_dashboard_queries)
 
     scenario(report, "defaults", {}, defaults, crd, facts)
     all_on = yaml.safe_load(ALL_ON.read_text())
@@ -578,6 +667,16 @@ def main() -> int:
                               "modules": ["zenko-storage", "zenko-storage-ha"]}},
         "module in the release namespace, not kept": {
             "module": {"enabled": True, "keepOnUninstall": False}},
+        "production pair, NetworkPolicy for both modules": {
+            "networkPolicy": {"enabled": True},
+            "module": {"enabled": True, "layout": "pair", "namespace": "zenko"}},
+        "production pair on NodePorts, dashboard in the monitoring namespace": {
+            "grafanaDashboard": {"enabled": True, "namespace": "monitoring"},
+            "module": {"enabled": True, "layout": "pair", "keepOnUninstall": False,
+                       "data": {"name": "blobs", "spec": {"replicas": 3, "services": {
+                           "type": "NodePort", "dataPort": 30991}}},
+                       "metadata": {"name": "catalog", "spec": {"replicas": 3, "services": {
+                           "type": "NodePort", "metadataPort": 30990}}}}},
     }
     for label, overrides in variants.items():
         scenario(report, label, overrides, defaults, crd, facts)
@@ -587,6 +686,9 @@ def main() -> int:
                 {"watchNamespace": "Not_A_Namespace"}, {"networkPolicy": {"enabled": "true"}},
                 {"metrics": {"serviceMonitor": {"enabled": True}, "service": {"enabled": False}}},
                 {"serviceAccount": {"create": False}},
+                {"module": {"layout": "split"}},
+                {"module": {"data": {"spec": {"role": "Metadata"}}}},
+                {"grafanaDashboard": {"enabled": "yes"}},
                 {"networkPolicy": {"enabled": True, "cloudServer": {"podSelector": None}}},
                 {"networkPolicy": {"metricsScraper": {"podSelector": {"matchLabels": None}}}}):
         report.check(f"values refused: {bad}", refused, bad)

@@ -5,6 +5,8 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+use crate::stack::{NetworkName, StackNetwork};
+
 #[derive(Debug, Parser)]
 #[command(
     name = "zenko-memcached-operator",
@@ -93,6 +95,21 @@ pub struct StackArgs {
     /// Namespace naming the warm restart directory (<hostPath>/<namespace>/<module>) when the module names none.
     #[arg(short, long, default_value = "default")]
     pub namespace: String,
+
+    /// Join this existing attachable overlay network instead of creating one named after the
+    /// module: the production layout's data and metadata stacks share one network with
+    /// CloudServer (`docker network create --driver overlay --attachable NAME` first).
+    #[arg(long, value_name = "NAME")]
+    pub network: Option<NetworkName>,
+}
+
+impl StackArgs {
+    pub fn stack_network(&self) -> StackNetwork {
+        match &self.network {
+            Some(name) => StackNetwork::Shared(name.clone()),
+            None => StackNetwork::Own,
+        }
+    }
 }
 
 #[cfg(test)]

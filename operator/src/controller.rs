@@ -154,8 +154,14 @@ async fn apply_children(
     let ns = module.namespace;
     apply(client, ns, &children.config_map).await?;
     apply(client, ns, &children.headless_service).await?;
-    apply(client, ns, &children.data_service).await?;
-    apply(client, ns, &children.metadata_service).await?;
+    // A module's role never changes (the CRD refuses it), so a single-role module never has the
+    // other role's Service to remove.
+    for service in [&children.data_service, &children.metadata_service]
+        .into_iter()
+        .flatten()
+    {
+        apply(client, ns, service).await?;
+    }
     let stateful_set = apply(client, ns, &children.stateful_set).await?;
     match &children.pod_disruption_budget {
         Some(pdb) => {

@@ -16,7 +16,9 @@ use serde::{Deserialize, Serialize};
 pub const GROUP: &str = "zenko.io";
 
 /// Desired state of a Zenko memcached storage module: memcached and the CloudServer data/metadata
-/// sidecar, run as one StatefulSet on the storage nodes of the cluster.
+/// sidecar, run as one StatefulSet on the storage nodes of the cluster. A module serves both
+/// backends (`role: Combined`) or one of them (`Data`, `Metadata`): the production layout is a
+/// module of each role, each with memcached sized for its own items.
 // Each `printcolumn(...)` repeats the same keys, which clippy mistakes for duplicated attributes.
 #[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
@@ -29,13 +31,20 @@ pub const GROUP: &str = "zenko.io";
     shortname = "zmm",
     category = "zenko",
     namespaced,
-    doc = "A Zenko memcached storage module: memcached and the CloudServer data/metadata sidecar on the storage nodes. Its status tells where CloudServer connects.",
+    doc = "A Zenko memcached storage module: memcached and the CloudServer data/metadata sidecar on the storage nodes, serving data, metadata or both (spec.role). Its status tells where CloudServer connects.",
+    validation = Rule::new("self.spec.role == oldSelf.spec.role").message("spec.role cannot change: a module's memcached holds what its role stores; create a module of the new role instead"),
     status = "ZenkoMemcachedModuleStatus",
     derive = "PartialEq",
     scale(
         spec_replicas_path = ".spec.replicas",
         status_replicas_path = ".status.replicas",
         label_selector_path = ".status.selector"
+    ),
+    printcolumn(
+        name = "Role",
+        type_ = "string",
+        json_path = ".spec.role",
+        description = "Combined (data and metadata), Data or Metadata"
     ),
     printcolumn(
         name = "Ready",
@@ -77,6 +86,14 @@ pub const GROUP: &str = "zenko.io";
 )]
 #[serde(rename_all = "camelCase")]
 pub struct ZenkoMemcachedModuleSpec {
+    /// What the module serves: Combined (CloudServer's data and metadata from one memcached pool,
+    /// for small setups), Data (only the data server: large blob chunks, throughput) or Metadata
+    /// (only the metadata server: small items, many writes, listings). Unset memcached and sidecar
+    /// sizes take defaults that fit the role, and fields that mean nothing for it are refused.
+    /// It cannot change once the module exists.
+    #[serde(default)]
+    pub role: Role,
+
     /// Number of storage pods. Each pod runs one memcached and one sidecar; every sidecar spreads
     /// its keys over all memcached pods, so the module's capacity is replicas x memcached.memoryLimitMiB.
     #[serde(default = "default_replicas")]
@@ -122,20 +139,31 @@ pub struct MemcachedSpec {
     pub image_pull_policy: Option<ImagePullPolicy>,
 
     /// Memory memcached may use for items, in MiB (memcached -m). This is the module's capacity per pod.
-    #[serde(default = "default_memory_limit_mib", rename = "memoryLimitMiB")]
+    /// Default by role: 1024 (Combined), 4096 (Data), 1024 (Metadata).
+    #[serde(
+        default,
+        rename = "memoryLimitMiB",
+        skip_serializing_if = "Option::is_none"
+    )]
     #[schemars(range(min = 64, max = 1048576))]
-    pub memory_limit_mib: i32,
+    pub memory_limit_mib: Option<i32>,
 
     /// Largest item memcached accepts, in KiB (memcached -I). Must hold one sidecar chunk plus 4 KiB,
-    /// and be at most half of memoryLimitMiB.
-    #[serde(default = "default_max_item_size_kib", rename = "maxItemSizeKiB")]
+    /// and be at most half of memoryLimitMiB. Default by role: 2048 (Combined and Data, room for
+    /// the chunk), 1024 (Metadata, memcached's default: its items are small).
+    #[serde(
+        default,
+        rename = "maxItemSizeKiB",
+        skip_serializing_if = "Option::is_none"
+    )]
     #[schemars(range(min = 1024, max = 1048576))]
-    pub max_item_size_kib: i32,
+    pub max_item_size_kib: Option<i32>,
 
-    /// Worker threads (memcached -t).
-    #[serde(default = "default_threads")]
+    /// Worker threads (memcached -t). Default by role: 4 (Combined and Data), 8 (Metadata, whose
+    /// many small requests run in parallel).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 64))]
-    pub threads: i32,
+    pub threads: Option<i32>,
 
     /// Maximum simultaneous connections (memcached -c).
     #[serde(default = "default_max_connections")]
@@ -207,16 +235,57 @@ pub struct SidecarSpec {
     pub log_level: LogLevel,
 
     /// Size in bytes of the chunks a blob is split into, one memcached item each.
-    /// chunkSizeBytes + 4096 must not exceed memcached.maxItemSizeKiB x 1024.
-    #[serde(default = "default_chunk_size")]
+    /// chunkSizeBytes + 4096 must not exceed memcached.maxItemSizeKiB x 1024. Default by role:
+    /// 524288 (Combined), 1048576 (Data); refused on a Metadata module, which stores no blob.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 4096, max = 1073741824))]
-    pub chunk_size_bytes: i32,
+    pub chunk_size_bytes: Option<i32>,
 
-    /// Replication group id that the sidecar writes into the data locations it returns
-    /// (1 to 7 letters or digits, CloudServer's default is RG001).
-    #[serde(default = "default_replication_group_id")]
+    /// Replication group id that the sidecar writes into the version ids it creates (1 to 7
+    /// letters or digits, CloudServer's default and this field's is RG001). Refused on a Data
+    /// module, which creates no version id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^[A-Za-z0-9]{1,7}$"))]
-    pub replication_group_id: String,
+    pub replication_group_id: Option<String>,
+}
+
+/// What a module serves.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum Role {
+    /// CloudServer's data and metadata servers, from one memcached pool.
+    #[default]
+    Combined,
+    /// Only the data server (dataClient, HTTP, port 9991).
+    Data,
+    /// Only the metadata server (metadataClient, socket.io, port 9990).
+    Metadata,
+}
+
+impl Role {
+    pub fn serves_data(self) -> bool {
+        matches!(self, Self::Combined | Self::Data)
+    }
+
+    pub fn serves_metadata(self) -> bool {
+        matches!(self, Self::Combined | Self::Metadata)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Combined => "Combined",
+            Self::Data => "Data",
+            Self::Metadata => "Metadata",
+        }
+    }
+
+    /// The sidecar's `--role` (`ZMM_ROLE`).
+    pub fn sidecar_role(self) -> &'static str {
+        match self {
+            Self::Combined => "combined",
+            Self::Data => "data",
+            Self::Metadata => "metadata",
+        }
+    }
 }
 
 /// Log verbosity of the sidecar.
@@ -307,15 +376,17 @@ pub struct ServicesSpec {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub annotations: BTreeMap<String, String>,
 
-    /// Port of the data Service (CloudServer dataClient.port).
-    #[serde(default = "default_data_port")]
+    /// Port of the data Service (CloudServer dataClient.port), 9991 by default; refused on a
+    /// Metadata module, which has no data Service.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 65535))]
-    pub data_port: i32,
+    pub data_port: Option<i32>,
 
-    /// Port of the metadata Service (CloudServer metadataClient.port).
-    #[serde(default = "default_metadata_port")]
+    /// Port of the metadata Service (CloudServer metadataClient.port), 9990 by default; refused on
+    /// a Data module, which has no metadata Service.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 65535))]
-    pub metadata_port: i32,
+    pub metadata_port: Option<i32>,
 }
 
 /// Kubernetes Service type.
@@ -393,14 +464,16 @@ pub struct ZenkoMemcachedModuleStatus {
     pub conditions: Vec<Condition>,
 }
 
-/// The two addresses CloudServer is configured with, as host:port.
+/// The addresses CloudServer is configured with, as host:port: those of the module's role.
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Endpoints {
-    /// host:port for CloudServer's dataClient (DATA server, HTTP).
-    pub data: String,
-    /// host:port for CloudServer's metadataClient (METADATA server, socket.io).
-    pub metadata: String,
+    /// host:port for CloudServer's dataClient (DATA server, HTTP); unset on a Metadata module.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<String>,
+    /// host:port for CloudServer's metadataClient (METADATA server, socket.io); unset on a Data module.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<String>,
 }
 
 /// One-word summary of the module's conditions.
@@ -422,15 +495,6 @@ fn default_true() -> bool {
 fn default_memcached_image() -> String {
     "memcached:1.6-alpine".to_owned()
 }
-fn default_memory_limit_mib() -> i32 {
-    1024
-}
-fn default_max_item_size_kib() -> i32 {
-    2048
-}
-fn default_threads() -> i32 {
-    4
-}
 fn default_max_connections() -> i32 {
     1024
 }
@@ -440,23 +504,11 @@ fn default_host_path() -> String {
 fn default_sidecar_image() -> String {
     "zenko/zenko-memcached-sidecar:0.1.0".to_owned()
 }
-fn default_chunk_size() -> i32 {
-    524_288
-}
-fn default_replication_group_id() -> String {
-    "RG001".to_owned()
-}
 fn default_node_label_key() -> String {
     "io.zenko.type".to_owned()
 }
 fn default_node_label_value() -> String {
     "storage".to_owned()
-}
-fn default_data_port() -> i32 {
-    9991
-}
-fn default_metadata_port() -> i32 {
-    9990
 }
 fn default_max_unavailable() -> i32 {
     1
@@ -496,10 +548,11 @@ mod tests {
         assert_eq!(spec.memcached.image, "memcached:1.6-alpine");
         assert!(!spec.memcached.evictions);
         assert!(spec.memcached.warm_restart.enabled);
-        assert_eq!(spec.sidecar.chunk_size_bytes, 524_288);
+        assert_eq!(spec.role, Role::Combined);
+        assert_eq!(spec.sidecar.chunk_size_bytes, None);
         assert_eq!(spec.placement.node_label_key, "io.zenko.type");
         assert_eq!(spec.placement.node_label_value, "storage");
-        assert_eq!(spec.services.data_port, 9991);
-        assert_eq!(spec.services.metadata_port, 9990);
+        assert_eq!(spec.services.data_port, None);
+        assert_eq!(spec.services.metadata_port, None);
     }
 }

@@ -21,6 +21,13 @@ pub enum Error {
     #[error("could not read YAML: {0}")]
     YamlRead(String),
 
+    #[error(
+        "unknown field {}: check the spelling against `kubectl explain zmm.spec` \
+         (or the CRD printed by `zenko-memcached-operator crd`)",
+        .0.join(", ")
+    )]
+    UnknownFields(Vec<String>),
+
     #[error("could not write YAML: {0}")]
     YamlWrite(String),
 
@@ -52,7 +59,7 @@ impl Error {
             Self::Kube(kube::Error::Api(status)) if status.code == 403 => "kube_forbidden",
             Self::Kube(_) => "kube_api",
             Self::Serialization(_) => "serialization",
-            Self::YamlRead(_) | Self::YamlWrite(_) => "yaml",
+            Self::YamlRead(_) | Self::YamlWrite(_) | Self::UnknownFields(_) => "yaml",
             Self::Io { .. } => "io",
             Self::LeadershipLost(_) => "leadership_lost",
             Self::InvalidQuantity { .. } => "invalid_quantity",

@@ -1,6 +1,6 @@
 //! Entry point of `zenko-memcached-operator`: parses the command line and runs one command.
 
-use std::io::{Read, Write};
+use std::io::{IsTerminal, Read, Write};
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -37,7 +37,11 @@ fn manifests_command(args: &ManifestsArgs) -> Result<()> {
 /// The whole stack is built before the output file is opened, so that an invalid module
 /// leaves an existing file untouched.
 fn stack_command(args: &StackArgs) -> Result<()> {
-    let yaml = manifests::stack_yaml(&read_input(&args.file)?, &args.namespace)?;
+    let yaml = manifests::stack_yaml(
+        &read_input(&args.file)?,
+        &args.namespace,
+        &args.stack_network(),
+    )?;
     match &args.output {
         None => print(&yaml),
         Some(path) => std::fs::write(path, yaml).map_err(|source| Error::Io {
@@ -65,7 +69,9 @@ fn read_input(file: &Path) -> Result<String> {
 
 fn run_command(args: zenko_memcached_operator::cli::RunArgs) -> Result<()> {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let subscriber = tracing_subscriber::fmt().with_env_filter(filter);
+    let subscriber = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stdout().is_terminal());
     match args.log_format {
         LogFormat::Json => subscriber.json().init(),
         LogFormat::Text => subscriber.init(),

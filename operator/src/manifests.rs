@@ -1,11 +1,12 @@
 //! What the `crd`, `manifests` and `stack` commands print: YAML, produced from the same code the controller runs.
 
-use kube::CustomResourceExt;
+use kube::{CustomResourceExt, Resource};
+use serde::Deserialize;
 
 use crate::build::{self, to_yaml};
 use crate::crd::ZenkoMemcachedModule;
 use crate::error::{Error, Result};
-use crate::stack;
+use crate::stack::{self, StackNetwork};
 use crate::validate::validate;
 
 /// The CustomResourceDefinition, as shipped in the chart.
@@ -23,16 +24,67 @@ pub fn manifests_yaml(text: &str, default_namespace: &str) -> Result<String> {
     to_yaml(&children.to_json_values()?)
 }
 
-/// The Swarm stack for the module in `text`. The namespace only names the node directory of
-/// the warm restart file (`<hostPath>/<namespace>/<module>`), as on Kubernetes.
-pub fn stack_yaml(text: &str, default_namespace: &str) -> Result<String> {
-    stack::to_yaml(&parse_module(text, default_namespace)?)
+/// The Swarm stack for the module in `text`, on `network`. The namespace only names the node
+/// directory of the warm restart file (`<hostPath>/<namespace>/<module>`), as on Kubernetes.
+pub fn stack_yaml(text: &str, default_namespace: &str, network: &StackNetwork) -> Result<String> {
+    stack::to_yaml(&parse_module(text, default_namespace)?, network)
+}
+
+/// The top-level fields naming the resource type.
+const TYPE_FIELDS: [&str; 2] = ["apiVersion", "kind"];
+
+/// `apiVersion` and `kind` of a file, when it has them.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct FileType {
+    api_version: Option<String>,
+    kind: Option<String>,
+}
+
+/// A file may leave out `apiVersion` and `kind`, but not name another resource type.
+fn check_type(text: &str) -> Result<()> {
+    let file: FileType =
+        serde_saphyr::from_str(text).map_err(|e| Error::YamlRead(e.to_string()))?;
+    let expected = [
+        (
+            "apiVersion",
+            file.api_version,
+            ZenkoMemcachedModule::api_version(&()),
+        ),
+        ("kind", file.kind, ZenkoMemcachedModule::kind(&())),
+    ];
+    for (field, found, wanted) in expected {
+        if let Some(found) = found
+            && found != wanted
+        {
+            return Err(Error::YamlRead(format!(
+                "{field} is {found:?}: a module file holds one {} of {}",
+                ZenkoMemcachedModule::kind(&()),
+                ZenkoMemcachedModule::api_version(&())
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// A module read from a file, placed in `default_namespace` when the file names none.
+///
+/// Parsed strictly: the API server drops fields it does not know, and a file that never goes
+/// through it would otherwise do the same silently, so that a misspelt field quietly took its
+/// default. Every field the types do not know is named in the error.
 pub fn parse_module(text: &str, default_namespace: &str) -> Result<ZenkoMemcachedModule> {
-    let mut module: ZenkoMemcachedModule =
-        serde_saphyr::from_str(text).map_err(|e| Error::YamlRead(e.to_string()))?;
+    let mut unknown = Vec::new();
+    let mut module: ZenkoMemcachedModule = serde_saphyr::with_deserializer_from_str(text, |yaml| {
+        serde_ignored::deserialize(yaml, |path| unknown.push(path.to_string()))
+    })
+    .map_err(|e| Error::YamlRead(e.to_string()))?;
+    // The resource type's own derive reads `apiVersion` and `kind` by skipping them: they are
+    // checked here instead.
+    unknown.retain(|path| !TYPE_FIELDS.contains(&path.as_str()));
+    if !unknown.is_empty() {
+        return Err(Error::UnknownFields(unknown));
+    }
+    check_type(text)?;
     if module.metadata.namespace.is_none() {
         module.metadata.namespace = Some(default_namespace.to_owned());
     }

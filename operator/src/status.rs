@@ -286,8 +286,8 @@ mod tests {
         assert_eq!(status.observed_generation, Some(3));
         assert_eq!(status.ready_replicas, 3);
         let e = status.endpoints.clone().unwrap_or_default();
-        assert_eq!(e.data, "store-data.zenko.svc:9991");
-        assert_eq!(e.metadata, "store-metadata.zenko.svc:9990");
+        assert_eq!(e.data.as_deref(), Some("store-data.zenko.svc:9991"));
+        assert_eq!(e.metadata.as_deref(), Some("store-metadata.zenko.svc:9990"));
         assert_eq!(condition(&status, AVAILABLE).status, "True");
         assert_eq!(condition(&status, PROGRESSING).status, "False");
         assert_eq!(condition(&status, DEGRADED).status, "False");

@@ -8,8 +8,9 @@ use std::fmt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::Resource;
 
-use crate::crd::{SpreadPolicy, ZenkoMemcachedModule};
+use crate::crd::{Role, SpreadPolicy, ZenkoMemcachedModule};
 use crate::error::{Error, Result};
+use crate::role::{self, NotForRole, Settings};
 
 /// Bytes a memcached item needs beyond the sidecar's chunk (key, item header, CAS).
 pub const ITEM_OVERHEAD_BYTES: i64 = 4096;
@@ -18,12 +19,20 @@ pub const ITEM_OVERHEAD_BYTES: i64 = 4096;
 /// 63-character DNS label, and StatefulSet pods carry `<name>-<revision hash>` in a label.
 pub const MAX_NAME_LEN: usize = 42;
 
-/// A module that passed validation, with the identity every built object needs.
+/// A module that passed validation, with the identity every built object needs and its
+/// settings once its role's defaults are filled in.
 #[derive(Debug, Clone, Copy)]
 pub struct Validated<'a> {
     pub module: &'a ZenkoMemcachedModule,
     pub name: &'a str,
     pub namespace: &'a str,
+    pub settings: Settings<'a>,
+}
+
+impl Validated<'_> {
+    pub fn role(&self) -> Role {
+        self.settings.role
+    }
 }
 
 impl Validated<'_> {
@@ -73,6 +82,7 @@ pub enum Violation {
         min: i64,
         max: i64,
     },
+    NotForRole(NotForRole),
 }
 
 /// The smallest memory limit that leaves memcached room for more than a handful of slabs.
@@ -156,6 +166,15 @@ impl fmt::Display for Violation {
                 min,
                 max,
             } => write!(f, "{field} ({value}) must be between {min} and {max}"),
+            Self::NotForRole(NotForRole {
+                field,
+                role,
+                reason,
+            }) => write!(
+                f,
+                "{field} does not apply to a {} module ({reason}); remove it",
+                role.as_str()
+            ),
         }
     }
 }
@@ -191,19 +210,21 @@ pub fn validate(module: &ZenkoMemcachedModule) -> Result<Validated<'_>> {
         .name
         .as_deref()
         .ok_or(Error::MissingObjectKey("metadata.name"))?;
-    let violations = violations(name, module);
+    let settings = role::settings(&module.spec);
+    let violations = violations(name, module, &settings);
     if violations.is_empty() {
         Ok(Validated {
             module,
             name,
             namespace,
+            settings,
         })
     } else {
         Err(Error::InvalidSpec(Violations(violations)))
     }
 }
 
-fn violations(name: &str, module: &ZenkoMemcachedModule) -> Vec<Violation> {
+fn violations(name: &str, module: &ZenkoMemcachedModule, settings: &Settings) -> Vec<Violation> {
     let spec = &module.spec;
     let mut found = Vec::new();
     if !is_short_dns_label(name) {
@@ -211,13 +232,19 @@ fn violations(name: &str, module: &ZenkoMemcachedModule) -> Vec<Violation> {
             name: name.to_owned(),
         });
     }
-    let memory_mib = i64::from(spec.memcached.memory_limit_mib);
-    let item_kib = i64::from(spec.memcached.max_item_size_kib);
-    let chunk = i64::from(spec.sidecar.chunk_size_bytes);
+    found.extend(
+        role::fields_not_for_role(spec)
+            .into_iter()
+            .map(Violation::NotForRole),
+    );
+    let memory_mib = i64::from(settings.memory_limit_mib);
+    let item_kib = i64::from(settings.max_item_size_kib);
     if memory_mib < MIN_MEMORY_MIB {
         found.push(Violation::MemoryTooSmall { memory_mib });
     }
-    if chunk + ITEM_OVERHEAD_BYTES > item_kib * 1024 {
+    if let Some(chunk) = settings.chunk_size_bytes.map(i64::from)
+        && chunk + ITEM_OVERHEAD_BYTES > item_kib * 1024
+    {
         found.push(Violation::ChunkTooLarge { chunk, item_kib });
     }
     if item_kib * 2 > memory_mib * 1024 {
@@ -226,9 +253,12 @@ fn violations(name: &str, module: &ZenkoMemcachedModule) -> Vec<Violation> {
             memory_mib,
         });
     }
-    let rg = &spec.sidecar.replication_group_id;
-    if rg.is_empty() || rg.len() > 7 || !rg.bytes().all(|b| b.is_ascii_alphanumeric()) {
-        found.push(Violation::ReplicationGroupId { value: rg.clone() });
+    if let Some(rg) = settings.replication_group_id
+        && (rg.is_empty() || rg.len() > 7 || !rg.bytes().all(|b| b.is_ascii_alphanumeric()))
+    {
+        found.push(Violation::ReplicationGroupId {
+            value: rg.to_owned(),
+        });
     }
     let warm = &spec.memcached.warm_restart;
     if warm.prepare_directory && !warm.enabled {
@@ -260,48 +290,47 @@ fn violations(name: &str, module: &ZenkoMemcachedModule) -> Vec<Violation> {
             replicas: spec.replicas,
         });
     }
-    let ranges: [(&'static str, i32, i64, i64); 9] = [
-        ("replicas", spec.replicas, 1, 64),
+    // Settings the role does not use are `None`: their fields are refused above.
+    let ranges: [(&'static str, Option<i32>, i64, i64); 9] = [
+        ("replicas", Some(spec.replicas), 1, 64),
         (
             "memcached.memoryLimitMiB",
-            spec.memcached.memory_limit_mib,
+            Some(settings.memory_limit_mib),
             MIN_MEMORY_MIB,
             1_048_576,
         ),
         (
             "memcached.maxItemSizeKiB",
-            spec.memcached.max_item_size_kib,
+            Some(settings.max_item_size_kib),
             1024,
             1_048_576,
         ),
-        ("memcached.threads", spec.memcached.threads, 1, 64),
+        ("memcached.threads", Some(settings.threads), 1, 64),
         (
             "memcached.maxConnections",
-            spec.memcached.max_connections,
+            Some(spec.memcached.max_connections),
             64,
             65536,
         ),
         (
             "sidecar.chunkSizeBytes",
-            spec.sidecar.chunk_size_bytes,
+            settings.chunk_size_bytes,
             4096,
             1_073_741_824,
         ),
-        ("services.dataPort", spec.services.data_port, 1, 65535),
-        (
-            "services.metadataPort",
-            spec.services.metadata_port,
-            1,
-            65535,
-        ),
+        ("services.dataPort", settings.data_port, 1, 65535),
+        ("services.metadataPort", settings.metadata_port, 1, 65535),
         (
             "podDisruptionBudget.maxUnavailable",
-            spec.pod_disruption_budget.max_unavailable,
+            Some(spec.pod_disruption_budget.max_unavailable),
             1,
             64,
         ),
     ];
     for (field, value, min, max) in ranges {
+        let Some(value) = value else {
+            continue;
+        };
         let value = i64::from(value);
         // memoryLimitMiB below the minimum has its own, more helpful, message
         let reported_elsewhere = field == "memcached.memoryLimitMiB" && value < min;
@@ -361,8 +390,8 @@ mod tests {
     #[test]
     fn chunk_must_fit_in_an_item_with_overhead() {
         let m = module("store", |s| {
-            s.memcached.max_item_size_kib = 1024;
-            s.sidecar.chunk_size_bytes = 1024 * 1024;
+            s.memcached.max_item_size_kib = Some(1024);
+            s.sidecar.chunk_size_bytes = Some(1024 * 1024);
         });
         let v = violations_of(&m);
         assert_eq!(
@@ -377,8 +406,8 @@ mod tests {
         assert!(msg.contains("at most 1044480"), "{msg}");
         // exactly chunk + overhead is allowed
         let ok = module("store", |s| {
-            s.memcached.max_item_size_kib = 1024;
-            s.sidecar.chunk_size_bytes = 1024 * 1024 - 4096;
+            s.memcached.max_item_size_kib = Some(1024);
+            s.sidecar.chunk_size_bytes = Some(1024 * 1024 - 4096);
         });
         assert!(validate(&ok).is_ok());
     }
@@ -386,8 +415,8 @@ mod tests {
     #[test]
     fn several_violations_are_reported_together() {
         let m = module("Bad_Name", |s| {
-            s.memcached.memory_limit_mib = 2;
-            s.sidecar.replication_group_id = "RG-0001".into();
+            s.memcached.memory_limit_mib = Some(2);
+            s.sidecar.replication_group_id = Some("RG-0001".into());
             s.placement.spread = SpreadPolicy::Preferred;
             s.memcached.extra_args = vec!["-p=1234".into()];
         });
@@ -440,7 +469,7 @@ mod tests {
     fn ranges_are_checked_for_modules_that_skipped_the_schema() {
         let m = module("store", |s| {
             s.replicas = 0;
-            s.services.data_port = 70000;
+            s.services.data_port = Some(70000);
         });
         assert_eq!(
             violations_of(&m),
@@ -459,6 +488,46 @@ mod tests {
                 },
             ]
         );
+    }
+
+    #[test]
+    fn fields_of_the_other_role_are_refused_by_name() {
+        let m = module("store", |s| {
+            s.role = Role::Metadata;
+            s.sidecar.chunk_size_bytes = Some(1024 * 1024);
+        });
+        let v = violations_of(&m);
+        assert_eq!(v.len(), 1, "{v:?}");
+        assert_eq!(
+            v[0].to_string(),
+            "sidecar.chunkSizeBytes does not apply to a Metadata module (it stores no blob); \
+             remove it"
+        );
+        let m = module("store", |s| {
+            s.role = Role::Data;
+            s.services.metadata_port = Some(9990);
+        });
+        assert!(
+            violations_of(&m)[0]
+                .to_string()
+                .starts_with("services.metadataPort does not apply to a Data module")
+        );
+    }
+
+    #[test]
+    fn each_role_is_valid_with_its_defaults() {
+        for role in [Role::Combined, Role::Data, Role::Metadata] {
+            let m = module("store", |s| s.role = role);
+            let valid = validate(&m).unwrap_or_else(|e| panic!("{role:?}: {e}"));
+            assert_eq!(valid.role(), role);
+        }
+        // A metadata module needs no room for a chunk: the smallest item size will do.
+        let m = module("store", |s| {
+            s.role = Role::Metadata;
+            s.memcached.max_item_size_kib = Some(1024);
+            s.memcached.memory_limit_mib = Some(64);
+        });
+        assert!(validate(&m).is_ok());
     }
 
     #[test]

@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::fixture;
+use common::{fixture, fixture_text};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{Container, PodSpec, Service};
 use zenko_memcached_operator::build::{self, CONFIG_HASH_ANNOTATION, Children};
@@ -257,7 +257,13 @@ fn ports_of_containers_and_services() {
             ("admin".into(), 9992)
         ]
     );
-    let service_ports = |s: &Service| json(&s.spec.as_ref().and_then(|s| s.ports.clone()));
+    let service_ports = |s: &Option<Service>| {
+        json(
+            &s.as_ref()
+                .and_then(|s| s.spec.as_ref())
+                .and_then(|s| s.ports.clone()),
+        )
+    };
     assert_eq!(
         service_ports(&ha.data_service),
         serde_json::json!([{"name": "data", "port": 19991, "targetPort": "data", "protocol": "TCP"}])
@@ -409,7 +415,7 @@ fn a_spec_change_produces_a_new_pod_template() {
 
     // a memcached flag changes the container args
     let mut memory = before.clone();
-    memory.spec.memcached.memory_limit_mib = 8192;
+    memory.spec.memcached.memory_limit_mib = Some(8192);
     assert_ne!(template(&memory), template(&before));
     assert_eq!(hash(&memory), hash(&before));
 
@@ -421,9 +427,186 @@ fn a_spec_change_produces_a_new_pod_template() {
     assert_ne!(template(&log), template(&before));
 }
 
+/// The environment the sidecar of a module gets from its ConfigMap.
+fn sidecar_env(children: &Children) -> std::collections::BTreeMap<String, String> {
+    children.config_map.data.clone().unwrap_or_default()
+}
+
+/// memcached's memory (-m), item size (-I) and threads (-t).
+fn memcached_sizes(children: &Children) -> Vec<String> {
+    let args = container(&children.stateful_set, "memcached")
+        .args
+        .clone()
+        .unwrap_or_default();
+    ["-m", "-I", "-t"]
+        .iter()
+        .map(|name| {
+            let at = args.iter().position(|a| a == name);
+            at.and_then(|at| args.get(at + 1))
+                .cloned()
+                .unwrap_or_default()
+        })
+        .collect()
+}
+
+fn container_ports(children: &Children) -> Vec<String> {
+    container(&children.stateful_set, "sidecar")
+        .ports
+        .iter()
+        .flatten()
+        .filter_map(|p| p.name.clone())
+        .collect()
+}
+
+#[test]
+fn a_data_module_builds_only_the_data_side_sized_for_chunks() {
+    let module = fixture("data.yaml");
+    let data = children(&module);
+    assert!(data.data_service.is_some());
+    assert!(data.metadata_service.is_none(), "no metadata Service");
+    assert_eq!(container_ports(&data), ["data", "admin"]);
+    let env = sidecar_env(&data);
+    assert_eq!(env.get("ZMM_ROLE").map(String::as_str), Some("data"));
+    assert_eq!(
+        env.get("ZMM_CHUNK_SIZE").map(String::as_str),
+        Some("1048576")
+    );
+    assert!(env.contains_key("ZMM_DATA_ADDR"));
+    for absent in ["ZMM_METADATA_ADDR", "ZMM_REPLICATION_GROUP_ID"] {
+        assert!(!env.contains_key(absent), "{absent} in {env:?}");
+    }
+    assert_eq!(memcached_sizes(&data), ["4096", "2048k", "4"]);
+    let valid = validate(&module).unwrap_or_else(|e| panic!("{e}"));
+    let endpoints = build::endpoints(&valid);
+    assert_eq!(endpoints.data.as_deref(), Some("store-data.zenko.svc:9991"));
+    assert_eq!(endpoints.metadata, None);
+    let objects = data.to_json_values().unwrap_or_else(|e| panic!("{e}"));
+    let kinds: Vec<String> = objects
+        .iter()
+        .map(|o| format!("{} {}", o["kind"], o["metadata"]["name"]))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "\"ConfigMap\" \"store-sidecar\"",
+            "\"Service\" \"store-headless\"",
+            "\"Service\" \"store-data\"",
+            "\"StatefulSet\" \"store\""
+        ]
+    );
+}
+
+#[test]
+fn a_metadata_module_builds_only_the_metadata_side_sized_for_small_items() {
+    let module = fixture("metadata.yaml");
+    let metadata = children(&module);
+    assert!(metadata.data_service.is_none(), "no data Service");
+    let service = json(&metadata.metadata_service);
+    assert_eq!(service["metadata"]["name"], "store-metadata");
+    assert_eq!(service["spec"]["type"], "NodePort");
+    assert_eq!(service["spec"]["ports"][0]["port"], 30990);
+    assert_eq!(container_ports(&metadata), ["metadata", "admin"]);
+    let env = sidecar_env(&metadata);
+    assert_eq!(env.get("ZMM_ROLE").map(String::as_str), Some("metadata"));
+    assert_eq!(
+        env.get("ZMM_REPLICATION_GROUP_ID").map(String::as_str),
+        Some("RG002")
+    );
+    for absent in ["ZMM_DATA_ADDR", "ZMM_CHUNK_SIZE"] {
+        assert!(!env.contains_key(absent), "{absent} in {env:?}");
+    }
+    assert_eq!(memcached_sizes(&metadata), ["1024", "1024k", "8"]);
+    let valid = validate(&module).unwrap_or_else(|e| panic!("{e}"));
+    let endpoints = build::endpoints(&valid);
+    assert_eq!(endpoints.data, None);
+    assert_eq!(
+        endpoints.metadata.as_deref(),
+        Some("store-metadata.zenko.svc:30990")
+    );
+}
+
+#[test]
+fn a_combined_module_keeps_both_sides_and_the_old_defaults() {
+    let single = children(&fixture("single.yaml"));
+    assert!(single.data_service.is_some() && single.metadata_service.is_some());
+    assert_eq!(container_ports(&single), ["data", "metadata", "admin"]);
+    let env = sidecar_env(&single);
+    assert_eq!(env.get("ZMM_ROLE").map(String::as_str), Some("combined"));
+    assert_eq!(
+        env.get("ZMM_CHUNK_SIZE").map(String::as_str),
+        Some("524288")
+    );
+    assert_eq!(
+        env.get("ZMM_REPLICATION_GROUP_ID").map(String::as_str),
+        Some("RG001")
+    );
+    assert_eq!(memcached_sizes(&single), ["1024", "2048k", "4"]);
+}
+
+#[test]
+fn fields_that_do_not_apply_to_the_role_are_refused_by_name() {
+    let text = fixture_text("not-for-role.yaml");
+    let err = zenko_memcached_operator::manifests::manifests_yaml(&text, "default")
+        .err()
+        .unwrap_or_else(|| panic!("a metadata module with a chunk size accepted"))
+        .to_string();
+    assert!(
+        err.contains("sidecar.chunkSizeBytes does not apply to a Metadata module")
+            && err.contains("services.dataPort does not apply to a Metadata module"),
+        "{err}"
+    );
+}
+
+#[test]
+fn module_files_are_parsed_strictly() {
+    let text = fixture_text("misspelt.yaml");
+    let manifests = zenko_memcached_operator::manifests::manifests_yaml(&text, "default");
+    let stack = zenko_memcached_operator::manifests::stack_yaml(
+        &text,
+        "default",
+        &zenko_memcached_operator::stack::StackNetwork::Own,
+    );
+    for answer in [manifests, stack] {
+        let err = answer
+            .err()
+            .unwrap_or_else(|| panic!("misspelt fields accepted"))
+            .to_string();
+        assert!(
+            err.contains("unknown field spec.rol, spec.memcached.memoryLimitMib"),
+            "{err}"
+        );
+    }
+    // What the issue saw: `role: Data` in a file is read, not dropped.
+    let data = zenko_memcached_operator::manifests::parse_module(
+        "metadata: {name: store}\nspec: {role: Data}\n",
+        "default",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(data.spec.role, zenko_memcached_operator::crd::Role::Data);
+    let unknown_role = zenko_memcached_operator::manifests::parse_module(
+        "metadata: {name: store}\nspec: {role: Storage}\n",
+        "default",
+    );
+    assert!(unknown_role.is_err());
+    let other_kind = zenko_memcached_operator::manifests::parse_module(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: store}\nspec: {}\n",
+        "default",
+    );
+    assert!(
+        other_kind
+            .err()
+            .is_some_and(|e| e.to_string().contains("apiVersion is \"apps/v1\"")),
+    );
+}
+
 #[test]
 fn the_shipped_examples_are_valid_modules() {
-    for example in ["module.yaml", "module-ha.yaml"] {
+    for example in [
+        "module.yaml",
+        "module-ha.yaml",
+        "production-data.yaml",
+        "production-metadata.yaml",
+    ] {
         let path = format!("{}/../examples/{example}", env!("CARGO_MANIFEST_DIR"));
         let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
         let yaml = zenko_memcached_operator::manifests::manifests_yaml(&text, "default")

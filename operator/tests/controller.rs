@@ -54,12 +54,18 @@ async fn finish(task: tokio::task::JoinHandle<Result<Action>>) -> Result<Action>
 
 /// Answers the server-side applies of the ConfigMap and the three Services, checking each.
 async fn expect_config_and_services(api: &mut ApiServer, uid: &str) {
-    for path in [
+    expect_config_and_role_services(api, uid, &["store-data", "store-metadata"]).await;
+}
+
+/// Answers the server-side applies of the ConfigMap, the headless Service and the client-facing
+/// Services named.
+async fn expect_config_and_role_services(api: &mut ApiServer, uid: &str, services: &[&str]) {
+    let mut paths = vec![
         format!("{CORE}/configmaps/store-sidecar"),
         format!("{CORE}/services/store-headless"),
-        format!("{CORE}/services/store-data"),
-        format!("{CORE}/services/store-metadata"),
-    ] {
+    ];
+    paths.extend(services.iter().map(|s| format!("{CORE}/services/{s}")));
+    for path in paths {
         let r = api.expect(Method::PATCH, &path).await;
         assert_apply(&r.uri);
         assert_eq!(
@@ -141,6 +147,39 @@ async fn a_new_module_gets_its_objects_applied_then_a_progressing_status() {
     );
     drop(ctx);
     api.expect_no_more().await;
+}
+
+#[tokio::test]
+async fn a_single_role_module_gets_only_its_service_and_endpoint() {
+    for (file, uid, service, endpoints) in [
+        (
+            "data.yaml",
+            "6d1c2a4e-0000-4000-8000-000000000005",
+            "store-data",
+            json!({"data": "store-data.zenko.svc:9991"}),
+        ),
+        (
+            "metadata.yaml",
+            "6d1c2a4e-0000-4000-8000-000000000006",
+            "store-metadata",
+            json!({"metadata": "store-metadata.zenko.svc:30990"}),
+        ),
+    ] {
+        let Harness { ctx, mut api, .. } = harness();
+        let module = fixture(file);
+        let task = start(&module, &ctx);
+        expect_config_and_role_services(&mut api, uid, &[service]).await;
+        api.expect(Method::PATCH, STS).await.respond_with_body();
+        api.expect(Method::GET, PDB)
+            .await
+            .respond_status(404, "NotFound");
+        let status = api.expect(Method::PATCH, STATUS).await;
+        assert_eq!(status.body["status"]["endpoints"], endpoints, "{file}");
+        respond_module(status, &module);
+        assert!(finish(task).await.is_ok(), "{file}");
+        drop(ctx);
+        api.expect_no_more().await;
+    }
 }
 
 #[tokio::test]

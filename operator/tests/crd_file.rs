@@ -36,7 +36,9 @@ fn crd_has_short_name_status_and_printer_columns() {
         .collect();
     assert_eq!(
         columns,
-        ["Ready", "Replicas", "Phase", "Data", "Metadata", "Age"]
+        [
+            "Role", "Ready", "Replicas", "Phase", "Data", "Metadata", "Age"
+        ]
     );
     let spec = &version["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"];
     assert_eq!(spec["replicas"]["minimum"], 1.0);
@@ -46,4 +48,38 @@ fn crd_has_short_name_status_and_printer_columns() {
         serde_json::json!(["Required", "Preferred"])
     );
     assert!(spec["memcached"]["properties"]["evictions"]["description"].is_string());
+}
+
+#[test]
+fn crd_schema_takes_a_role_from_three_and_keeps_it() {
+    let crd = zenko_memcached_operator::manifests::crd_yaml().unwrap_or_else(|e| panic!("{e}"));
+    let crd: serde_json::Value = serde_saphyr::from_str(&crd).unwrap_or_else(|e| panic!("{e}"));
+    let version = &crd["spec"]["versions"][0];
+    let root = &version["schema"]["openAPIV3Schema"];
+    let role = &root["properties"]["spec"]["properties"]["role"];
+    assert_eq!(
+        role["enum"],
+        serde_json::json!(["Combined", "Data", "Metadata"])
+    );
+    assert_eq!(role["default"], "Combined");
+    assert_eq!(role["type"], "string");
+    // The API server refuses a change of role (a CEL transition rule on the object).
+    let rules = root["x-kubernetes-validations"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        rules
+            .iter()
+            .any(|r| r["rule"] == "self.spec.role == oldSelf.spec.role"),
+        "{rules:?}"
+    );
+    // Sizes that depend on the role have no schema default: the operator fills them in.
+    let memcached = &root["properties"]["spec"]["properties"]["memcached"]["properties"];
+    for field in ["memoryLimitMiB", "maxItemSizeKiB", "threads"] {
+        assert!(memcached[field]["default"].is_null(), "{field}");
+        assert!(memcached[field]["minimum"].is_number(), "{field}");
+    }
+    let column = version["additionalPrinterColumns"][0].clone();
+    assert_eq!(column["jsonPath"], ".spec.role");
 }

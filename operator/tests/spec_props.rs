@@ -11,7 +11,7 @@ use zenko_memcached_operator::build::build;
 use zenko_memcached_operator::crd::ZenkoMemcachedModule;
 use zenko_memcached_operator::error::Error;
 use zenko_memcached_operator::manifests::{manifests_yaml, stack_yaml};
-use zenko_memcached_operator::stack;
+use zenko_memcached_operator::stack::{self, StackNetwork};
 use zenko_memcached_operator::validate::validate;
 
 const CASES: u32 = 1024;
@@ -76,6 +76,7 @@ fn spec() -> BoxedStrategy<Value> {
         .boxed()
     };
     object(vec![
+        ("role", one_of(&["Combined", "Data", "Metadata"]).boxed()),
         ("replicas", int().boxed()),
         (
             "memcached",
@@ -214,24 +215,32 @@ proptest! {
             Ok(validated) => {
                 // Independent checks of a few rules: whatever passes keeps them.
                 prop_assert!((1..=64).contains(&spec.replicas));
-                prop_assert!(i64::from(spec.sidecar.chunk_size_bytes) < i64::from(spec.memcached.max_item_size_kib) * 1024);
-                prop_assert!(!spec.sidecar.replication_group_id.is_empty());
-                prop_assert!((1..=65535).contains(&spec.services.data_port));
+                let settings = &validated.settings;
+                if let Some(chunk) = settings.chunk_size_bytes {
+                    prop_assert!(i64::from(chunk) < i64::from(settings.max_item_size_kib) * 1024);
+                }
+                prop_assert!(settings.replication_group_id.is_none_or(|rg| !rg.is_empty()));
+                prop_assert!(settings.data_port.is_none_or(|port| (1..=65535).contains(&port)));
+                // A field of the other role never passes.
+                prop_assert!(spec.role.serves_data() || spec.sidecar.chunk_size_bytes.is_none());
+                prop_assert!(spec.role.serves_metadata() || spec.services.metadata_port.is_none());
                 let children = build(&validated);
+                prop_assert_eq!(children.data_service.is_some(), spec.role.serves_data());
+                prop_assert_eq!(children.metadata_service.is_some(), spec.role.serves_metadata());
                 let objects = children.to_json_values().unwrap();
-                prop_assert!(objects.len() >= 5);
+                prop_assert!(objects.len() >= 4);
                 prop_assert_eq!(
                     children.stateful_set.spec.replicas,
                     Some(spec.replicas)
                 );
-                let stack = stack::to_yaml(&module);
+                let stack = stack::to_yaml(&module, &StackNetwork::Own);
                 prop_assert!(stack.is_ok(), "{:?}", stack.err());
             }
             Err(Error::InvalidSpec(violations)) => {
                 prop_assert!(!violations.0.is_empty());
                 prop_assert!(!violations.to_string().is_empty());
                 // The Swarm generator refuses it too, with an answer.
-                prop_assert!(stack::to_yaml(&module).is_err());
+                prop_assert!(stack::to_yaml(&module, &StackNetwork::Own).is_err());
             }
             Err(Error::MissingObjectKey(_)) => {
                 prop_assert!(module.metadata.name.is_none() || module.metadata.namespace.is_none());
@@ -242,7 +251,7 @@ proptest! {
 
     #[test]
     fn module_files_mutated_give_an_answer(
-        fixture in prop::sample::select(&["ha.yaml", "single.yaml", "invalid.yaml", "preferred-evicting.yaml"][..]),
+        fixture in prop::sample::select(&["ha.yaml", "single.yaml", "invalid.yaml", "preferred-evicting.yaml", "data.yaml", "metadata.yaml"][..]),
         edits in prop::collection::vec((any::<prop::sample::Index>(), 0u8..3, any::<u8>()), 1..6),
     ) {
         let path = format!("{}/tests/fixtures/{fixture}", env!("CARGO_MANIFEST_DIR"));
@@ -259,7 +268,7 @@ proptest! {
         let text = String::from_utf8_lossy(&bytes);
         // Any answer is fine; a panic is not.
         let _ = manifests_yaml(&text, "default");
-        let _ = stack_yaml(&text, "default");
+        let _ = stack_yaml(&text, "default", &StackNetwork::Own);
     }
 }
 

@@ -12,19 +12,46 @@ use std::process::Command;
 use common::fixture;
 use zenko_memcached_operator::build::{self, memcached_args};
 use zenko_memcached_operator::manifests::stack_yaml;
-use zenko_memcached_operator::stack::compose::{Capability, ComposeFile};
-use zenko_memcached_operator::stack::{self, SIDECAR_BINARY};
+use zenko_memcached_operator::stack::compose::{Capability, ComposeFile, Network};
+use zenko_memcached_operator::stack::{self, SIDECAR_BINARY, StackNetwork};
 use zenko_memcached_operator::validate::validate;
 
 const OPERATOR: &str = env!("CARGO_BIN_EXE_zenko-memcached-operator");
 
-/// Inputs (relative to tests/fixtures) and the golden file each must produce (in fixtures/stack).
-const GOLDEN: &[(&str, &str)] = &[
-    ("single.yaml", "single.stack.yml"),
-    ("ha.yaml", "ha.stack.yml"),
-    ("preferred-evicting.yaml", "preferred-evicting.stack.yml"),
-    ("stack/published.yaml", "published.stack.yml"),
+/// Inputs (relative to tests/fixtures), the golden file each must produce (in fixtures/stack), and
+/// the shared network it joins (`None`: its own).
+const GOLDEN: &[(&str, &str, Option<&str>)] = &[
+    ("single.yaml", "single.stack.yml", None),
+    ("ha.yaml", "ha.stack.yml", None),
+    (
+        "preferred-evicting.yaml",
+        "preferred-evicting.stack.yml",
+        None,
+    ),
+    ("stack/published.yaml", "published.stack.yml", None),
+    ("data.yaml", "data.stack.yml", None),
+    ("metadata.yaml", "metadata.stack.yml", None),
+    (
+        "../../../examples/production-data.yaml",
+        "production-data.stack.yml",
+        Some(SHARED_NETWORK),
+    ),
+    (
+        "../../../examples/production-metadata.yaml",
+        "production-metadata.stack.yml",
+        Some(SHARED_NETWORK),
+    ),
 ];
+
+/// The network of the production layout's README: both stacks and CloudServer join it.
+const SHARED_NETWORK: &str = "zenko-storage";
+
+fn stack_network(shared: Option<&str>) -> StackNetwork {
+    match shared {
+        Some(name) => StackNetwork::Shared(name.parse().unwrap_or_else(|e| panic!("{e}"))),
+        None => StackNetwork::Own,
+    }
+}
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
@@ -44,7 +71,12 @@ fn updating() -> bool {
 
 /// What the `stack` command prints for a file (the CLI's default namespace included).
 fn generate(input: &Path) -> String {
-    stack_yaml(&read(input), "default").unwrap_or_else(|e| panic!("{}: {e}", input.display()))
+    generate_on(input, &StackNetwork::Own)
+}
+
+fn generate_on(input: &Path, network: &StackNetwork) -> String {
+    stack_yaml(&read(input), "default", network)
+        .unwrap_or_else(|e| panic!("{}: {e}", input.display()))
 }
 
 /// Compares `actual` with the file at `expected`, or rewrites it under UPDATE_GOLDEN=1.
@@ -57,13 +89,14 @@ fn check_golden(actual: &str, expected: &Path) -> Option<String> {
     (wanted != actual).then(|| expected.display().to_string())
 }
 
-fn golden_paths() -> Vec<(PathBuf, PathBuf)> {
+fn golden_paths() -> Vec<(PathBuf, PathBuf, StackNetwork)> {
     GOLDEN
         .iter()
-        .map(|(input, golden)| {
+        .map(|(input, golden, shared)| {
             (
                 fixtures().join(input),
                 fixtures().join("stack").join(golden),
+                stack_network(*shared),
             )
         })
         .collect()
@@ -73,7 +106,7 @@ fn golden_paths() -> Vec<(PathBuf, PathBuf)> {
 fn golden_files_match() {
     let stale: Vec<String> = golden_paths()
         .iter()
-        .filter_map(|(input, golden)| check_golden(&generate(input), golden))
+        .filter_map(|(input, golden, network)| check_golden(&generate_on(input, network), golden))
         .collect();
     assert!(
         stale.is_empty(),
@@ -95,7 +128,7 @@ fn top_level_docker_stack_is_the_example_modules() {
 
 #[test]
 fn docker_accepts_every_generated_stack() {
-    let mut files: Vec<PathBuf> = golden_paths().into_iter().map(|(_, g)| g).collect();
+    let mut files: Vec<PathBuf> = golden_paths().into_iter().map(|(_, g, _)| g).collect();
     files.push(repo_root().join("docker-stack.yml"));
     for file in files {
         let output = Command::new("docker")
@@ -165,7 +198,7 @@ fn invalid_module_gives_one_clear_error_and_writes_nothing() {
 
 #[test]
 fn valid_module_is_written_to_the_output_file() {
-    let (input, golden) = &golden_paths()[1];
+    let (input, golden, _) = &golden_paths()[1];
     let written = scratch("ha.yml");
     let out = run_stack(input, &written);
     assert!(
@@ -178,7 +211,7 @@ fn valid_module_is_written_to_the_output_file() {
 }
 
 fn compose(name: &str) -> ComposeFile {
-    stack::build(&fixture(name)).unwrap_or_else(|e| panic!("{name}: {e}"))
+    stack::build(&fixture(name), &StackNetwork::Own).unwrap_or_else(|e| panic!("{name}: {e}"))
 }
 
 #[test]
@@ -229,14 +262,20 @@ fn every_service_is_pinned_to_storage_nodes() {
 
 #[test]
 fn memcached_and_sidecar_settings_are_the_kubernetes_ones() {
-    for name in ["single.yaml", "ha.yaml", "preferred-evicting.yaml"] {
+    for name in [
+        "single.yaml",
+        "ha.yaml",
+        "preferred-evicting.yaml",
+        "data.yaml",
+        "metadata.yaml",
+    ] {
         let module = fixture(name);
         let valid = validate(&module).unwrap_or_else(|e| panic!("{name}: {e}"));
         let kube = build::build(&valid);
         let stack = compose(name);
         assert_eq!(
             stack.services["memcached-0"].command,
-            memcached_args(&module.spec.memcached),
+            memcached_args(&valid),
             "{name}"
         );
         // the environment is the ConfigMap's but for how the sidecar reaches memcached
@@ -328,4 +367,131 @@ fn every_service_runs_unprivileged_on_a_read_only_root() {
             "{name}: the sidecar's user must be the Dockerfile's USER"
         );
     }
+}
+
+fn sidecar_aliases(file: &ComposeFile) -> Vec<String> {
+    file.services["sidecar"].networks["storage"].aliases.clone()
+}
+
+fn published(file: &ComposeFile) -> Vec<(u16, u16)> {
+    file.services["sidecar"]
+        .ports
+        .iter()
+        .map(|p| (p.target, p.published))
+        .collect()
+}
+
+#[test]
+fn each_role_gets_only_its_services_aliases_and_ports() {
+    assert_eq!(
+        sidecar_aliases(&compose("single.yaml")),
+        ["store-data", "store-metadata"]
+    );
+    let data = compose("data.yaml");
+    assert_eq!(sidecar_aliases(&data), ["store-data"]);
+    let env = &data.services["sidecar"].environment;
+    assert_eq!(env.get("ZMM_ROLE").map(String::as_str), Some("data"));
+    assert!(!env.contains_key("ZMM_METADATA_ADDR"), "{env:?}");
+
+    let metadata = compose("metadata.yaml");
+    assert_eq!(sidecar_aliases(&metadata), ["store-metadata"]);
+    assert_eq!(
+        metadata.services["sidecar"].environment.get("ZMM_ROLE"),
+        Some(&"metadata".to_owned())
+    );
+    // NodePort publishes the metadata port alone: the data port stays free for a data stack.
+    assert_eq!(published(&metadata), [(9990, 30990)]);
+    assert_eq!(
+        published(&compose("stack/published.yaml")),
+        [(9991, 30991), (9990, 30990)]
+    );
+}
+
+#[test]
+fn the_production_stacks_deploy_side_by_side_on_one_shared_network() {
+    let network = stack_network(Some(SHARED_NETWORK));
+    let build = |example: &str| {
+        let text = read(&repo_root().join("examples").join(example));
+        let module = zenko_memcached_operator::manifests::parse_module(&text, "default")
+            .unwrap_or_else(|e| panic!("{example}: {e}"));
+        stack::build(&module, &network).unwrap_or_else(|e| panic!("{example}: {e}"))
+    };
+    let data = build("production-data.yaml");
+    let metadata = build("production-metadata.yaml");
+    for file in [&data, &metadata] {
+        assert_eq!(
+            file.networks["storage"],
+            Network::External {
+                external: zenko_memcached_operator::stack::compose::IsExternal,
+                name: SHARED_NETWORK.to_owned(),
+            }
+        );
+    }
+    assert_eq!(sidecar_aliases(&data), ["zenko-data-data"]);
+    assert_eq!(sidecar_aliases(&metadata), ["zenko-metadata-metadata"]);
+    // On one network every name a service answers to must be unique across the two stacks,
+    // and two stacks on the same nodes must not share a memory file, a slot label or a port.
+    let mut names = Vec::new();
+    let mut ports = Vec::new();
+    let mut dirs = Vec::new();
+    let mut slots = Vec::new();
+    for file in [&data, &metadata] {
+        // Every memcached of a module binds the module's directory, each on its own node.
+        let mut module_dirs = std::collections::BTreeSet::new();
+        for service in file.services.values() {
+            names.extend(service.networks["storage"].aliases.iter().cloned());
+            ports.extend(service.ports.iter().map(|p| p.published.to_string()));
+            module_dirs.extend(service.volumes.iter().map(|m| m.source.clone()));
+            slots.extend(
+                service
+                    .deploy
+                    .placement
+                    .constraints
+                    .iter()
+                    .filter(|c| c.contains("io.zenko.slot"))
+                    .cloned(),
+            );
+        }
+        assert_eq!(module_dirs.len(), 1, "{module_dirs:?}");
+        dirs.extend(module_dirs);
+    }
+    for list in [&names, &ports, &dirs] {
+        let mut unique = list.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(
+            unique.len(),
+            list.len(),
+            "shared between the stacks: {list:?}"
+        );
+    }
+    assert!(
+        slots.iter().any(|c| c.contains("slot.zenko-data "))
+            && slots.iter().any(|c| c.contains("slot.zenko-metadata ")),
+        "{slots:?}"
+    );
+    // The stack command writes the same with --network.
+    let out = scratch("production-data.yml");
+    let status = Command::new(OPERATOR)
+        .args(["stack", "--network", SHARED_NETWORK, "-f"])
+        .arg(repo_root().join("examples/production-data.yaml"))
+        .arg("-o")
+        .arg(&out)
+        .output()
+        .unwrap_or_else(|e| panic!("{OPERATOR}: {e}"));
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    assert_eq!(
+        read(&out),
+        read(&fixtures().join("stack/production-data.stack.yml"))
+    );
+    let bad = Command::new(OPERATOR)
+        .args(["stack", "--network", "bad/name", "-f"])
+        .arg(repo_root().join("examples/production-data.yaml"))
+        .output()
+        .unwrap_or_else(|e| panic!("{OPERATOR}: {e}"));
+    assert!(!bad.status.success());
 }

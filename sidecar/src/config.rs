@@ -2,7 +2,7 @@
 
 use std::net::SocketAddr;
 
-use clap::Parser;
+use clap::{Parser, ValueEnum};
 
 use crate::metadata::ReplicationGroupId;
 
@@ -17,6 +17,12 @@ pub struct Config {
     /// A tool to run instead of serving.
     #[command(subcommand)]
     pub command: Option<Command>,
+
+    /// What this sidecar serves: both APIs (`combined`), only CloudServer's data API (`data`) or
+    /// only its metadata RPC (`metadata`). Nothing listens on the address of an API the role does
+    /// not serve; the admin address always listens.
+    #[arg(long, env = "ZMM_ROLE", value_enum, default_value_t = Role::Combined)]
+    pub role: Role,
 
     /// memcached servers, HOST:PORT[,HOST:PORT...]. Without it the sidecar keeps everything
     /// in an embedded in-process store that is lost when it stops.
@@ -42,7 +48,8 @@ pub struct Config {
     #[arg(long, env = "ZMM_ADMIN_ADDR", default_value = "0.0.0.0:9992")]
     pub admin_addr: SocketAddr,
 
-    /// Bytes of blob data per memcached item; must fit memcached's item size limit (-I).
+    /// Bytes of blob data per memcached item; must fit memcached's item size limit (-I). Only
+    /// the roles that serve data use it.
     #[arg(long, env = "ZMM_CHUNK_SIZE", default_value_t = 512 * 1024,
           value_parser = clap::value_parser!(u64).range(1024..=256 * 1024 * 1024))]
     pub chunk_size: u64,
@@ -54,7 +61,8 @@ pub struct Config {
     pub replication_group_id: ReplicationGroupId,
 
     /// Memory for cached metadata pages, in MiB: the bound on what the metadata store keeps
-    /// in the sidecar, however large the databases grow.
+    /// in the sidecar, however large the databases grow. Only the roles that serve metadata
+    /// use it.
     #[arg(long, env = "ZMM_PAGE_CACHE_MIB", default_value_t = 64,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub page_cache_mib: u64,
@@ -69,6 +77,11 @@ pub struct Config {
     /// Log filter, e.g. `info` or `zenko_memcached_sidecar=debug`.
     #[arg(long, env = "ZMM_LOG_LEVEL", default_value = "info")]
     pub log_level: String,
+
+    /// Log lines as plain text or as one JSON object each. Text is coloured only when standard
+    /// output is a terminal, so that container log collectors get no escape codes.
+    #[arg(long, env = "ZMM_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
 
     /// Seconds to wait at start for every memcached server to answer before giving up.
     #[arg(long, env = "ZMM_STARTUP_WAIT", default_value_t = 0)]
@@ -120,6 +133,47 @@ pub struct Config {
     #[arg(long, env = "ZMM_EMBEDDED_ITEM_SIZE_MAX", default_value_t = 1024 * 1024,
           value_parser = clap::value_parser!(u64).range(1024..))]
     pub embedded_item_size_max: u64,
+}
+
+/// Which of CloudServer's two backends a sidecar serves. Production deployments run a module of
+/// each kind, each with memcached sized for its own items: large blob chunks for data, many small
+/// pages for metadata.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum Role {
+    /// Both the data API and the metadata RPC, from one memcached pool.
+    #[default]
+    Combined,
+    /// Only the data API (HTTP, `--data-addr`).
+    Data,
+    /// Only the metadata RPC (socket.io, `--metadata-addr`).
+    Metadata,
+}
+
+impl Role {
+    pub fn serves_data(self) -> bool {
+        matches!(self, Role::Combined | Role::Data)
+    }
+
+    pub fn serves_metadata(self) -> bool {
+        matches!(self, Role::Combined | Role::Metadata)
+    }
+
+    /// The name `--role` takes.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Combined => "combined",
+            Role::Data => "data",
+            Role::Metadata => "metadata",
+        }
+    }
+}
+
+/// The form of the log lines.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
 }
 
 /// The sidecar's tools, each run once instead of serving.

@@ -1,12 +1,13 @@
 //! The sidecar binary: parse the configuration, set up logging, run until told to stop (or run
 //! one of its tools).
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 use zenko_memcached_sidecar::commands;
-use zenko_memcached_sidecar::config::{Command, Config};
+use zenko_memcached_sidecar::config::{Command, Config, LogFormat};
 use zenko_memcached_sidecar::{probe, server};
 
 fn main() -> ExitCode {
@@ -52,11 +53,7 @@ fn main() -> ExitCode {
             }
         };
     }
-    let filter = EnvFilter::try_new(&config.log_level).unwrap_or_else(|_| EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(false)
-        .init();
+    init_logging(&config);
     match runtime.block_on(server::run(config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
@@ -64,5 +61,18 @@ fn main() -> ExitCode {
             eprintln!("zenko-memcached-sidecar: {error}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Logs go to standard output; colour codes only reach a terminal, never a log collector.
+fn init_logging(config: &Config) {
+    let filter = EnvFilter::try_new(&config.log_level).unwrap_or_else(|_| EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .with_ansi(std::io::stdout().is_terminal());
+    match config.log_format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().init(),
     }
 }

@@ -1,4 +1,5 @@
-//! Prometheus metrics of the sidecar, served on the admin port's `/metrics`.
+//! Prometheus metrics of the sidecar, served on the admin port's `/metrics`: those of the APIs
+//! its role serves, memcached's errors, and the role itself.
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -8,7 +9,10 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
+
+use crate::config::Role;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
@@ -73,7 +77,20 @@ impl Drop for OpenDownload {
 
 impl Default for Metrics {
     fn default() -> Metrics {
+        Metrics::for_role(Role::Combined)
+    }
+}
+
+impl Metrics {
+    /// The metrics of a sidecar in `role`: an API it does not serve has no series, so that a
+    /// dashboard of a data module shows no empty metadata panels and the reverse.
+    pub fn for_role(role: Role) -> Metrics {
         let mut registry = Registry::with_prefix("zmm");
+        registry.register(
+            "sidecar",
+            "The sidecar's role: combined, data or metadata",
+            Info::new(vec![("role".to_owned(), role.as_str().to_owned())]),
+        );
         let data_requests = Family::<RequestLabels, Counter>::default();
         let data_latency =
             Family::<RouteLabels, Histogram, fn() -> Histogram>::new_with_constructor(
@@ -81,59 +98,63 @@ impl Default for Metrics {
             );
         let data_bytes_in = Counter::default();
         let data_bytes_out = Counter::default();
+        let data_open_downloads = Gauge::default();
         let memcached_errors = Family::<ErrorLabels, Counter>::default();
         let metadata_calls = Family::<CallLabels, Counter>::default();
         let metadata_latency =
             Family::<CallNameLabels, Histogram, fn() -> Histogram>::new_with_constructor(
                 latency_histogram as fn() -> Histogram,
             );
-        registry.register(
-            "data_requests",
-            "Data API requests by route and status",
-            data_requests.clone(),
-        );
-        registry.register(
-            "data_request_duration_seconds",
-            "Data API time to response headers, by route",
-            data_latency.clone(),
-        );
-        registry.register(
-            "data_received_bytes",
-            "Blob bytes received by the data API",
-            data_bytes_in.clone(),
-        );
-        registry.register(
-            "data_sent_bytes",
-            "Blob bytes sent by the data API",
-            data_bytes_out.clone(),
-        );
-        let data_open_downloads = Gauge::default();
-        registry.register(
-            "data_open_downloads",
-            "Blob downloads whose body is being sent now",
-            data_open_downloads.clone(),
-        );
+        let metadata_open_streams = Gauge::default();
+        if role.serves_data() {
+            registry.register(
+                "data_requests",
+                "Data API requests by route and status",
+                data_requests.clone(),
+            );
+            registry.register(
+                "data_request_duration_seconds",
+                "Data API time to response headers, by route",
+                data_latency.clone(),
+            );
+            registry.register(
+                "data_received_bytes",
+                "Blob bytes received by the data API",
+                data_bytes_in.clone(),
+            );
+            registry.register(
+                "data_sent_bytes",
+                "Blob bytes sent by the data API",
+                data_bytes_out.clone(),
+            );
+            registry.register(
+                "data_open_downloads",
+                "Blob downloads whose body is being sent now",
+                data_open_downloads.clone(),
+            );
+        }
         registry.register(
             "memcached_errors",
             "Failed memcached operations by kind",
             memcached_errors.clone(),
         );
-        registry.register(
-            "metadata_calls",
-            "Metadata RPC calls by name and outcome",
-            metadata_calls.clone(),
-        );
-        registry.register(
-            "metadata_call_duration_seconds",
-            "Metadata RPC time to answer, by call",
-            metadata_latency.clone(),
-        );
-        let metadata_open_streams = Gauge::default();
-        registry.register(
-            "metadata_open_streams",
-            "Metadata listings being streamed to clients now",
-            metadata_open_streams.clone(),
-        );
+        if role.serves_metadata() {
+            registry.register(
+                "metadata_calls",
+                "Metadata RPC calls by name and outcome",
+                metadata_calls.clone(),
+            );
+            registry.register(
+                "metadata_call_duration_seconds",
+                "Metadata RPC time to answer, by call",
+                metadata_latency.clone(),
+            );
+            registry.register(
+                "metadata_open_streams",
+                "Metadata listings being streamed to clients now",
+                metadata_open_streams.clone(),
+            );
+        }
         Metrics {
             registry: Arc::new(registry),
             data_requests,
@@ -208,5 +229,30 @@ impl Metrics {
             text.clear();
         }
         text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_role_reports_its_own_series_and_its_name() {
+        let combined = Metrics::for_role(Role::Combined).encode();
+        assert!(combined.contains("zmm_sidecar_info{role=\"combined\"} 1"));
+        assert!(combined.contains("zmm_data_sent_bytes_total 0"));
+        assert!(combined.contains("zmm_metadata_open_streams 0"));
+
+        let data = Metrics::for_role(Role::Data).encode();
+        assert!(data.contains("zmm_sidecar_info{role=\"data\"} 1"));
+        assert!(data.contains("zmm_data_sent_bytes_total 0"));
+        assert!(!data.contains("zmm_metadata"), "{data}");
+
+        let metadata = Metrics::for_role(Role::Metadata);
+        metadata.memcached_error("full");
+        let metadata = metadata.encode();
+        assert!(metadata.contains("zmm_metadata_open_streams 0"));
+        assert!(metadata.contains("zmm_memcached_errors_total{kind=\"full\"} 1"));
+        assert!(!metadata.contains("zmm_data"), "{metadata}");
     }
 }

@@ -1,6 +1,7 @@
 //! Starting the sidecar: the item store, the start-up checks, the listeners, and a shutdown
 //! that lets in-flight requests finish.
 
+use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -131,11 +132,64 @@ async fn listen(addr: SocketAddr) -> Result<TcpListener, StartupError> {
         .map_err(|source| StartupError::Listen { addr, source })
 }
 
-/// Run until SIGTERM or SIGINT, then finish in-flight requests and return.
+/// The metadata service on the memcached ordered store, for the roles that serve metadata.
+async fn metadata_router(
+    config: &Config,
+    items: &SharedItemStore,
+    metrics: &Metrics,
+    health: &Health,
+) -> Result<Router, StartupError> {
+    let tree = TreeConfig {
+        cache: PageCacheConfig {
+            max_bytes: (config.page_cache_mib * 1024 * 1024) as usize,
+        },
+        grace_period: Duration::from_secs(config.scan_grace_secs),
+        ..TreeConfig::default()
+    };
+    let ordered = MemcachedOrderedStore::open(items.clone(), tree)
+        .await
+        .map_err(StartupError::Metadata)?;
+    let service = MetadataService::new(
+        Arc::new(ordered),
+        items.clone(),
+        MetadataConfig {
+            replication_group_id: config.replication_group_id.clone(),
+            observer: Some(Arc::new(metrics.clone())),
+            health: Some(health.clone()),
+            limits: ArgLimits {
+                max_key_bytes: metadata::api::MAX_KEY_BYTES,
+                max_value_bytes: usize::try_from(config.max_metadata_value).unwrap_or(usize::MAX),
+            },
+            max_streams_per_client: usize::try_from(config.max_streams_per_client)
+                .unwrap_or(usize::MAX),
+            ..MetadataConfig::default()
+        },
+    );
+    {
+        let service = service.clone();
+        metrics.set_open_streams_source(move || service.open_streams());
+    }
+    Ok(metadata::router(service))
+}
+
+/// One listener and what it serves.
+struct Listener {
+    name: &'static str,
+    addr: SocketAddr,
+    app: Router,
+    limits: ConnectionLimits,
+}
+
+/// Run until SIGTERM or SIGINT, then finish in-flight requests and return. Only the APIs of
+/// `config.role` listen, besides the admin endpoints; the epoch and readiness watch the
+/// memcached pool in every role, since any role answers "not found" from it.
 pub async fn run(config: Config) -> Result<(), StartupError> {
+    let role = config.role;
     let items = connect_items(&config).await?;
-    check_chunk_size(&items, config.chunk_size).await?;
-    let metrics = Metrics::default();
+    if role.serves_data() {
+        check_chunk_size(&items, config.chunk_size).await?;
+    }
+    let metrics = Metrics::for_role(role);
     let health = Health::default();
     if !config.memcached.is_empty() {
         match placement::establish(&config.memcached, config.replication_factor)
@@ -162,54 +216,54 @@ pub async fn run(config: Config) -> Result<(), StartupError> {
     health.set_ready(items.ping().await.is_ok());
     let _watch = health.watch(items.clone(), HEALTH_INTERVAL);
 
-    let data = data::router(DataService {
-        blobs: BlobStore::new(items.clone(), config.chunk_size),
-        items: items.clone(),
-        metrics: metrics.clone(),
-        health: health.clone(),
-        max_object_size: config.max_object_size,
-    });
-    let tree = TreeConfig {
-        cache: PageCacheConfig {
-            max_bytes: (config.page_cache_mib * 1024 * 1024) as usize,
-        },
-        grace_period: Duration::from_secs(config.scan_grace_secs),
-        ..TreeConfig::default()
+    let limits = ConnectionLimits {
+        max_connections: usize::try_from(config.max_connections).unwrap_or(usize::MAX),
+        max_per_client: usize::try_from(config.max_connections_per_client).unwrap_or(usize::MAX),
     };
-    let ordered = MemcachedOrderedStore::open(items.clone(), tree)
-        .await
-        .map_err(StartupError::Metadata)?;
-    let metadata_service = MetadataService::new(
-        Arc::new(ordered),
-        items.clone(),
-        MetadataConfig {
-            replication_group_id: config.replication_group_id.clone(),
-            observer: Some(Arc::new(metrics.clone())),
-            health: Some(health.clone()),
-            limits: ArgLimits {
-                max_key_bytes: metadata::api::MAX_KEY_BYTES,
-                max_value_bytes: usize::try_from(config.max_metadata_value).unwrap_or(usize::MAX),
-            },
-            max_streams_per_client: usize::try_from(config.max_streams_per_client)
-                .unwrap_or(usize::MAX),
-            ..MetadataConfig::default()
-        },
-    );
-    {
-        let service = metadata_service.clone();
-        metrics.set_open_streams_source(move || service.open_streams());
+    let mut listeners = Vec::new();
+    if role.serves_data() {
+        listeners.push(Listener {
+            name: "data",
+            addr: config.data_addr,
+            app: data::router(DataService {
+                blobs: BlobStore::new(items.clone(), config.chunk_size),
+                items: items.clone(),
+                metrics: metrics.clone(),
+                health: health.clone(),
+                max_object_size: config.max_object_size,
+            }),
+            limits,
+        });
     }
-    let metadata = metadata::router(metadata_service);
-    let admin = admin::router(health, metrics);
-
-    let data_listener = listen(config.data_addr).await?;
-    let metadata_listener = listen(config.metadata_addr).await?;
-    let admin_listener = listen(config.admin_addr).await?;
+    if role.serves_metadata() {
+        listeners.push(Listener {
+            name: "metadata",
+            addr: config.metadata_addr,
+            app: metadata_router(&config, &items, &metrics, &health).await?,
+            limits,
+        });
+    }
+    listeners.push(Listener {
+        name: "admin",
+        addr: config.admin_addr,
+        app: admin::router(health, metrics),
+        // Not limited: probes must get through a saturated sidecar.
+        limits: ConnectionLimits::UNLIMITED,
+    });
+    // Every address is bound before any serves, so that one that cannot be bound stops the
+    // sidecar before it answers anything.
+    let mut bound = Vec::new();
+    for listener in listeners {
+        bound.push((listen(listener.addr).await?, listener));
+    }
+    let addresses: Vec<String> = bound
+        .iter()
+        .map(|(_, listener)| format!("{} {}", listener.name, listener.addr))
+        .collect();
     tracing::info!(
-        data = %config.data_addr,
-        metadata = %config.metadata_addr,
-        admin = %config.admin_addr,
-        chunk_size = config.chunk_size,
+        role = role.as_str(),
+        listening = addresses.join(", "),
+        chunk_size = role.serves_data().then_some(config.chunk_size),
         "serving"
     );
 
@@ -219,29 +273,17 @@ pub async fn run(config: Config) -> Result<(), StartupError> {
         tracing::info!("shutting down: finishing in-flight requests");
         let _ = stop_tx.send(true);
     });
-    let limits = ConnectionLimits {
-        max_connections: usize::try_from(config.max_connections).unwrap_or(usize::MAX),
-        max_per_client: usize::try_from(config.max_connections_per_client).unwrap_or(usize::MAX),
-    };
-    let serve = |listener: TcpListener, name: &'static str, app: Router, limits| {
+    let servers = futures::future::try_join_all(bound.into_iter().map(|(socket, listener)| {
         let mut stop = stop_rx.clone();
-        async move {
-            axum::serve(LimitedListener::new(listener, name, limits), app)
-                .with_graceful_shutdown(async move {
-                    let _ = stop.wait_for(|stopped| *stopped).await;
-                })
-                .await
-        }
-    };
-    let servers = async {
-        let (data_result, metadata_result, admin_result) = tokio::join!(
-            serve(data_listener, "data", data, limits),
-            serve(metadata_listener, "metadata", metadata, limits),
-            // Not limited: probes must get through a saturated sidecar.
-            serve(admin_listener, "admin", admin, ConnectionLimits::UNLIMITED)
-        );
-        data_result.and(metadata_result).and(admin_result)
-    };
+        axum::serve(
+            LimitedListener::new(socket, listener.name, listener.limits),
+            listener.app,
+        )
+        .with_graceful_shutdown(async move {
+            let _ = stop.wait_for(|stopped| *stopped).await;
+        })
+        .into_future()
+    }));
     let mut stopped = stop_rx.clone();
     let deadline = async move {
         let _ = stopped.wait_for(|stopped| *stopped).await;
@@ -249,7 +291,7 @@ pub async fn run(config: Config) -> Result<(), StartupError> {
         tracing::warn!("connections still open after the shutdown grace period: closing them");
     };
     tokio::select! {
-        result = servers => result.map_err(StartupError::Serve),
+        result = servers => result.map(drop).map_err(StartupError::Serve),
         () = deadline => Ok(()),
     }
 }

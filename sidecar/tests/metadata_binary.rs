@@ -4,38 +4,12 @@
 
 #![allow(clippy::unwrap_used)] // a test fails loudly on the first unexpected error
 
-use std::path::PathBuf;
-use std::process::Command;
+mod js_common;
 
+use js_common::scenario;
 use zenko_memcached_testkit::{Memcached, Sidecar};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_zenko-memcached-sidecar");
-
-/// Run a scenario of `tests/js/scenario.js` against the sidecar; its stdout when it passed.
-fn scenario(sidecar: &Sidecar, generation: &str, name: &str) -> String {
-    let js = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/js");
-    assert!(
-        js.join("node_modules").is_dir(),
-        "run `npm ci` in sidecar/tests/js first (scripts/test does)"
-    );
-    let output = Command::new("node")
-        .current_dir(js)
-        .args([
-            "scenario.js",
-            &sidecar.metadata_port.to_string(),
-            generation,
-            name,
-        ])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    assert!(
-        output.status.success() && stdout.contains(&format!("PASS {name}")),
-        "scenario {name} with socket.io {generation}.x failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    stdout
-}
 
 fn sidecar(memcached: &Memcached) -> Sidecar {
     let sidecar = Sidecar::start(BINARY, &["--memcached", &memcached.address()]);

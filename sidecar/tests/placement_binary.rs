@@ -66,8 +66,14 @@ async fn refuses(sidecar: &Sidecar, blobs: &[(String, Vec<u8>)], expected: &str)
 
 /// Every blob reads back identical and the metadata equals `snapshot`.
 async fn serves(sidecar: &Sidecar, blobs: &[(String, Vec<u8>)], snapshot: &str) {
-    let (status, body) = admin_get(sidecar, "/readyz");
-    assert_eq!(status, 200, "{body}");
+    // Ready once the health probe has reached every server (one may just have restarted).
+    assert!(
+        faults_common::eventually(std::time::Duration::from_secs(10), || {
+            admin_get(sidecar, "/readyz").0 == 200
+        }),
+        "{:?}",
+        admin_get(sidecar, "/readyz")
+    );
     let client = Client::new();
     for (key, bytes) in blobs {
         assert!(

@@ -10,4 +10,4 @@ mod start;
 pub use bytes::pseudo_random_bytes;
 pub use memcached::{DumpedItem, Memcached};
 pub use ports::{free_port, wait_for_listener};
-pub use sidecar::Sidecar;
+pub use sidecar::{Role, Sidecar};

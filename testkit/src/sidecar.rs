@@ -7,8 +7,27 @@ use std::time::{Duration, Instant};
 use crate::ports::{free_port, wait_for_listener};
 use crate::start;
 
+/// What a sidecar serves (its `--role`), and so which of its listeners a test waits for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    Combined,
+    Data,
+    Metadata,
+}
+
+impl Role {
+    fn flag(self) -> &'static str {
+        match self {
+            Role::Combined => "combined",
+            Role::Data => "data",
+            Role::Metadata => "metadata",
+        }
+    }
+}
+
 pub struct Sidecar {
     binary: String,
+    role: Role,
     args: Vec<String>,
     pub data_port: u16,
     pub metadata_port: u16,
@@ -23,8 +42,14 @@ impl Sidecar {
     /// A sidecar that exits while starting is started again on new ports (see
     /// [`crate::start`]); one that keeps failing, or runs without listening, fails the test.
     pub fn start(binary: &str, args: &[&str]) -> Sidecar {
+        Sidecar::start_role(binary, Role::Combined, args)
+    }
+
+    /// [`Sidecar::start`] in `role`: waits for the admin listener and those of the role's APIs.
+    pub fn start_role(binary: &str, role: Role, args: &[&str]) -> Sidecar {
         let mut sidecar = Sidecar {
             binary: binary.to_owned(),
+            role,
             args: args.iter().map(|arg| arg.to_string()).collect(),
             data_port: 0,
             metadata_port: 0,
@@ -36,7 +61,8 @@ impl Sidecar {
             sidecar.metadata_port = free_port();
             sidecar.admin_port = free_port();
             sidecar.spawn();
-            let addrs = [sidecar.admin_addr(), sidecar.data_addr()];
+            let mut addrs = vec![sidecar.admin_addr()];
+            addrs.extend(sidecar.api_addrs());
             let Some(child) = sidecar.child.as_mut() else {
                 unreachable!("spawn sets the child");
             };
@@ -55,9 +81,11 @@ impl Sidecar {
             .arg("--data-addr")
             .arg(self.data_addr().to_string())
             .arg("--metadata-addr")
-            .arg(SocketAddr::from(([127, 0, 0, 1], self.metadata_port)).to_string())
+            .arg(self.metadata_addr().to_string())
             .arg("--admin-addr")
             .arg(self.admin_addr().to_string())
+            .arg("--role")
+            .arg(self.role.flag())
             .args(&self.args)
             .env(
                 "ZMM_LOG_LEVEL",
@@ -154,14 +182,25 @@ impl Sidecar {
         None
     }
 
+    /// The addresses of the APIs its role serves.
+    pub fn api_addrs(&self) -> Vec<SocketAddr> {
+        match self.role {
+            Role::Combined => vec![self.data_addr(), self.metadata_addr()],
+            Role::Data => vec![self.data_addr()],
+            Role::Metadata => vec![self.metadata_addr()],
+        }
+    }
+
     /// SIGKILL, then start again on the same ports with the same arguments.
     pub fn kill_and_restart(&mut self) {
         self.stop();
         self.spawn();
-        assert!(
-            wait_for_listener(self.data_addr(), Duration::from_secs(20)),
-            "the sidecar did not restart"
-        );
+        for addr in self.api_addrs() {
+            assert!(
+                wait_for_listener(addr, Duration::from_secs(20)),
+                "the sidecar did not restart"
+            );
+        }
     }
 
     pub fn stop(&mut self) {

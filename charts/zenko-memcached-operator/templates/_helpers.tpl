@@ -86,3 +86,16 @@ app.kubernetes.io/part-of: zenko
     {{- toYaml .namespaceSelector | nindent 4 }}
   {{- end }}
 {{- end }}
+
+{{/* The modules from values, as a JSON list of {name, role, spec}: one combined module, or the
+Data and Metadata modules of the pair, whose specs get their role from the chart. */}}
+{{- define "zmm-operator.modules" -}}
+{{- $m := .Values.module }}
+{{- if eq $m.layout "pair" }}
+{{- $data := merge (dict "role" "Data") (deepCopy (default (dict) $m.data.spec)) }}
+{{- $metadata := merge (dict "role" "Metadata") (deepCopy (default (dict) $m.metadata.spec)) }}
+{{- list (dict "name" $m.data.name "role" "Data" "spec" $data) (dict "name" $m.metadata.name "role" "Metadata" "spec" $metadata) | toJson }}
+{{- else }}
+{{- list (dict "name" $m.name "role" "Combined" "spec" (default (dict) $m.spec)) | toJson }}
+{{- end }}
+{{- end }}

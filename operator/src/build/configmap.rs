@@ -7,7 +7,6 @@ use sha2::{Digest, Sha256};
 
 use super::labels::Component;
 use super::{MEMCACHED_PORT, names, object_meta};
-use crate::crd::SidecarSpec;
 use crate::validate::Validated;
 
 /// Pod template annotation carrying the hash of the ConfigMap data: `envFrom` is only read at
@@ -18,7 +17,7 @@ pub const CONFIG_HASH_ANNOTATION: &str = "zenko.io/config-hash";
 pub const STARTUP_WAIT_SECONDS: u32 = 60;
 
 pub fn build(module: &Validated<'_>) -> ConfigMap {
-    let data = sidecar_env(&module.module.spec.sidecar, &memcached_servers(module));
+    let data = sidecar_env(module, &memcached_servers(module));
     ConfigMap {
         metadata: object_meta(module, names::config_map(module.name), Component::Storage),
         data: Some(data),
@@ -29,32 +28,23 @@ pub fn build(module: &Validated<'_>) -> ConfigMap {
 /// The sidecar's environment, shared by Kubernetes (this ConfigMap) and Swarm (the stack's
 /// `environment`): only the list of memcached servers differs, because only the way a sidecar
 /// reaches each memcached differs. The order of `memcached_servers` is the key routing order and
-/// must be the same for every sidecar of a module.
+/// must be the same for every sidecar of a module. Settings of an API the role does not serve
+/// are left out.
 pub fn sidecar_env(
-    sidecar: &SidecarSpec,
+    module: &Validated<'_>,
     memcached_servers: &[String],
 ) -> BTreeMap<String, String> {
-    BTreeMap::from([
+    let settings = &module.settings;
+    let sidecar = &module.module.spec.sidecar;
+    let mut env = BTreeMap::from([
         ("ZMM_MEMCACHED".to_owned(), memcached_servers.join(",")),
         (
-            "ZMM_DATA_ADDR".to_owned(),
-            format!("0.0.0.0:{}", super::DATA_PORT),
-        ),
-        (
-            "ZMM_METADATA_ADDR".to_owned(),
-            format!("0.0.0.0:{}", super::METADATA_PORT),
+            "ZMM_ROLE".to_owned(),
+            settings.role.sidecar_role().to_owned(),
         ),
         (
             "ZMM_ADMIN_ADDR".to_owned(),
             format!("0.0.0.0:{}", super::ADMIN_PORT),
-        ),
-        (
-            "ZMM_CHUNK_SIZE".to_owned(),
-            sidecar.chunk_size_bytes.to_string(),
-        ),
-        (
-            "ZMM_REPLICATION_GROUP_ID".to_owned(),
-            sidecar.replication_group_id.clone(),
         ),
         (
             "ZMM_LOG_LEVEL".to_owned(),
@@ -64,7 +54,29 @@ pub fn sidecar_env(
             "ZMM_STARTUP_WAIT".to_owned(),
             STARTUP_WAIT_SECONDS.to_string(),
         ),
-    ])
+    ]);
+    if settings.role.serves_data() {
+        env.insert(
+            "ZMM_DATA_ADDR".to_owned(),
+            format!("0.0.0.0:{}", super::DATA_PORT),
+        );
+    }
+    if let Some(chunk_size) = settings.chunk_size_bytes {
+        env.insert("ZMM_CHUNK_SIZE".to_owned(), chunk_size.to_string());
+    }
+    if settings.role.serves_metadata() {
+        env.insert(
+            "ZMM_METADATA_ADDR".to_owned(),
+            format!("0.0.0.0:{}", super::METADATA_PORT),
+        );
+    }
+    if let Some(replication_group_id) = settings.replication_group_id {
+        env.insert(
+            "ZMM_REPLICATION_GROUP_ID".to_owned(),
+            replication_group_id.to_owned(),
+        );
+    }
+    env
 }
 
 /// The memcached servers every sidecar uses. With several pods each sidecar must list all of

@@ -30,8 +30,10 @@ pub use statefulset::{
 pub struct Children {
     pub config_map: ConfigMap,
     pub headless_service: Service,
-    pub data_service: Service,
-    pub metadata_service: Service,
+    /// Only when the module's role serves data.
+    pub data_service: Option<Service>,
+    /// Only when the module's role serves metadata.
+    pub metadata_service: Option<Service>,
     pub stateful_set: StatefulSet,
     /// Only with more than one replica: with one pod, a budget would block every node drain.
     pub pod_disruption_budget: Option<PodDisruptionBudget>,
@@ -57,10 +59,14 @@ impl Children {
         let mut out = vec![
             serde_json::to_value(&self.config_map)?,
             serde_json::to_value(&self.headless_service)?,
-            serde_json::to_value(&self.data_service)?,
-            serde_json::to_value(&self.metadata_service)?,
-            serde_json::to_value(&self.stateful_set)?,
         ];
+        for service in [&self.data_service, &self.metadata_service]
+            .into_iter()
+            .flatten()
+        {
+            out.push(serde_json::to_value(service)?);
+        }
+        out.push(serde_json::to_value(&self.stateful_set)?);
         if let Some(pdb) = &self.pod_disruption_budget {
             out.push(serde_json::to_value(pdb)?);
         }
@@ -90,22 +96,18 @@ pub mod names {
     }
 }
 
-/// The addresses CloudServer is configured with, from the Services' cluster DNS names.
+/// The addresses CloudServer is configured with, from the cluster DNS names of the Services
+/// the module's role has.
 pub fn endpoints(module: &Validated<'_>) -> Endpoints {
-    let services = &module.module.spec.services;
+    let settings = &module.settings;
+    let address = |service: String, port: i32| format!("{service}.{}.svc:{port}", module.namespace);
     Endpoints {
-        data: format!(
-            "{}.{}.svc:{}",
-            names::data_service(module.name),
-            module.namespace,
-            services.data_port
-        ),
-        metadata: format!(
-            "{}.{}.svc:{}",
-            names::metadata_service(module.name),
-            module.namespace,
-            services.metadata_port
-        ),
+        data: settings
+            .data_port
+            .map(|port| address(names::data_service(module.name), port)),
+        metadata: settings
+            .metadata_port
+            .map(|port| address(names::metadata_service(module.name), port)),
     }
 }
 

@@ -1,4 +1,5 @@
-//! The data, metadata and headless Services of a module.
+//! The data, metadata and headless Services of a module; a single-role module has only its
+//! role's client-facing Service.
 
 use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -7,26 +8,26 @@ use super::labels::{Component, pod_selector};
 use super::{ADMIN_PORT, MEMCACHED_PORT, names, object_meta};
 use crate::validate::Validated;
 
-/// The Service behind CloudServer's `dataClient`.
-pub fn data(module: &Validated<'_>) -> Service {
-    let services = &module.module.spec.services;
-    client_facing(
+/// The Service behind CloudServer's `dataClient`, when the module's role serves data.
+pub fn data(module: &Validated<'_>) -> Option<Service> {
+    let service_port = module.settings.data_port?;
+    Some(client_facing(
         module,
         names::data_service(module.name),
         Component::Data,
-        port("data", services.data_port, "data"),
-    )
+        port("data", service_port, "data"),
+    ))
 }
 
-/// The Service behind CloudServer's `metadataClient`.
-pub fn metadata(module: &Validated<'_>) -> Service {
-    let services = &module.module.spec.services;
-    client_facing(
+/// The Service behind CloudServer's `metadataClient`, when the module's role serves metadata.
+pub fn metadata(module: &Validated<'_>) -> Option<Service> {
+    let service_port = module.settings.metadata_port?;
+    Some(client_facing(
         module,
         names::metadata_service(module.name),
         Component::Metadata,
-        port("metadata", services.metadata_port, "metadata"),
-    )
+        port("metadata", service_port, "metadata"),
+    ))
 }
 
 /// The StatefulSet's governing Service: it gives each pod the stable DNS name through which

@@ -18,7 +18,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use super::configmap::CONFIG_HASH_ANNOTATION;
 use super::labels::{self, Component, pod_selector};
 use super::{names, object_meta};
-use crate::crd::{MemcachedSpec, SidecarSpec, SpreadPolicy};
+use crate::crd::{SidecarSpec, SpreadPolicy};
 use crate::validate::Validated;
 
 pub const MEMCACHED_PORT: u16 = 11211;
@@ -39,20 +39,23 @@ pub const SIDECAR_UID: i64 = 65532;
 pub const TERMINATION_GRACE_SECONDS: i64 = 30;
 const HOSTNAME_TOPOLOGY: &str = "kubernetes.io/hostname";
 
-/// memcached's command line, derived from the spec. `-U 0` closes UDP, which the sidecar does
-/// not use and which is an amplification risk; `-M` refuses writes instead of evicting data.
-pub fn memcached_args(spec: &MemcachedSpec) -> Vec<String> {
+/// memcached's command line, derived from the spec and its role's defaults. `-U 0` closes UDP,
+/// which the sidecar does not use and which is an amplification risk; `-M` refuses writes
+/// instead of evicting data.
+pub fn memcached_args(module: &Validated<'_>) -> Vec<String> {
+    let spec = &module.module.spec.memcached;
+    let settings = &module.settings;
     let mut args = vec![
         "-p".to_owned(),
         MEMCACHED_PORT.to_string(),
         "-U".to_owned(),
         "0".to_owned(),
         "-m".to_owned(),
-        spec.memory_limit_mib.to_string(),
+        settings.memory_limit_mib.to_string(),
         "-I".to_owned(),
-        format!("{}k", spec.max_item_size_kib),
+        format!("{}k", settings.max_item_size_kib),
         "-t".to_owned(),
-        spec.threads.to_string(),
+        settings.threads.to_string(),
         "-c".to_owned(),
         spec.max_connections.to_string(),
     ];
@@ -196,11 +199,11 @@ fn memcached_container(module: &Validated<'_>) -> Container {
         name: MEMCACHED_CONTAINER.to_owned(),
         image: Some(spec.image.clone()),
         image_pull_policy: spec.image_pull_policy.map(|p| p.as_str().to_owned()),
-        args: Some(memcached_args(spec)),
+        args: Some(memcached_args(module)),
         ports: Some(vec![container_port("memcache", MEMCACHED_PORT)]),
         readiness_probe: Some(tcp_probe(5)),
         liveness_probe: Some(tcp_probe(15)),
-        resources: Some(memcached_resources(spec)),
+        resources: Some(memcached_resources(module)),
         volume_mounts: warm.then(|| {
             vec![VolumeMount {
                 name: WARM_VOLUME.to_owned(),
@@ -230,6 +233,15 @@ fn memcached_container(module: &Validated<'_>) -> Container {
 
 fn sidecar_container(module: &Validated<'_>) -> Container {
     let spec = &module.module.spec.sidecar;
+    let role = module.role();
+    let mut ports = Vec::new();
+    if role.serves_data() {
+        ports.push(container_port("data", DATA_PORT));
+    }
+    if role.serves_metadata() {
+        ports.push(container_port("metadata", METADATA_PORT));
+    }
+    ports.push(container_port("admin", ADMIN_PORT));
     Container {
         name: SIDECAR_CONTAINER.to_owned(),
         image: Some(spec.image.clone()),
@@ -241,11 +253,7 @@ fn sidecar_container(module: &Validated<'_>) -> Container {
             }),
             ..EnvFromSource::default()
         }]),
-        ports: Some(vec![
-            container_port("data", DATA_PORT),
-            container_port("metadata", METADATA_PORT),
-            container_port("admin", ADMIN_PORT),
-        ]),
+        ports: Some(ports),
         readiness_probe: Some(http_probe("/readyz", 5)),
         liveness_probe: Some(http_probe("/healthz", 30)),
         resources: Some(sidecar_resources(spec)),
@@ -335,10 +343,14 @@ fn warm_volume(module: &Validated<'_>) -> Volume {
 }
 
 /// memcached's resources: the spec's, or the defaults derived from its memory limit.
-pub fn memcached_resources(spec: &MemcachedSpec) -> ResourceRequirements {
-    spec.resources
+pub fn memcached_resources(module: &Validated<'_>) -> ResourceRequirements {
+    module
+        .module
+        .spec
+        .memcached
+        .resources
         .clone()
-        .unwrap_or_else(|| memcached_default_resources(spec.memory_limit_mib))
+        .unwrap_or_else(|| memcached_default_resources(module.settings.memory_limit_mib))
 }
 
 /// The sidecar's resources: the spec's, or the documented defaults.

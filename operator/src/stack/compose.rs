@@ -53,15 +53,31 @@ pub struct ServiceNetwork {
     pub aliases: Vec<String>,
 }
 
-/// A network of the stack.
+/// A network of the stack: one it creates, or one created beforehand that several stacks join.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Network {
-    pub driver: NetworkDriver,
-    /// Lets containers of other stacks (CloudServer) join the network.
-    pub attachable: bool,
-    /// The network's real name, unprefixed by the stack name, so that another stack can name it
-    /// as `external`.
-    pub name: String,
+#[serde(untagged)]
+pub enum Network {
+    Created {
+        driver: NetworkDriver,
+        /// Lets containers of other stacks (CloudServer) join the network.
+        attachable: bool,
+        /// The network's real name, unprefixed by the stack name, so that another stack can
+        /// name it as `external`.
+        name: String,
+    },
+    /// Made by `docker network create --driver overlay --attachable <name>`; the stack only
+    /// joins it, and removing the stack leaves it to the other stacks on it.
+    External { external: IsExternal, name: String },
+}
+
+/// Compose's `external: true`, the only value an external network has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IsExternal;
+
+impl Serialize for IsExternal {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_bool(true)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -10,7 +10,12 @@
 //! `memcached-<i>`, reachable as `<module>-memcached-<i>`; with several replicas and Required
 //! spreading, each is pinned to the storage node labelled `io.zenko.slot.<module>=<i>`, which
 //! keeps one memcached per node and brings each back to the node holding its memory file.
-//! The sidecars are one replicated service, at most one per node.
+//! The sidecars are one replicated service, at most one per node, answering on the network to
+//! the names of the Kubernetes Services of the module's role.
+//!
+//! A stack creates its own network, named after the module, or joins a shared one created
+//! beforehand: the production layout's data and metadata stacks share one network with
+//! CloudServer.
 
 pub mod compose;
 mod resources;
@@ -19,8 +24,8 @@ use std::collections::BTreeMap;
 
 use compose::{
     COMPOSE_VERSION, Capability, ComposeFile, Deploy, DeployMode, EndpointMode, FailureAction,
-    HealthTest, Healthcheck, Mount, MountType, Network, NetworkDriver, Placement, Port, PortMode,
-    Protocol, RestartCondition, RestartPolicy, Seconds, Service, ServiceNetwork, Signal,
+    HealthTest, Healthcheck, IsExternal, Mount, MountType, Network, NetworkDriver, Placement, Port,
+    PortMode, Protocol, RestartCondition, RestartPolicy, Seconds, Service, ServiceNetwork, Signal,
     UpdateConfig, UpdateOrder,
 };
 
@@ -58,8 +63,46 @@ pub fn slot_label(module: &str) -> String {
     format!("io.zenko.slot.{module}")
 }
 
+/// The overlay network a stack's services join.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StackNetwork {
+    /// Created by the stack and named after the module.
+    Own,
+    /// Created beforehand with this name and joined by several stacks: the data and metadata
+    /// modules of the production layout, and CloudServer.
+    Shared(NetworkName),
+}
+
+/// A Docker network name: a letter or digit, then letters, digits, `_`, `.` or `-`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetworkName(String);
+
+impl std::str::FromStr for NetworkName {
+    type Err = String;
+
+    fn from_str(name: &str) -> std::result::Result<Self, String> {
+        let mut chars = name.chars();
+        let valid = chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
+            && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+        if valid {
+            Ok(NetworkName(name.to_owned()))
+        } else {
+            Err(format!(
+                "{name:?} is not a Docker network name (a letter or digit, then letters, digits, \
+                 '_', '.' or '-')"
+            ))
+        }
+    }
+}
+
+impl NetworkName {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
 /// The stack of a module, or why the module cannot be deployed.
-pub fn build(module: &ZenkoMemcachedModule) -> Result<ComposeFile> {
+pub fn build(module: &ZenkoMemcachedModule, network: &StackNetwork) -> Result<ComposeFile> {
     let valid = validate(module)?;
     let replicas = u32::try_from(valid.module.spec.replicas).unwrap_or(1);
     let mut services = BTreeMap::new();
@@ -72,18 +115,24 @@ pub fn build(module: &ZenkoMemcachedModule) -> Result<ComposeFile> {
         services,
         networks: BTreeMap::from([(
             NETWORK.to_owned(),
-            Network {
-                driver: NetworkDriver::Overlay,
-                attachable: true,
-                name: valid.name.to_owned(),
+            match network {
+                StackNetwork::Own => Network::Created {
+                    driver: NetworkDriver::Overlay,
+                    attachable: true,
+                    name: valid.name.to_owned(),
+                },
+                StackNetwork::Shared(name) => Network::External {
+                    external: IsExternal,
+                    name: name.as_str().to_owned(),
+                },
             },
         )]),
     })
 }
 
 /// The `docker-stack.yml` text of a module, headed by a comment saying where it comes from.
-pub fn to_yaml(module: &ZenkoMemcachedModule) -> Result<String> {
-    let compose = build(module)?;
+pub fn to_yaml(module: &ZenkoMemcachedModule, network: &StackNetwork) -> Result<String> {
+    let compose = build(module, network)?;
     let body = serde_saphyr::to_string(&compose).map_err(|e| Error::YamlWrite(e.to_string()))?;
     let name = module.metadata.name.as_deref().unwrap_or_default();
     Ok(format!(
@@ -101,7 +150,7 @@ fn memcached(module: &Validated<'_>, slot: u32) -> Result<Service> {
     }
     Ok(Service {
         image: spec.memcached.image.clone(),
-        command: memcached_args(&spec.memcached),
+        command: memcached_args(module),
         environment: BTreeMap::new(),
         networks: network(vec![memcached_host(module.name, slot)]),
         ports: Vec::new(),
@@ -141,10 +190,7 @@ fn memcached(module: &Validated<'_>, slot: u32) -> Result<Service> {
                 constraints,
                 max_replicas_per_node: None,
             },
-            resources: resources::to_compose(
-                &memcached_resources(&spec.memcached),
-                "memcached.resources",
-            )?,
+            resources: resources::to_compose(&memcached_resources(module), "memcached.resources")?,
             restart_policy: restart_policy(),
             update_config: update_config(1, FailureAction::Pause),
             rollback_config: update_config(1, FailureAction::Pause),
@@ -157,6 +203,14 @@ fn sidecar(module: &Validated<'_>, replicas: u32) -> Result<Service> {
     let servers: Vec<String> = (0..replicas)
         .map(|slot| format!("{}:{MEMCACHED_PORT}", memcached_host(module.name, slot)))
         .collect();
+    let role = module.role();
+    let mut aliases = Vec::new();
+    if role.serves_data() {
+        aliases.push(names::data_service(module.name));
+    }
+    if role.serves_metadata() {
+        aliases.push(names::metadata_service(module.name));
+    }
     let mut deploy_labels = labels::standard(module.name, Component::Storage);
     if spec.metrics.enabled {
         deploy_labels.extend(metrics_annotations());
@@ -171,11 +225,8 @@ fn sidecar(module: &Validated<'_>, replicas: u32) -> Result<Service> {
     Ok(Service {
         image: spec.sidecar.image.clone(),
         command: Vec::new(),
-        environment: sidecar_env(&spec.sidecar, &servers),
-        networks: network(vec![
-            names::data_service(module.name),
-            names::metadata_service(module.name),
-        ]),
+        environment: sidecar_env(module, &servers),
+        networks: network(aliases),
         ports: published_ports(module)?,
         volumes: Vec::new(),
         // The sidecar image has no shell: the binary probes its own readiness endpoint.
@@ -229,12 +280,13 @@ fn network(aliases: Vec<String>) -> BTreeMap<String, ServiceNetwork> {
 }
 
 /// ClusterIP keeps the sidecar on the overlay network only (CloudServer attaches to it); the
-/// other types publish the data and metadata ports on every node through the routing mesh.
+/// other types publish the ports of the role's servers on every node through the routing mesh.
 fn published_ports(module: &Validated<'_>) -> Result<Vec<Port>> {
     let services = &module.module.spec.services;
     if services.type_ == ServiceType::ClusterIP {
         return Ok(Vec::new());
     }
+    let settings = &module.settings;
     // Validation already bounds the ports; the conversion only restates it for the type.
     let port = |target: u16, published: i32, field: &'static str| -> Result<Port> {
         let published = u16::try_from(published).map_err(|_| {
@@ -252,14 +304,14 @@ fn published_ports(module: &Validated<'_>) -> Result<Vec<Port>> {
             mode: PortMode::Ingress,
         })
     };
-    Ok(vec![
-        port(DATA_PORT, services.data_port, "services.dataPort")?,
-        port(
-            METADATA_PORT,
-            services.metadata_port,
-            "services.metadataPort",
-        )?,
-    ])
+    let mut ports = Vec::new();
+    if let Some(published) = settings.data_port {
+        ports.push(port(DATA_PORT, published, "services.dataPort")?);
+    }
+    if let Some(published) = settings.metadata_port {
+        ports.push(port(METADATA_PORT, published, "services.metadataPort")?);
+    }
+    Ok(ports)
 }
 
 fn grace_period() -> Seconds {

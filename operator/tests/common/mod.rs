@@ -9,10 +9,16 @@ use kube::client::Body;
 use tower_test::mock::{self, Handle};
 use zenko_memcached_operator::crd::ZenkoMemcachedModule;
 
+/// A fixture module, read as `manifests -f` reads files.
 pub fn fixture(name: &str) -> ZenkoMemcachedModule {
+    zenko_memcached_operator::manifests::parse_module(&fixture_text(name), "default")
+        .unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
+/// The text of a file in tests/fixtures.
+pub fn fixture_text(name: &str) -> String {
     let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-    serde_saphyr::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"))
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
 pub fn mock_client() -> (Client, ApiServer) {
