@@ -36,6 +36,12 @@ pub struct Config {
           value_parser = clap::value_parser!(u32).range(1..=64))]
     pub replication_factor: u32,
 
+    /// How fast a server of a replicated store that lost its contents is refilled from the
+    /// others, in MiB/s (the copy competes with requests for memcached and the network).
+    #[arg(long, env = "ZMM_REFILL_RATE_MIB", default_value_t = 64,
+          value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub refill_rate_mib: u64,
+
     /// Where CloudServer's data client connects (HTTP).
     #[arg(long, env = "ZMM_DATA_ADDR", default_value = "0.0.0.0:9991")]
     pub data_addr: SocketAddr,

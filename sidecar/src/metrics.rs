@@ -61,6 +61,12 @@ pub struct Metrics {
     pub metadata_latency: Family<CallNameLabels, Histogram, fn() -> Histogram>,
     /// Metadata listings being streamed now, read from its source at each scrape.
     pub metadata_open_streams: Gauge,
+    /// 1 while this sidecar refills a server that lost its contents.
+    pub refill_running: Gauge,
+    /// Items of the running refill's current source not yet looked at.
+    pub refill_remaining: Gauge,
+    pub refill_items: Counter,
+    pub refill_bytes: Counter,
     open_streams_source: Arc<OnceLock<OpenStreamsSource>>,
 }
 
@@ -106,6 +112,30 @@ impl Metrics {
                 latency_histogram as fn() -> Histogram,
             );
         let metadata_open_streams = Gauge::default();
+        let refill_running = Gauge::default();
+        let refill_remaining = Gauge::default();
+        let refill_items = Counter::default();
+        let refill_bytes = Counter::default();
+        registry.register(
+            "refill_running",
+            "1 while this sidecar refills a memcached server that lost its contents",
+            refill_running.clone(),
+        );
+        registry.register(
+            "refill_remaining_items",
+            "Items the running refill has still to look at on its current source server",
+            refill_remaining.clone(),
+        );
+        registry.register(
+            "refill_items",
+            "Items copied back to memcached servers that lost their contents",
+            refill_items.clone(),
+        );
+        registry.register(
+            "refill_bytes",
+            "Bytes copied back to memcached servers that lost their contents",
+            refill_bytes.clone(),
+        );
         if role.serves_data() {
             registry.register(
                 "data_requests",
@@ -166,6 +196,10 @@ impl Metrics {
             metadata_calls,
             metadata_latency,
             metadata_open_streams,
+            refill_running,
+            refill_remaining,
+            refill_items,
+            refill_bytes,
             open_streams_source: Arc::new(OnceLock::new()),
         }
     }

@@ -19,7 +19,7 @@ use crate::items::{EmbeddedStore, ItemError, MemcachedStore, SharedItemStore};
 use crate::metadata::{self, ArgLimits, MetadataConfig, MetadataService};
 use crate::metrics::Metrics;
 use crate::ordered::{MemcachedOrderedStore, OrderedError, PageCacheConfig, TreeConfig};
-use crate::placement::{self, ReplicatedStore, Verdict};
+use crate::placement::{self, RefillRate, ReplicatedStore, Verdict};
 
 /// How often readiness probes memcached.
 const HEALTH_INTERVAL: Duration = Duration::from_secs(1);
@@ -62,7 +62,13 @@ pub enum StartupError {
 }
 
 /// The item store the configuration names, checked to be answering.
-pub async fn connect_items(config: &Config) -> Result<SharedItemStore, StartupError> {
+/// The item store, and its replicated form when the factor is above one (which runs refills).
+pub struct Items {
+    pub store: SharedItemStore,
+    pub replicated: Option<Arc<ReplicatedStore>>,
+}
+
+pub async fn connect_items(config: &Config) -> Result<Items, StartupError> {
     let factor = config.replication_factor as usize;
     if factor > config.memcached.len().max(1) {
         return Err(StartupError::Factor {
@@ -79,7 +85,10 @@ pub async fn connect_items(config: &Config) -> Result<SharedItemStore, StartupEr
             (config.embedded_memory_mib * 1024 * 1024) as usize,
             config.embedded_item_size_max as usize,
         );
-        return Ok(Arc::new(store));
+        return Ok(Items {
+            store: Arc::new(store),
+            replicated: None,
+        });
     }
     let servers = config.memcached.join(",");
     let unreachable = |source| StartupError::Unreachable {
@@ -89,13 +98,21 @@ pub async fn connect_items(config: &Config) -> Result<SharedItemStore, StartupEr
     let deadline = Instant::now() + Duration::from_secs(config.startup_wait);
     loop {
         let attempt = async {
-            let store: SharedItemStore = if factor > 1 {
-                Arc::new(ReplicatedStore::connect(&config.memcached, factor).await?)
+            let items = if factor > 1 {
+                let replicated =
+                    Arc::new(ReplicatedStore::connect(&config.memcached, factor).await?);
+                Items {
+                    store: replicated.clone(),
+                    replicated: Some(replicated),
+                }
             } else {
-                Arc::new(MemcachedStore::connect(&config.memcached).await?)
+                Items {
+                    store: Arc::new(MemcachedStore::connect(&config.memcached).await?),
+                    replicated: None,
+                }
             };
-            store.ping().await?;
-            Ok::<_, ItemError>(store)
+            items.store.ping().await?;
+            Ok::<_, ItemError>(items)
         };
         match attempt.await {
             Ok(store) => return Ok(store),
@@ -185,7 +202,10 @@ struct Listener {
 /// memcached pool in every role, since any role answers "not found" from it.
 pub async fn run(config: Config) -> Result<(), StartupError> {
     let role = config.role;
-    let items = connect_items(&config).await?;
+    let Items {
+        store: items,
+        replicated,
+    } = connect_items(&config).await?;
     if role.serves_data() {
         check_chunk_size(&items, config.chunk_size).await?;
     }
@@ -215,6 +235,14 @@ pub async fn run(config: Config) -> Result<(), StartupError> {
     }
     health.set_ready(items.ping().await.is_ok());
     let _watch = health.watch(items.clone(), HEALTH_INTERVAL);
+    let _refills = match (&replicated, health.refusal()) {
+        (Some(replicated), None) => Some(placement::watch_refills(
+            replicated.clone(),
+            metrics.clone(),
+            RefillRate(config.refill_rate_mib * 1024 * 1024),
+        )),
+        _ => None,
+    };
 
     let limits = ConnectionLimits {
         max_connections: usize::try_from(config.max_connections).unwrap_or(usize::MAX),

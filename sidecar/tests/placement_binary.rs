@@ -189,13 +189,31 @@ async fn a_store_from_before_placement_records_is_adopted_under_its_own_list_onl
     refuses(&again, &blobs, "differs from the store's placement").await;
 }
 
+/// Whether `server` holds its placement record again, as `placement show` says.
+fn recorded(list: &str, server: &Memcached) -> bool {
+    let shown = std::process::Command::new(BINARY)
+        .args(["placement", "show", "--memcached", list])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&shown.stdout)
+        .contains(&format!("{}: placement generation", server.address()))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn with_two_copies_a_server_restarted_empty_loses_nothing() {
-    let a = Memcached::start(&[]);
-    let mut b = Memcached::start(&[]);
-    let c = Memcached::start(&[]);
-    let factor = ["--replication-factor", "2"];
-    let mut sidecar = sidecar_with(&[&a, &b, &c], &factor);
+async fn with_two_copies_servers_restarted_empty_one_after_another_lose_nothing() {
+    let mut servers = [
+        Memcached::start(&[]),
+        Memcached::start(&[]),
+        Memcached::start(&[]),
+    ];
+    let list = servers
+        .iter()
+        .map(Memcached::address)
+        .collect::<Vec<_>>()
+        .join(",");
+    let factor = ["--replication-factor", "2", "--refill-rate-mib", "256"];
+    let [a, b, c] = &servers;
+    let mut sidecar = sidecar_with(&[a, b, c], &factor);
     let client = Client::new();
     let mut blobs = Vec::new();
     for seed in 0..20u64 {
@@ -208,10 +226,27 @@ async fn with_two_copies_a_server_restarted_empty_loses_nothing() {
     node(&sidecar, "populate", &["200"]);
     let snapshot = node(&sidecar, "snapshot", &[]);
 
-    // kill -9 of one memcached, back empty: the running sidecar serves everything.
-    b.restart();
-    serves(&sidecar, &blobs, &snapshot).await;
-    // So does a sidecar started now: the emptied server gets the placement record back.
+    // kill -9 of one memcached, back empty: the running sidecar serves everything, and
+    // refills it in the background; then the next one, and the next.
+    for victim in [1, 2, 0] {
+        servers[victim].restart();
+        serves(&sidecar, &blobs, &snapshot).await;
+        assert!(
+            faults_common::eventually(std::time::Duration::from_secs(60), || recorded(
+                &list,
+                &servers[victim]
+            )),
+            "server {victim} was not refilled"
+        );
+        let copied = faults_common::metric(&sidecar, "zmm_refill_items_total").unwrap_or(0.0);
+        assert!(copied > 0.0, "refill copied {copied} items");
+        assert_eq!(
+            faults_common::metric(&sidecar, "zmm_refill_running"),
+            Some(0.0)
+        );
+        serves(&sidecar, &blobs, &snapshot).await;
+    }
+    // A sidecar started now serves it all too.
     sidecar.kill_and_restart();
     assert!(zenko_memcached_testkit::wait_for_listener(
         sidecar.metadata_addr(),
@@ -219,8 +254,9 @@ async fn with_two_copies_a_server_restarted_empty_loses_nothing() {
     ));
     serves(&sidecar, &blobs, &snapshot).await;
     drop(sidecar);
+    let [a, b, c] = &servers;
     let (_, body) = {
-        let one = sidecar_with(&[&a, &b, &c], &["--replication-factor", "1"]);
+        let one = sidecar_with(&[a, b, c], &["--replication-factor", "1"]);
         admin_get(&one, "/readyz")
     };
     assert!(body.contains("--replication-factor 2"), "{body}");

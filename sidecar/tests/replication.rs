@@ -1,7 +1,7 @@
 //! The replicated item store on three real memcached servers with factor 2: the ordered and
-//! blob stores on it lose nothing when one server is killed and comes back empty, reads repair
-//! what that server lost, two writers on one database lose no write, and the replicas of every
-//! root record converge to the newest commit.
+//! blob stores on it lose nothing when one server is killed and comes back empty, then another
+//! once the first is refilled, and so on; two writers on one database lose no write, and the
+//! replicas of every root record converge to the newest commit.
 
 #![allow(clippy::unwrap_used)]
 
@@ -13,10 +13,11 @@ use std::sync::Arc;
 use futures::{StreamExt, TryStreamExt, stream};
 use zenko_memcached_sidecar::blob::{BlobKey, BlobStore};
 use zenko_memcached_sidecar::items::{ItemKey, ItemStore, MemcachedStore, SharedItemStore};
+use zenko_memcached_sidecar::metrics::Metrics;
 use zenko_memcached_sidecar::ordered::{
     Batch, KeyRange, MemcachedOrderedStore, OrderedStore, TreeConfig,
 };
-use zenko_memcached_sidecar::placement::ReplicatedStore;
+use zenko_memcached_sidecar::placement::{self, RefillRate, ReplicatedStore};
 use zenko_memcached_testkit::{Memcached, pseudo_random_bytes};
 
 use ordered_common::db;
@@ -74,6 +75,9 @@ async fn a_server_restarted_empty_loses_nothing_and_is_repaired_by_reads() {
         Memcached::start(&[]),
     ];
     let items = replicated(&servers).await;
+    let names: Vec<String> = servers.iter().map(Memcached::address).collect();
+    // Recorded as a sidecar records it: a refill ends by writing the record back.
+    placement::establish(&names, 2).await.unwrap();
     let store = ordered(items.clone()).await;
     let blobs = BlobStore::new(items.clone(), 64 * 1024);
     let mut model = BTreeMap::new();
@@ -93,9 +97,9 @@ async fn a_server_restarted_empty_loses_nothing_and_is_repaired_by_reads() {
         stored_blobs.push((key, bytes));
     }
 
-    for victim in 0..servers.len() {
+    for (victim, server) in servers.iter_mut().enumerate() {
         // kill -9 and back empty on the same address.
-        servers[victim].restart();
+        server.restart();
         // A fresh store instance: nothing cached, every read goes to memcached.
         let fresh = ordered(items.clone()).await;
         let want: Vec<(String, String)> = model.clone().into_iter().collect();
@@ -124,49 +128,11 @@ async fn a_server_restarted_empty_loses_nothing_and_is_repaired_by_reads() {
             }
         }
         fresh.write(&db("bucket"), batch).await.unwrap();
-        // The reads above gave the emptied server back what it is primary for; what it is
-        // the second owner of comes back with a refill (not part of this test): so the next
-        // victim is only killed after a full read repaired its primaries. Read everything
-        // once more through a fresh instance, to repair.
-        let again = ordered(items.clone()).await;
-        assert_eq!(scan_all(&again, "bucket").await.len(), model.len());
-        // Only one copy of the items the emptied server was second owner of is left; put
-        // every item back on both owners before the next victim, as a refill would.
-        refill(&servers, &items, victim).await;
-    }
-}
-
-/// Copy to `target` every item another server holds that `target` owns: what the refill of
-/// a server restarted empty does, done here with the test kit's key listing.
-async fn refill(servers: &[Memcached], items: &ReplicatedStore, target: usize) {
-    let direct: Vec<MemcachedStore> = {
-        let mut direct = Vec::new();
-        for server in servers {
-            direct.push(MemcachedStore::connect(&[server.address()]).await.unwrap());
-        }
-        direct
-    };
-    for (index, server) in servers.iter().enumerate() {
-        if index == target {
-            continue;
-        }
-        for item in server.items() {
-            let Ok(key) = ItemKey::new(item.key.clone()) else {
-                continue;
-            };
-            if !items.owners(&key).contains(&target) {
-                continue;
-            }
-            let found = direct[index]
-                .get_many_with_expiry(std::slice::from_ref(&key))
-                .await
-                .unwrap()
-                .pop()
-                .flatten();
-            if let Some((value, expiry)) = found {
-                direct[target].add(&key, value, expiry).await.unwrap();
-            }
-        }
+        // Reads gave the emptied server back only what they read: the refill copies the
+        // rest, so that the next victim can go.
+        placement::refill(&items, victim, &Metrics::default(), RefillRate(1 << 30))
+            .await
+            .unwrap();
     }
 }
 
@@ -214,25 +180,22 @@ async fn two_writers_lose_nothing_and_root_replicas_converge() {
         direct
     };
     let probe = replicated(&servers).await;
-    let mut roots = 0;
-    for server in &servers {
-        for item in server.items() {
-            if !item.key.ends_with(":r") {
-                continue;
-            }
-            let key = ItemKey::new(item.key.clone()).unwrap();
-            let owners = probe.owners(&key);
-            let copies = [
-                direct[owners[0]].get(&key).await.unwrap(),
-                direct[owners[1]].get(&key).await.unwrap(),
-            ];
-            assert!(
-                copies[0].is_some() && copies[0] == copies[1],
-                "{}",
-                item.key
-            );
-            roots += 1;
-        }
+    // memcached's listing can miss an item moving between its LRUs: the union of all three.
+    let roots: std::collections::BTreeSet<String> = servers
+        .iter()
+        .flat_map(Memcached::items)
+        .map(|item| item.key)
+        .filter(|key| key.ends_with(":r"))
+        .collect();
+    // The catalog's and the database's.
+    assert!(roots.len() >= 2, "{roots:?}");
+    for root in roots {
+        let key = ItemKey::new(root.clone()).unwrap();
+        let owners = probe.owners(&key);
+        let copies = [
+            direct[owners[0]].get(&key).await.unwrap(),
+            direct[owners[1]].get(&key).await.unwrap(),
+        ];
+        assert!(copies[0].is_some() && copies[0] == copies[1], "{root}");
     }
-    assert!(roots >= 2 * 2, "{roots} root record copies");
 }

@@ -9,10 +9,13 @@
 //! and what to run, and refuses every request.
 //!
 //! With a replication factor above one, [`ReplicatedStore`] keeps every item on that many
-//! servers; the stores above it do not learn about replicas.
+//! servers; the stores above it do not learn about replicas. A server that lost its contents
+//! is refilled from the others in the background ([`refill`]).
 
 mod record;
+mod refill;
 mod replicas;
 
 pub use record::{PLACEMENT_ITEM, Placement, Verdict, accept, describe, establish};
+pub use refill::{RefillRate, refill, watch as watch_refills};
 pub use replicas::ReplicatedStore;

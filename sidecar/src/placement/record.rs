@@ -112,6 +112,19 @@ async fn read(server: &str) -> ItemResult<Holds> {
     })
 }
 
+/// The placement record one server holds, if it holds a readable one.
+pub(super) async fn read_record(server: &str) -> ItemResult<Option<Placement>> {
+    Ok(match read(server).await? {
+        Holds::Record(placement) => Some(placement),
+        _ => None,
+    })
+}
+
+/// Write the record on one server (where none is).
+pub(super) async fn write_record(server: &str, placement: &Placement) -> ItemResult<()> {
+    write(server, placement).await.map(|_| ())
+}
+
 async fn write(server: &str, placement: &Placement) -> ItemResult<Holds> {
     let store = on(server).await?;
     let key = key(PLACEMENT_ITEM)?;
@@ -149,7 +162,7 @@ pub async fn establish(servers: &[String], replication_factor: u32) -> ItemResul
         let Judged::Done(verdict) = verdict else {
             unreachable!("handled above")
         };
-        if let Verdict::Agreed(placement) = &verdict {
+        if let Verdict::Agreed(_) = &verdict {
             let emptied: Vec<&String> = servers
                 .iter()
                 .zip(&held)
@@ -160,11 +173,8 @@ pub async fn establish(servers: &[String], replication_factor: u32) -> ItemResul
                 tracing::warn!(
                     servers = %list(&emptied),
                     "servers lost their contents; their items have copies on the other \
-                     servers, which reads copy back"
+                     servers, which reads use and a refill copies back"
                 );
-            }
-            for server in emptied {
-                write(server, placement).await?;
             }
         }
         return Ok(verdict);

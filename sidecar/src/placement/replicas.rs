@@ -92,6 +92,16 @@ impl ReplicatedStore {
         })
     }
 
+    /// The server names, in configuration order.
+    pub fn names(&self) -> &[String] {
+        &self.names
+    }
+
+    /// One server alone.
+    pub fn server(&self, index: usize) -> &MemcachedStore {
+        &self.servers[index]
+    }
+
     /// The servers that hold `key`, primary first: its rendezvous order over the names,
     /// whose first is where a single-copy store keeps it.
     pub fn owners(&self, key: &ItemKey) -> Vec<usize> {
