@@ -12,7 +12,9 @@ use std::sync::Arc;
 
 use futures::{StreamExt, TryStreamExt, stream};
 use zenko_memcached_sidecar::blob::{BlobKey, BlobStore};
-use zenko_memcached_sidecar::items::{ItemKey, ItemStore, MemcachedStore, SharedItemStore};
+use zenko_memcached_sidecar::items::{
+    CasOutcome, Expiry, ItemKey, ItemStore, MemcachedStore, SharedItemStore,
+};
 use zenko_memcached_sidecar::metrics::Metrics;
 use zenko_memcached_sidecar::ordered::{
     Batch, KeyRange, MemcachedOrderedStore, OrderedStore, TreeConfig,
@@ -198,4 +200,67 @@ async fn two_writers_lose_nothing_and_root_replicas_converge() {
         ];
         assert!(copies[0].is_some() && copies[0] == copies[1], "{root}");
     }
+}
+
+/// A token read before the primary restarted empty never matches an item written after it,
+/// even when the restarted memcached's own counter reaches the same value again: a writer
+/// holding it must lose its compare-and-swap, or it would replace newer commits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_from_before_a_restart_never_matches() {
+    let mut servers = [
+        Memcached::start(&[]),
+        Memcached::start(&[]),
+        Memcached::start(&[]),
+    ];
+    let items = replicated(&servers).await;
+    let key = ItemKey::new("o:token-test:r").unwrap();
+    assert!(
+        items
+            .add(&key, bytes::Bytes::from_static(b"v1"), Expiry::Never)
+            .await
+            .unwrap()
+    );
+    // A writer reads the first version, then others commit two more.
+    let (_, stale) = items.gets(&key).await.unwrap().unwrap();
+    let mut token = stale;
+    for value in ["v2", "v3"] {
+        let outcome = items
+            .cas(
+                &key,
+                bytes::Bytes::from_static(value.as_bytes()),
+                token,
+                Expiry::Never,
+            )
+            .await
+            .unwrap();
+        assert_eq!(outcome, CasOutcome::Stored);
+        token = items.gets(&key).await.unwrap().unwrap().1;
+    }
+    let primary = items.owners(&key)[0];
+    servers[primary].restart();
+    items.ping().await.unwrap();
+    // Reads restore v3 on the primary, whose fresh counter gives it the value the first
+    // version had: the stale writer's compare-and-swap must still lose.
+    assert_eq!(
+        items.get(&key).await.unwrap().unwrap(),
+        bytes::Bytes::from_static(b"v3")
+    );
+    let (_, now) = items.gets(&key).await.unwrap().unwrap();
+    assert_ne!(now, stale);
+    assert_eq!(
+        items
+            .cas(
+                &key,
+                bytes::Bytes::from_static(b"stale"),
+                stale,
+                Expiry::Never
+            )
+            .await
+            .unwrap(),
+        CasOutcome::Conflict
+    );
+    assert_eq!(
+        items.get(&key).await.unwrap().unwrap(),
+        bytes::Bytes::from_static(b"v3")
+    );
 }

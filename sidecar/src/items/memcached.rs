@@ -46,6 +46,20 @@ async fn resolve(servers: &[String]) -> ItemResult<AsyncMetaClient> {
 }
 
 impl MemcachedStore {
+    /// When each server's process started (its `time` less its `uptime`, with its `pid`):
+    /// a server restarted, warm or empty, has another, and its CAS tokens start over.
+    pub async fn incarnations(&self) -> ItemResult<Vec<(u64, u64)>> {
+        let mut started = Vec::with_capacity(self.servers.len());
+        for server in &self.servers {
+            let general = read_stats(server, "").await?;
+            started.push((
+                stat(&general, "time").saturating_sub(stat(&general, "uptime")),
+                stat(&general, "pid"),
+            ));
+        }
+        Ok(started)
+    }
+
     /// Resolve the servers; connections are dialed on first use (see [`ItemStore::ping`]).
     pub async fn connect(servers: &[String]) -> ItemResult<MemcachedStore> {
         Ok(MemcachedStore {

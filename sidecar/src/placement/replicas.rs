@@ -10,11 +10,16 @@
 //!   older version, so replicas converge to the newest whatever order copies arrive in, and it
 //!   is acknowledged once every owner holds it.
 //!
+//! CAS tokens handed out carry a tag of the primary's incarnation (its start time and pid):
+//! a server restarted empty counts its tokens from the start again, and a token read before
+//! the restart must never match an item written after it.
+//!
 //! Every value is stored behind a 9-byte header (a marker byte and the version), which reads
 //! take off. Counters (`count`) are kept on the primary alone, unheadered (memcached counts in
 //! decimal text): a lost counter only makes commits keep replaced pages a grace period.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -35,6 +40,17 @@ pub const HEADER: usize = 9;
 const REMEMBERED: usize = 4096;
 /// Attempts of one copy to a replica that keeps changing under it.
 const COPY_ATTEMPTS: usize = 64;
+/// Bits of a token that carry memcached's own CAS value; the ones above carry the tag.
+const CAS_BITS: u32 = 44;
+
+/// A server's incarnation tag, from its start time and pid (never 0, so that a token with no
+/// tag is never taken for one with). Tags are compared within this process only.
+fn tag_of(incarnation: (u64, u64)) -> u64 {
+    use std::hash::{DefaultHasher, Hash, Hasher};
+    let mut hasher = DefaultHasher::new();
+    incarnation.hash(&mut hasher);
+    (hasher.finish() >> CAS_BITS).max(1)
+}
 
 fn header(version: u64) -> Bytes {
     let mut bytes = BytesMut::with_capacity(HEADER);
@@ -67,6 +83,8 @@ pub struct ReplicatedStore {
     factor: usize,
     /// The version of the item a CAS token was read from, for the `cas` that follows.
     versions: Mutex<HashMap<(ItemKey, u64), u64>>,
+    /// Each server's incarnation tag, read at start and by every ping.
+    tags: Vec<AtomicU64>,
 }
 
 impl ReplicatedStore {
@@ -84,12 +102,39 @@ impl ReplicatedStore {
                 MemcachedStore::connect(std::slice::from_ref(name)).await?,
             ));
         }
-        Ok(ReplicatedStore {
+        let store = ReplicatedStore {
             names: names.to_vec(),
+            tags: names.iter().map(|_| AtomicU64::new(0)).collect(),
             servers,
             factor,
             versions: Mutex::new(HashMap::new()),
-        })
+        };
+        for server in 0..store.servers.len() {
+            store.read_tag(server).await?;
+        }
+        Ok(store)
+    }
+
+    async fn read_tag(&self, server: usize) -> ItemResult<()> {
+        let incarnation = self.servers[server]
+            .incarnations()
+            .await?
+            .pop()
+            .ok_or_else(|| ItemError::Protocol("no stats from a server".into()))?;
+        self.tags[server].store(tag_of(incarnation), Ordering::Release);
+        Ok(())
+    }
+
+    /// A token as handed out: memcached's value under the server's incarnation tag.
+    fn tagged(&self, server: usize, token: CasToken) -> CasToken {
+        let tag = self.tags[server].load(Ordering::Acquire);
+        CasToken((tag << CAS_BITS) | (token.0 & ((1 << CAS_BITS) - 1)))
+    }
+
+    /// memcached's value of a token handed out, if it is of the server's incarnation now.
+    fn untagged(&self, server: usize, token: CasToken) -> Option<CasToken> {
+        let tag = self.tags[server].load(Ordering::Acquire);
+        (token.0 >> CAS_BITS == tag).then_some(CasToken(token.0 & ((1 << CAS_BITS) - 1)))
     }
 
     /// The server names, in configuration order.
@@ -274,6 +319,7 @@ impl ItemStore for ReplicatedStore {
         for _ in 0..2 {
             if let Some((stored, token)) = primary.gets(key).await? {
                 let (version, value) = open(stored);
+                let token = self.tagged(owners[0], token);
                 self.remember(key, token, version);
                 return Ok(Some((value, token)));
             }
@@ -347,18 +393,22 @@ impl ItemStore for ReplicatedStore {
     ) -> ItemResult<CasOutcome> {
         let owners = self.owners(key);
         let primary = &self.servers[owners[0]];
+        // A token from before the primary restarted: the item is not that version any more.
+        let Some(raw) = self.untagged(owners[0], token) else {
+            return Ok(CasOutcome::Conflict);
+        };
         let version = match self.recall(key, token) {
             Some(version) => version,
             // Forgotten: read it again; the token says whether it is still that item.
             None => match primary.gets(key).await? {
-                Some((stored, now)) if now == token => open(stored).0,
+                Some((stored, now)) if now == raw => open(stored).0,
                 Some(_) => return Ok(CasOutcome::Conflict),
                 None => return Ok(CasOutcome::NotFound),
             },
         };
         let next = version + 1;
         let stored = sealed(next, &value);
-        let outcome = primary.cas(key, stored.clone(), token, expiry).await?;
+        let outcome = primary.cas(key, stored.clone(), raw, expiry).await?;
         if outcome == CasOutcome::Stored {
             self.converge_replicas(&owners, key, next, &stored, expiry)
                 .await?;
@@ -404,9 +454,12 @@ impl ItemStore for ReplicatedStore {
     }
 
     async fn ping(&self) -> ItemResult<()> {
-        futures::future::try_join_all(self.servers.iter().map(|server| server.ping()))
-            .await
-            .map(|_| ())
+        futures::future::try_join_all(self.servers.iter().map(|server| server.ping())).await?;
+        // Every second (the health watcher pings): a restarted server is seen within one.
+        for server in 0..self.servers.len() {
+            self.read_tag(server).await?;
+        }
+        Ok(())
     }
 
     fn key_per_server(&self, base: &ItemKey) -> Vec<ItemKey> {
