@@ -284,16 +284,17 @@ fn garbage_keys(db: DbId, garbage: &[Garbage]) -> Vec<ItemKey> {
     keys
 }
 
-/// Give replaced items a finite life: memcached drops them after the grace period.
+/// Give replaced items a finite life: memcached drops them after the grace period. Best
+/// effort: an item left permanent is only space.
 async fn expire(inner: &Inner, db: DbId, garbage: &[Garbage]) {
     let expiry = Expiry::After(inner.limits.grace);
-    stream::iter(garbage_keys(db, garbage))
-        .for_each_concurrent(PARALLEL, |key| async move {
-            if let Err(error) = inner.items.touch(&key, expiry).await {
-                tracing::debug!(%key, %error, "could not expire a replaced item");
-            }
-        })
-        .await;
+    if let Err(error) = inner
+        .items
+        .touch_many(&garbage_keys(db, garbage), expiry)
+        .await
+    {
+        tracing::debug!(%error, "could not expire replaced items");
+    }
 }
 
 /// Reclaim items no current root reaches: at once when no scan is registered on the database,
@@ -346,7 +347,7 @@ async fn reread<T>(
 ) -> Result<T, Failure> {
     match read {
         Err(OrderedError::SnapshotExpired(_)) => {
-            let now = inner.read_root_for_update(db, sublevel).await?;
+            let now = inner.current_root(db, sublevel).await?;
             if now.map(|(_, token)| token) != current.as_ref().map(|(_, token)| *token) {
                 return Err(Failure::Retry);
             }
@@ -393,7 +394,7 @@ async fn try_commit(
     staged: &[StagedBatch],
     staged_values: &[ValueRef],
 ) -> Result<Option<Vec<OrderedResult<()>>>, Failure> {
-    let current = inner.read_root_for_update(db, sublevel).await?;
+    let current = inner.current_root(db, sublevel).await?;
     let base = match &current {
         Some((record, _)) => record.clone(),
         None => Arc::new(RootRecord::empty(sublevel.clone())),
@@ -541,6 +542,7 @@ async fn try_commit(
     };
     match outcome {
         Ok(CasOutcome::Stored) => {
+            inner.forget_root(db);
             // The new pages are the current ones: the next reads will want them.
             for (page, item, node) in build.pages {
                 inner.cache.insert(db, page, node, item.len());
