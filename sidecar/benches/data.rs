@@ -3,7 +3,9 @@
 //! `cargo bench -p zenko-memcached-sidecar --bench data` starts a real memcached and the release
 //! sidecar, then prints, for each object size and client count, PUT and GET throughput through
 //! the sidecar and raw memcached set/get of the same bytes with the same client library (cut
-//! into the same item size), and their ratio. Figures from one run compare with each other only.
+//! into the same item size), and their ratio; and, from memcached's own counters, what one
+//! sidecar operation costs memcached: write commands per PUT (sets, touches, deletes), keys
+//! fetched per GET. Figures from one run compare with each other only.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -33,9 +35,16 @@ enum Op {
     Get,
 }
 
-/// Run `clients` loops of `one` until the window has passed: bytes per second, and the CPU
-/// milliseconds per MiB each of the `pids` used meanwhile.
-async fn throughput<F, Fut>(pids: [u32; 3], clients: usize, size: usize, one: F) -> (f64, [f64; 3])
+/// What a run measured: bytes per second, the CPU milliseconds per MiB each of the `pids`
+/// used meanwhile, and how many operations ran.
+struct Measured {
+    rate: f64,
+    cpu: [f64; 3],
+    operations: usize,
+}
+
+/// Run `clients` loops of `one` until the window has passed.
+async fn throughput<F, Fut>(pids: [u32; 3], clients: usize, size: usize, one: F) -> Measured
 where
     F: Fn(usize) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = ()> + Send,
@@ -60,7 +69,20 @@ where
         operations += task.unwrap_or(0);
     }
     let bytes = (operations * size) as f64;
-    (bytes / started.elapsed().as_secs_f64(), cpu.per_mib(bytes))
+    Measured {
+        rate: bytes / started.elapsed().as_secs_f64(),
+        cpu: cpu.per_mib(bytes),
+        operations,
+    }
+}
+
+/// memcached's write commands so far, and keys fetched (`cmd_get`, one per key of a
+/// multi-get).
+fn counters(memcached: &Memcached) -> (u64, u64) {
+    (
+        memcached.write_commands(),
+        memcached.stat("cmd_get").unwrap_or(0),
+    )
 }
 
 /// The raw item of `client`'s object part `item`.
@@ -80,7 +102,7 @@ async fn raw(
     clients: usize,
     size: usize,
     payload: Bytes,
-) -> (f64, [f64; 3]) {
+) -> Measured {
     let items = size.div_ceil(CHUNK).max(1);
     for client in 0..clients {
         for item in 0..items {
@@ -122,14 +144,17 @@ async fn raw(
     measured
 }
 
+/// The sidecar's run, and memcached's write commands (PUT) or keys fetched (GET) per
+/// operation during it.
 async fn sidecar(
+    memcached: &Memcached,
     url: String,
     pids: [u32; 3],
     op: Op,
     clients: usize,
     size: usize,
     payload: Bytes,
-) -> (f64, [f64; 3]) {
+) -> (Measured, f64) {
     let http = Client::new();
     let mut keys = Vec::new();
     for _ in 0..clients {
@@ -137,7 +162,8 @@ async fn sidecar(
     }
     let keys = Arc::new(keys);
     let stored = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let rate = {
+    let before = counters(memcached);
+    let measured = {
         let (http, url, stored, keys) = (http.clone(), url.clone(), stored.clone(), keys.clone());
         throughput(pids, clients, size, move |client| {
             let (http, url, payload, keys, stored) = (
@@ -166,6 +192,12 @@ async fn sidecar(
         })
         .await
     };
+    let after = counters(memcached);
+    let per_op = match op {
+        Op::Put => after.0 - before.0,
+        Op::Get => after.1 - before.1,
+    } as f64
+        / measured.operations.max(1) as f64;
     // Free the space again, outside the measurement.
     let stored: Vec<String> = stored
         .lock()
@@ -174,7 +206,7 @@ async fn sidecar(
     for location in stored.iter().chain(keys.iter()) {
         let _ = http.delete(format!("{url}{location}")).send().await;
     }
-    rate
+    (measured, per_op)
 }
 
 async fn upload(http: &Client, url: &str, payload: Bytes) -> String {
@@ -311,9 +343,10 @@ async fn main() {
 
     println!("data API throughput, MiB/s (ratio = sidecar / raw memcached, same run)");
     println!("CPU ms per MiB moved: load generator / sidecar / memcached (raw has no sidecar)");
+    println!("mc/op: memcached write commands per sidecar PUT, keys fetched per sidecar GET");
     println!(
-        "{:>8} {:>7} {:>4} {:>10} {:>10} {:>6}   {:>14} {:>20}",
-        "size", "clients", "op", "raw", "sidecar", "ratio", "cpu raw", "cpu sidecar"
+        "{:>8} {:>7} {:>4} {:>10} {:>10} {:>6} {:>6}   {:>14} {:>20}",
+        "size", "clients", "op", "raw", "sidecar", "ratio", "mc/op", "cpu raw", "cpu sidecar"
     );
     for (label, size) in [
         ("4KiB", 4 * 1024),
@@ -326,20 +359,28 @@ async fn main() {
                 if !selected(&format!("{label} {clients} {name}")) {
                     continue;
                 }
-                let (raw, raw_cpu) =
-                    raw(store.clone(), pids, op, clients, size, payload.clone()).await;
-                let (through, cpu) =
-                    sidecar(url.clone(), pids, op, clients, size, payload.clone()).await;
+                let raw = raw(store.clone(), pids, op, clients, size, payload.clone()).await;
+                let (through, per_op) = sidecar(
+                    &memcached,
+                    url.clone(),
+                    pids,
+                    op,
+                    clients,
+                    size,
+                    payload.clone(),
+                )
+                .await;
                 println!(
-                    "{label:>8} {clients:>7} {name:>4} {:>10.1} {:>10.1} {:>6.2}   {:>6.2} / {:>5.2} {:>6.2} / {:>5.2} / {:>5.2}",
-                    raw / MIB,
-                    through / MIB,
-                    through / raw,
-                    raw_cpu[0],
-                    raw_cpu[2],
-                    cpu[0],
-                    cpu[1],
-                    cpu[2],
+                    "{label:>8} {clients:>7} {name:>4} {:>10.1} {:>10.1} {:>6.2} {:>6.2}   {:>6.2} / {:>5.2} {:>6.2} / {:>5.2} / {:>5.2}",
+                    raw.rate / MIB,
+                    through.rate / MIB,
+                    through.rate / raw.rate,
+                    per_op,
+                    raw.cpu[0],
+                    raw.cpu[2],
+                    through.cpu[0],
+                    through.cpu[1],
+                    through.cpu[2],
                 );
             }
         }
