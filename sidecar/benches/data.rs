@@ -3,7 +3,9 @@
 //! `cargo bench -p zenko-memcached-sidecar --bench data` starts a real memcached and the release
 //! sidecar, then prints, for each object size and client count, PUT and GET throughput through
 //! the sidecar and raw memcached set/get of the same bytes with the same client library (cut
-//! into the same item size), and their ratio. Figures from one run compare with each other only.
+//! into the same item size), and their ratio; and, from memcached's own counters, what one
+//! sidecar operation costs memcached: write commands per PUT (sets, touches, deletes), keys
+//! fetched per GET. Figures from one run compare with each other only.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -33,12 +35,22 @@ enum Op {
     Get,
 }
 
-/// Run `clients` loops of `one` until the window has passed: bytes per second, and the CPU
-/// milliseconds per MiB each of the `pids` used meanwhile.
-async fn throughput<F, Fut>(pids: [u32; 3], clients: usize, size: usize, one: F) -> (f64, [f64; 3])
+/// What a run measured: bytes per second of the operations that succeeded, the CPU
+/// milliseconds per MiB each of the `pids` used meanwhile, and how many operations ran and
+/// failed.
+struct Measured {
+    rate: f64,
+    cpu: [f64; 3],
+    operations: usize,
+    failed: usize,
+}
+
+/// Run `clients` loops of `one` (which says whether its operation succeeded) until the window
+/// has passed.
+async fn throughput<F, Fut>(pids: [u32; 3], clients: usize, size: usize, one: F) -> Measured
 where
     F: Fn(usize) -> Fut + Send + Sync + 'static,
-    Fut: std::future::Future<Output = ()> + Send,
+    Fut: std::future::Future<Output = bool> + Send,
 {
     let one = Arc::new(one);
     let cpu = Cpu::now(pids);
@@ -47,20 +59,38 @@ where
     let tasks = (0..clients).map(|client| {
         let one = one.clone();
         tokio::spawn(async move {
-            let mut done = 0usize;
+            let (mut done, mut failed) = (0usize, 0usize);
             while started.elapsed() < window {
-                one(client).await;
+                if !one(client).await {
+                    failed += 1;
+                }
                 done += 1;
             }
-            done
+            (done, failed)
         })
     });
-    let mut operations = 0;
+    let (mut operations, mut failed) = (0, 0);
     for task in futures::future::join_all(tasks).await {
-        operations += task.unwrap_or(0);
+        let (done, failures) = task.unwrap_or((0, 0));
+        operations += done;
+        failed += failures;
     }
-    let bytes = (operations * size) as f64;
-    (bytes / started.elapsed().as_secs_f64(), cpu.per_mib(bytes))
+    let bytes = ((operations - failed) * size) as f64;
+    Measured {
+        rate: bytes / started.elapsed().as_secs_f64(),
+        cpu: cpu.per_mib(bytes),
+        operations,
+        failed,
+    }
+}
+
+/// memcached's write commands so far, and keys fetched (`cmd_get`, one per key of a
+/// multi-get).
+fn counters(memcached: &Memcached) -> (u64, u64) {
+    (
+        memcached.write_commands(),
+        memcached.stat("cmd_get").unwrap_or(0),
+    )
 }
 
 /// The raw item of `client`'s object part `item`.
@@ -80,7 +110,7 @@ async fn raw(
     clients: usize,
     size: usize,
     payload: Bytes,
-) -> (f64, [f64; 3]) {
+) -> Measured {
     let items = size.div_ceil(CHUNK).max(1);
     for client in 0..clients {
         for item in 0..items {
@@ -95,20 +125,23 @@ async fn raw(
         move |client| {
             let (store, payload) = (store.clone(), payload.clone());
             async move {
+                let mut ok = true;
                 for item in 0..items {
                     let key = raw_key(client, item);
-                    match op {
-                        Op::Put => {
-                            let _ = store
-                                .client()
-                                .run(Set::new(key, part(&payload, item)))
-                                .await;
-                        }
-                        Op::Get => {
-                            let _ = store.client().run(Get::new(key)).await;
-                        }
-                    }
+                    ok &= match op {
+                        Op::Put => store
+                            .client()
+                            .run(Set::new(key, part(&payload, item)))
+                            .await
+                            .is_ok(),
+                        Op::Get => store
+                            .client()
+                            .run(Get::new(key))
+                            .await
+                            .is_ok_and(|got| got.value.is_some()),
+                    };
                 }
+                ok
             }
         }
     })
@@ -122,22 +155,29 @@ async fn raw(
     measured
 }
 
+/// The sidecar's run, and memcached's write commands (PUT) or keys fetched (GET) per
+/// operation during it.
 async fn sidecar(
+    memcached: &Memcached,
     url: String,
     pids: [u32; 3],
     op: Op,
     clients: usize,
     size: usize,
     payload: Bytes,
-) -> (f64, [f64; 3]) {
+) -> (Measured, f64) {
     let http = Client::new();
     let mut keys = Vec::new();
     for _ in 0..clients {
-        keys.push(upload(&http, &url, payload.clone()).await);
+        match upload(&http, &url, payload.clone()).await {
+            Some(location) => keys.push(location),
+            None => panic!("the sidecar refused the upload the GETs are to read"),
+        }
     }
     let keys = Arc::new(keys);
     let stored = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let rate = {
+    let before = counters(memcached);
+    let measured = {
         let (http, url, stored, keys) = (http.clone(), url.clone(), stored.clone(), keys.clone());
         throughput(pids, clients, size, move |client| {
             let (http, url, payload, keys, stored) = (
@@ -149,23 +189,37 @@ async fn sidecar(
             );
             async move {
                 match op {
-                    Op::Put => {
-                        let location = upload(&http, &url, payload).await;
-                        stored.lock().map(|mut stored| stored.push(location)).ok();
-                    }
-                    Op::Get => {
-                        if let Ok(response) =
-                            http.get(format!("{url}{}", keys[client])).send().await
-                        {
-                            let mut body = response.bytes_stream();
-                            while let Some(Ok(_)) = body.next().await {}
+                    Op::Put => match upload(&http, &url, payload).await {
+                        Some(location) => {
+                            stored.lock().map(|mut stored| stored.push(location)).ok();
+                            true
                         }
+                        None => false,
+                    },
+                    Op::Get => {
+                        let Ok(response) = http.get(format!("{url}{}", keys[client])).send().await
+                        else {
+                            return false;
+                        };
+                        let ok = response.status() == reqwest::StatusCode::OK;
+                        let mut body = response.bytes_stream();
+                        let mut received = 0;
+                        while let Some(Ok(piece)) = body.next().await {
+                            received += piece.len();
+                        }
+                        ok && received == payload.len()
                     }
                 }
             }
         })
         .await
     };
+    let after = counters(memcached);
+    let per_op = match op {
+        Op::Put => after.0 - before.0,
+        Op::Get => after.1 - before.1,
+    } as f64
+        / measured.operations.max(1) as f64;
     // Free the space again, outside the measurement.
     let stored: Vec<String> = stored
         .lock()
@@ -174,21 +228,21 @@ async fn sidecar(
     for location in stored.iter().chain(keys.iter()) {
         let _ = http.delete(format!("{url}{location}")).send().await;
     }
-    rate
+    (measured, per_op)
 }
 
-async fn upload(http: &Client, url: &str, payload: Bytes) -> String {
+/// The location of the uploaded blob; `None` when the sidecar did not answer 201.
+async fn upload(http: &Client, url: &str, payload: Bytes) -> Option<String> {
     let response = http
         .put(format!("{url}/DataFile/"))
         .header("content-length", payload.len())
         .body(payload)
         .send()
-        .await;
-    response
+        .await
         .ok()
-        .and_then(|response| response.headers().get("location").cloned())
-        .and_then(|value| value.to_str().ok().map(str::to_owned))
-        .unwrap_or_default()
+        .filter(|response| response.status() == reqwest::StatusCode::CREATED)?;
+    let location = response.headers().get("location")?;
+    location.to_str().ok().map(str::to_owned)
 }
 
 /// CPU time (user + system) a process has used so far, in seconds. Linux counts it in ticks
@@ -247,16 +301,18 @@ fn selected(case: &str) -> bool {
     std::env::var("DATA_BENCH_ONLY").map_or(true, |only| case.contains(&only))
 }
 
-/// Fill memcached with chunk-sized items until it refuses one, then delete them all, as on a
-/// server that has been running a while. A fresh memcached takes its memory from the kernel
-/// page by page on first use; without this, whichever side writes new keys (the sidecar: every
-/// upload is a new blob, and its downloads need blobs of their own) would pay those page
-/// faults and the raw side, rewriting its keys, would not.
-async fn warm(store: &MemcachedStore) {
+/// Fill memcached with chunk-sized items up to `mib` (or until it refuses one), then delete
+/// them all, as on a server that has been running a while. A fresh memcached takes its memory
+/// from the kernel page by page on first use; without this, whichever side writes new keys
+/// (the sidecar: every upload is a new blob, and its downloads need blobs of their own) would
+/// pay those page faults and the raw side, rewriting its keys, would not. Not all of memory:
+/// memcached keeps a page in the size class it first served, so with every page taken by
+/// chunk-sized items, `-M` refuses the small items of small blobs and manifests ("storage
+/// full") until its slab mover hands pages over, a few a second.
+async fn warm(store: &MemcachedStore, mib: usize) {
     let value = vec![7u8; CHUNK + 4];
     let mut written = 0;
-    // memcached refuses a set once its memory is full (-M); the bound is a safety net.
-    while written < 1 << 16 {
+    while written * CHUNK < mib << 20 {
         match store
             .client()
             .run(Set::new(warm_key(written), &value))
@@ -301,7 +357,8 @@ async fn main() {
             .expect("memcached"),
     );
     let url = sidecar_process.data_url();
-    warm(&store).await;
+    // memcached gets 6000 MiB; 512 of them are left to the other size classes.
+    warm(&store, 6000 - 512).await;
 
     let pids = [
         std::process::id(),
@@ -311,9 +368,20 @@ async fn main() {
 
     println!("data API throughput, MiB/s (ratio = sidecar / raw memcached, same run)");
     println!("CPU ms per MiB moved: load generator / sidecar / memcached (raw has no sidecar)");
+    println!("mc/op: memcached write commands per sidecar PUT, keys fetched per sidecar GET");
+    println!("failed: sidecar operations that failed (not counted in the rate), then raw ones");
     println!(
-        "{:>8} {:>7} {:>4} {:>10} {:>10} {:>6}   {:>14} {:>20}",
-        "size", "clients", "op", "raw", "sidecar", "ratio", "cpu raw", "cpu sidecar"
+        "{:>8} {:>7} {:>4} {:>10} {:>10} {:>6} {:>6} {:>9}   {:>14} {:>20}",
+        "size",
+        "clients",
+        "op",
+        "raw",
+        "sidecar",
+        "ratio",
+        "mc/op",
+        "failed",
+        "cpu raw",
+        "cpu sidecar"
     );
     for (label, size) in [
         ("4KiB", 4 * 1024),
@@ -326,20 +394,29 @@ async fn main() {
                 if !selected(&format!("{label} {clients} {name}")) {
                     continue;
                 }
-                let (raw, raw_cpu) =
-                    raw(store.clone(), pids, op, clients, size, payload.clone()).await;
-                let (through, cpu) =
-                    sidecar(url.clone(), pids, op, clients, size, payload.clone()).await;
+                let raw = raw(store.clone(), pids, op, clients, size, payload.clone()).await;
+                let (through, per_op) = sidecar(
+                    &memcached,
+                    url.clone(),
+                    pids,
+                    op,
+                    clients,
+                    size,
+                    payload.clone(),
+                )
+                .await;
                 println!(
-                    "{label:>8} {clients:>7} {name:>4} {:>10.1} {:>10.1} {:>6.2}   {:>6.2} / {:>5.2} {:>6.2} / {:>5.2} / {:>5.2}",
-                    raw / MIB,
-                    through / MIB,
-                    through / raw,
-                    raw_cpu[0],
-                    raw_cpu[2],
-                    cpu[0],
-                    cpu[1],
-                    cpu[2],
+                    "{label:>8} {clients:>7} {name:>4} {:>10.1} {:>10.1} {:>6.2} {:>6.2} {:>9}   {:>6.2} / {:>5.2} {:>6.2} / {:>5.2} / {:>5.2}",
+                    raw.rate / MIB,
+                    through.rate / MIB,
+                    through.rate / raw.rate,
+                    per_op,
+                    format!("{}/{}", through.failed, raw.failed),
+                    raw.cpu[0],
+                    raw.cpu[2],
+                    through.cpu[0],
+                    through.cpu[1],
+                    through.cpu[2],
                 );
             }
         }

@@ -3,7 +3,8 @@
 //! `cargo bench -p zenko-memcached-sidecar --bench metadata` starts a real memcached and the
 //! release sidecar, loads a database of `BENCH_KEYS` (default 100,000) keys with 1 KiB values,
 //! then runs puts, gets and 1000-key listings with 1 and 16 clients (`tests/js/bench.js`, the
-//! npm socket.io 4.x client), printing ops/s and memcached's own counters per operation.
+//! npm socket.io 4.x client), printing ops/s and memcached's own counters per operation:
+//! requests, and bytes memcached sent (`bytes_written`).
 //! Listings also run once on a freshly restarted sidecar, with a cold page cache.
 //!
 //! Then the space figure: on a fresh memcached and sidecar, 16 clients put fresh 1 KiB values
@@ -22,20 +23,16 @@ const BINARY: &str = env!("CARGO_BIN_EXE_zenko-memcached-sidecar");
 struct Counters {
     reads: u64,
     writes: u64,
+    /// Bytes memcached sent to its clients.
+    sent: u64,
 }
 
 fn counters(memcached: &Memcached) -> Counters {
     let stat = |name: &str| memcached.stat(name).unwrap_or(0);
     Counters {
         reads: stat("cmd_get"),
-        writes: stat("cmd_set")
-            + stat("cmd_touch")
-            + stat("delete_hits")
-            + stat("delete_misses")
-            + stat("incr_hits")
-            + stat("incr_misses")
-            + stat("decr_hits")
-            + stat("decr_misses"),
+        writes: memcached.write_commands(),
+        sent: stat("bytes_written"),
     }
 }
 
@@ -80,11 +77,12 @@ fn measure(memcached: &Memcached, sidecar: &Sidecar, label: &str, args: &[&str])
     let after = counters(memcached);
     let per = |n: u64| n as f64 / operations.max(1) as f64;
     println!(
-        "{label:<28} {:>9.0} {:>10.2} {:>10.2} {:>10.2}",
+        "{label:<28} {:>9.0} {:>10.2} {:>10.2} {:>10.2} {:>12.0}",
         operations as f64 / seconds,
         per(after.reads - before.reads),
         per(after.writes - before.writes),
         per(after.reads - before.reads + after.writes - before.writes),
+        per(after.sent - before.sent),
     );
 }
 
@@ -160,8 +158,8 @@ fn main() {
         loaded as f64 / seconds
     );
     println!(
-        "{:<28} {:>9} {:>10} {:>10} {:>10}",
-        "operation", "ops/s", "mc reads", "mc writes", "mc total"
+        "{:<28} {:>9} {:>10} {:>10} {:>10} {:>12}",
+        "operation", "ops/s", "mc reads", "mc writes", "mc total", "mc bytes out"
     );
     // Warm the page cache with one pass of gets before the measured ones.
     phase(&sidecar, &["get", "16", "20000"]);

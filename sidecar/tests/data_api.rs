@@ -12,60 +12,9 @@ use reqwest::{Client, StatusCode};
 use sha2::{Digest, Sha256};
 use zenko_memcached_testkit::{Memcached, Sidecar};
 
-const BINARY: &str = env!("CARGO_BIN_EXE_zenko-memcached-sidecar");
-const CHUNK: usize = 64 * 1024;
-/// The sidecar's own items, present in memcached besides the blobs: the epoch (`zmm:epoch`)
-/// and the placement record (`zmm:placement`).
-const EPOCH_ITEMS: u64 = 2;
+mod data_common;
 
-fn sidecar(memcached: &Memcached) -> Sidecar {
-    Sidecar::start(
-        BINARY,
-        &[
-            "--memcached",
-            &memcached.address(),
-            "--chunk-size",
-            &CHUNK.to_string(),
-        ],
-    )
-}
-
-/// Deterministic bytes that differ per seed and per position.
-fn content(seed: u64, len: usize) -> Vec<u8> {
-    zenko_memcached_testkit::pseudo_random_bytes(seed, len)
-}
-
-async fn put(client: &Client, url: &str, body: Vec<u8>) -> String {
-    let response = client
-        .put(format!("{url}/DataFile/"))
-        .header("content-length", body.len())
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::CREATED);
-    let location = response.headers()["location"].to_str().unwrap().to_owned();
-    let key = location.strip_prefix("/DataFile/").unwrap().to_owned();
-    assert_eq!(key.len(), 40, "{location}");
-    assert!(
-        key.bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-    );
-    key
-}
-
-async fn error_of(response: reqwest::Response) -> (StatusCode, String, String) {
-    let status = response.status();
-    assert!(response.headers().get("content-type").is_none());
-    let body = response.text().await.unwrap();
-    assert!(body.ends_with('\n'), "{body:?}");
-    let json: serde_json::Value = serde_json::from_str(&body).unwrap();
-    (
-        status,
-        json["errorType"].as_str().unwrap().to_owned(),
-        json["errorMessage"].as_str().unwrap().to_owned(),
-    )
-}
+use data_common::{BINARY, CHUNK, EPOCH_ITEMS, content, delete, error_of, put, sidecar};
 
 #[tokio::test]
 async fn stores_and_returns_every_size() {
@@ -349,12 +298,7 @@ async fn delete_then_get_is_not_found_and_frees_the_chunks() {
     let key = put(&client, &url, content(3, 3 * CHUNK)).await;
     // Three chunks, the manifest, and the sidecar's own items.
     assert_eq!(memcached.stat("curr_items"), Some(4 + EPOCH_ITEMS));
-    let response = client
-        .delete(format!("{url}/DataFile/{key}"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    assert_eq!(delete(&client, &url, &key).await, StatusCode::NO_CONTENT);
     let (status, name, _) = error_of(
         client
             .get(format!("{url}/DataFile/{key}"))

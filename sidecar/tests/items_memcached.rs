@@ -361,3 +361,138 @@ async fn values_survive_a_server_restart() {
         Some(Bytes::from_static(b"after"))
     );
 }
+
+/// Multi-gets are pipelined, one exchange per server: values of every size come back in the
+/// order asked, misses as `None`, from all three servers at once.
+#[tokio::test]
+async fn get_many_answers_in_order_across_servers() {
+    let (servers, store) = three_servers().await;
+    let value = |n: usize| {
+        Bytes::from(zenko_memcached_testkit::pseudo_random_bytes(
+            n as u64,
+            n * 997 % 300_000,
+        ))
+    };
+    let keys: Vec<ItemKey> = (0..90).map(|n| key(&format!("many:{n}"))).collect();
+    for (n, item) in keys.iter().enumerate() {
+        if n % 3 != 1 {
+            store.set(item, value(n), Expiry::Never).await.unwrap();
+        }
+    }
+    let before: Vec<u64> = servers.iter().map(|s| s.stat("cmd_get").unwrap()).collect();
+    let found = store.get_many(&keys).await.unwrap();
+    for (n, found) in found.into_iter().enumerate() {
+        assert_eq!(found, (n % 3 != 1).then(|| value(n)), "key {n}");
+    }
+    let asked: Vec<u64> = servers
+        .iter()
+        .zip(before)
+        .map(|(server, before)| server.stat("cmd_get").unwrap() - before)
+        .collect();
+    assert!(asked.iter().all(|&n| n > 0), "{asked:?}");
+    assert_eq!(asked.iter().sum::<u64>(), 90);
+    assert_eq!(
+        store.get_many(&[]).await.unwrap(),
+        Vec::<Option<Bytes>>::new()
+    );
+}
+
+/// A token read names the item's version without its value, and every change makes a new one.
+#[tokio::test]
+async fn tokens_name_versions_without_sending_values() {
+    let server = Memcached::start(&[]);
+    let store = store(&server).await;
+    let item = key("versioned");
+    assert_eq!(store.token(&item).await.unwrap(), None);
+    let big = Bytes::from(vec![7u8; 100_000]);
+    store.set(&item, big.clone(), Expiry::Never).await.unwrap();
+    let (_, first) = store.gets(&item).await.unwrap().unwrap();
+    let sent = server.stat("bytes_written").unwrap();
+    assert_eq!(store.token(&item).await.unwrap(), Some(first));
+    let sent = server.stat("bytes_written").unwrap() - sent;
+    // The token's answer and the stats of the check itself, not the value.
+    assert!(sent < 4096, "{sent} bytes sent for a token");
+    store.set(&item, big.clone(), Expiry::Never).await.unwrap();
+    let second = store.token(&item).await.unwrap().unwrap();
+    assert_ne!(
+        second, first,
+        "the same bytes written again are a new version"
+    );
+    assert_eq!(store.gets(&item).await.unwrap().unwrap().1, second);
+    assert!(store.touch(&item, Expiry::Never).await.unwrap());
+    let outcome = store
+        .cas(&item, Bytes::from_static(b"x"), second, Expiry::Never)
+        .await
+        .unwrap();
+    assert_eq!(outcome, CasOutcome::Stored);
+    assert_ne!(store.token(&item).await.unwrap(), Some(second));
+    assert!(store.delete(&item).await.unwrap());
+    assert_eq!(store.token(&item).await.unwrap(), None);
+}
+
+/// The ordered store trusts a cached root record whose token memcached still reports: a
+/// memcached restarted warm (SIGUSR1, then the same memory file) must keep counting tokens
+/// up rather than hand out old ones again.
+#[tokio::test]
+async fn tokens_keep_counting_across_a_warm_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let memory_file = dir.path().join("memory_file");
+    let mut server = Memcached::start(&["-e", memory_file.to_str().unwrap()]);
+    let store = store(&server).await;
+    let item = key("kept");
+    let mut tokens = Vec::new();
+    for n in 0..5u8 {
+        store
+            .set(&item, Bytes::from(vec![n]), Expiry::Never)
+            .await
+            .unwrap();
+        tokens.push(store.token(&item).await.unwrap().unwrap());
+    }
+    server.stop_gracefully();
+    // memcached refuses a memory file stamped in the very second it starts again.
+    std::thread::sleep(Duration::from_millis(1100));
+    server.start_again();
+    let store = self::store(&server).await;
+    assert_eq!(store.token(&item).await.unwrap(), tokens.last().copied());
+    let other = key("after");
+    store
+        .set(&other, Bytes::from_static(b"x"), Expiry::Never)
+        .await
+        .unwrap();
+    let after = store.token(&other).await.unwrap().unwrap();
+    assert!(
+        tokens.iter().all(|token| token.0 < after.0),
+        "{tokens:?} then {after:?}"
+    );
+}
+
+/// Touches go out as one pipelined batch per server, and say which keys were there.
+#[tokio::test]
+async fn touch_many_keeps_items_and_reports_missing_ones() {
+    let (servers, store) = three_servers().await;
+    let keys: Vec<ItemKey> = (0..40).map(|n| key(&format!("touched:{n}"))).collect();
+    for item in keys.iter().skip(1) {
+        store
+            .set(
+                item,
+                Bytes::from_static(b"v"),
+                Expiry::After(Duration::from_secs(1)),
+            )
+            .await
+            .unwrap();
+    }
+    let touched = store.touch_many(&keys, Expiry::Never).await.unwrap();
+    assert_eq!(touched.len(), 40);
+    assert!(!touched[0]);
+    assert!(touched[1..].iter().all(|&kept| kept));
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let kept = store.get_many(&keys).await.unwrap();
+    assert!(kept[0].is_none());
+    assert!(kept[1..].iter().all(Option::is_some));
+    let touches: u64 = servers.iter().map(|s| s.stat("cmd_touch").unwrap()).sum();
+    assert_eq!(touches, 39);
+    assert_eq!(
+        store.touch_many(&[], Expiry::Never).await.unwrap(),
+        Vec::<bool>::new()
+    );
+}

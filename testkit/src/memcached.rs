@@ -115,6 +115,24 @@ impl Memcached {
         }
     }
 
+    /// memcached's write commands so far, from its counters: sets (adds and CAS count as
+    /// sets), touches, deletes and counter changes.
+    pub fn write_commands(&self) -> u64 {
+        [
+            "cmd_set",
+            "cmd_touch",
+            "delete_hits",
+            "delete_misses",
+            "incr_hits",
+            "incr_misses",
+            "decr_hits",
+            "decr_misses",
+        ]
+        .iter()
+        .map(|name| self.stat(name).unwrap_or(0))
+        .sum()
+    }
+
     /// One `stats` figure read straight from the server, for assertions such as `evictions`.
     pub fn stat(&self, name: &str) -> Option<u64> {
         use std::io::{BufRead, BufReader, Write};

@@ -1,5 +1,5 @@
-//! Blob keys: the 40-lowercase-hex names the data API hands out, and the item keys derived
-//! from them.
+//! Blob keys: the 40-lowercase-hex names the data API hands out, the item keys derived from
+//! them, and the hint one bit of a key gives about how its blob is stored.
 
 use std::fmt;
 use std::str::FromStr;
@@ -15,13 +15,40 @@ pub struct BlobKey([u8; 20]);
 #[error("a blob key is 40 lowercase hex characters")]
 pub struct BadBlobKey;
 
+/// How a blob is stored: whole in its head item, or in chunks that a manifest lists.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Layout {
+    Inline,
+    Chunked,
+}
+
+/// The bit of the key's last byte that says [`Layout::Inline`] when set.
+const INLINE_BIT: u8 = 1;
+
 impl BlobKey {
-    pub fn random() -> BlobKey {
-        BlobKey(rand::random())
+    /// A new key for a blob stored with `layout`, which the key then hints at: 159 random
+    /// bits name the blob, one tells a reader what to ask memcached for first.
+    pub fn random(layout: Layout) -> BlobKey {
+        let mut bytes: [u8; 20] = rand::random();
+        match layout {
+            Layout::Inline => bytes[19] |= INLINE_BIT,
+            Layout::Chunked => bytes[19] &= !INLINE_BIT,
+        }
+        BlobKey(bytes)
     }
 
-    /// The item that publishes the blob.
-    pub fn manifest_item(&self) -> ItemKey {
+    /// The layout the key hints at. Only a hint: the head item says what the blob is, and keys
+    /// issued before the hint existed carry a random bit.
+    pub fn layout(&self) -> Layout {
+        if self.0[19] & INLINE_BIT != 0 {
+            Layout::Inline
+        } else {
+            Layout::Chunked
+        }
+    }
+
+    /// The item that publishes the blob: its manifest, or the whole blob when it is small.
+    pub fn head_item(&self) -> ItemKey {
         self.item(format_args!("b:{self}"))
     }
 
@@ -64,7 +91,7 @@ mod tests {
 
     #[test]
     fn random_keys_are_40_lowercase_hex_and_parse_back() {
-        let key = BlobKey::random();
+        let key = BlobKey::random(Layout::Chunked);
         let text = key.to_string();
         assert_eq!(text.len(), 40);
         assert!(
@@ -72,7 +99,18 @@ mod tests {
                 .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
         );
         assert_eq!(text.parse::<BlobKey>(), Ok(key));
-        assert_ne!(BlobKey::random(), key);
+        assert_ne!(BlobKey::random(Layout::Chunked), key);
+    }
+
+    #[test]
+    fn keys_hint_at_their_layout() {
+        for layout in [Layout::Inline, Layout::Chunked] {
+            for _ in 0..64 {
+                let key = BlobKey::random(layout);
+                assert_eq!(key.layout(), layout);
+                assert_eq!(key.to_string().parse::<BlobKey>().unwrap().layout(), layout);
+            }
+        }
     }
 
     #[test]
@@ -89,7 +127,7 @@ mod tests {
     fn item_keys_name_the_blob() {
         let key: BlobKey = "0123456789abcdef0123456789abcdef01234567".parse().unwrap();
         assert_eq!(
-            key.manifest_item().as_str(),
+            key.head_item().as_str(),
             "b:0123456789abcdef0123456789abcdef01234567"
         );
         assert_eq!(

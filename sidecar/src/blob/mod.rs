@@ -1,5 +1,7 @@
-//! The blob store: object data streamed into memcached as checksummed chunks and published by
-//! a manifest written last.
+//! The blob store: object data in memcached. A blob that fits one item is written whole, as
+//! one checksummed head item (one `set` stores and publishes it, one `get` reads it); a larger
+//! one is streamed in as checksummed chunks and published by a manifest written last (see
+//! [`head`] for the two formats of the head item).
 //!
 //! Memory per request is a few chunks, never the object size. Chunks are written with a finite
 //! expiry and made permanent only once the manifest exists, so an upload that dies with the
@@ -7,6 +9,7 @@
 //! at once.
 
 mod chunk;
+mod head;
 mod key;
 mod manifest;
 
@@ -21,8 +24,10 @@ use tokio::task::JoinSet;
 
 use crate::items::{Expiry, ItemError, SharedItemStore};
 
-pub use key::{BadBlobKey, BlobKey};
+pub use key::{BadBlobKey, BlobKey, Layout};
 pub use manifest::Manifest;
+
+use head::Head;
 
 /// How long unpublished chunks live: longer than any upload should take.
 const PENDING_EXPIRY: Expiry = Expiry::After(Duration::from_secs(6 * 3600));
@@ -34,8 +39,12 @@ const WRITE_AHEAD: usize = 2;
 /// Chunk reads in flight per download, ahead of the one being sent.
 const READ_AHEAD: usize = 2;
 const DELETE_PARALLELISM: usize = 8;
-/// Room a chunk item needs beyond its bytes: seal, item key, memcached's item header.
+/// Room a chunk item needs beyond its bytes: seal, item key, memcached's item header. An
+/// inline blob of up to a chunk's size fits the same room (see [`head::INLINE_OVERHEAD`]).
 pub const CHUNK_ITEM_OVERHEAD: u64 = chunk::SEAL_LEN as u64 + 128;
+// An inline head item's key (`b:` and 40 hex digits) is at least two bytes shorter than a
+// chunk item's (`:<n>` more), which covers its larger header.
+const _: () = assert!(2 + 40 + head::INLINE_OVERHEAD <= 2 + 40 + 2 + chunk::SEAL_LEN);
 
 #[derive(Debug, thiserror::Error)]
 pub enum BlobError {
@@ -54,6 +63,28 @@ pub enum BlobError {
 /// A byte stream of blob content; an error ends it early, never with wrong bytes.
 pub type BlobStream = BoxStream<'static, Result<Bytes, BlobError>>;
 
+/// A published blob, as its head item describes it.
+#[derive(Debug)]
+pub enum Blob {
+    /// Small enough for one item: its bytes came with the head item (checked).
+    Inline(Bytes),
+    /// In chunks; `first` is chunk 0's item (sealed, not yet checked) when it was read with
+    /// the manifest.
+    Chunked {
+        manifest: Manifest,
+        first: Option<Bytes>,
+    },
+}
+
+impl Blob {
+    pub fn size(&self) -> u64 {
+        match self {
+            Blob::Inline(bytes) => bytes.len() as u64,
+            Blob::Chunked { manifest, .. } => manifest.size,
+        }
+    }
+}
+
 #[derive(Clone)]
 pub struct BlobStore {
     items: SharedItemStore,
@@ -69,51 +100,102 @@ impl BlobStore {
         self.chunk_size
     }
 
-    /// Store `declared` bytes read from `body` under a new key.
+    /// Store `declared` bytes read from `body` under a new key: whole in one item when they
+    /// fit a chunk, else in chunks.
     pub async fn put<S, E>(&self, body: S, declared: u64) -> Result<BlobKey, BlobError>
     where
         S: Stream<Item = Result<Bytes, E>> + Send,
         E: Display,
     {
-        let key = BlobKey::random();
+        let layout = if declared <= self.chunk_size {
+            Layout::Inline
+        } else {
+            Layout::Chunked
+        };
+        let key = BlobKey::random(layout);
         let mut upload = Upload {
             store: self.clone(),
             key,
             started: 0,
             published: false,
         };
-        let manifest = upload.receive(body, declared).await?;
-        upload.publish(manifest).await?;
+        match layout {
+            Layout::Inline => upload.put_inline(body, declared).await?,
+            Layout::Chunked => {
+                let manifest = upload.receive(body, declared).await?;
+                upload.publish(manifest).await?;
+            }
+        }
         Ok(key)
     }
 
-    /// The manifest of a published blob.
-    pub async fn stat(&self, key: &BlobKey) -> Result<Manifest, BlobError> {
-        let bytes = self
-            .items
-            .get(&key.manifest_item())
-            .await?
-            .ok_or(BlobError::NotFound)?;
-        Manifest::decode(&bytes).map_err(|error| BlobError::Corrupt {
+    fn decode_head(&self, key: &BlobKey, bytes: Bytes) -> Result<Head, BlobError> {
+        head::decode(&key.head_item(), bytes).map_err(|error| BlobError::Corrupt {
             key: *key,
             reason: error.to_string(),
         })
     }
 
+    /// A published blob, ready to [`BlobStore::read`]. `first_byte` is the first byte the
+    /// caller will read when it knows it before the size: a blob in chunks whose key says so
+    /// then has its manifest and first chunk asked for in one round trip, when that chunk holds
+    /// the byte.
+    pub async fn open(&self, key: &BlobKey, first_byte: Option<u64>) -> Result<Blob, BlobError> {
+        let head_item = key.head_item();
+        let prefetch = key.layout() == Layout::Chunked
+            && first_byte.is_some_and(|first| first < self.chunk_size);
+        let (head, first) = if prefetch {
+            let mut found = self
+                .items
+                .get_many(&[head_item, key.chunk_item(0)])
+                .await?
+                .into_iter();
+            (found.next().flatten(), found.next().flatten())
+        } else {
+            (self.items.get(&head_item).await?, None)
+        };
+        match self.decode_head(key, head.ok_or(BlobError::NotFound)?)? {
+            Head::Inline(bytes) => Ok(Blob::Inline(bytes)),
+            Head::Chunked(manifest) => Ok(Blob::Chunked { manifest, first }),
+        }
+    }
+
     /// The bytes of `range` (inclusive, within the blob) streamed chunk by chunk.
-    pub fn read(&self, key: BlobKey, manifest: Manifest, range: RangeInclusive<u64>) -> BlobStream {
-        if manifest.size == 0 || range.is_empty() {
+    pub fn read(&self, key: BlobKey, blob: Blob, range: RangeInclusive<u64>) -> BlobStream {
+        if blob.size() == 0 || range.is_empty() {
             return stream::empty().boxed();
         }
         let (start, end) = (*range.start(), *range.end());
-        let first = start / manifest.chunk_size;
+        let (manifest, mut first) = match blob {
+            Blob::Inline(bytes) => {
+                // `start <= end`, as the range is not empty.
+                let piece = usize::try_from(end)
+                    .ok()
+                    .filter(|end| *end < bytes.len())
+                    .map(|end| bytes.slice(start as usize..=end));
+                return stream::once(async move {
+                    piece.ok_or_else(|| BlobError::Corrupt {
+                        key,
+                        reason: "range beyond a small blob".into(),
+                    })
+                })
+                .boxed();
+            }
+            Blob::Chunked { manifest, first } => (manifest, first),
+        };
+        let first_index = start / manifest.chunk_size;
         let last = end / manifest.chunk_size;
+        // The prefetched chunk 0 serves only a read that starts there.
+        if first_index != 0 {
+            first = None;
+        }
         let store = self.clone();
-        stream::iter(first..=last)
+        stream::iter(first_index..=last)
             .map(move |index| {
                 let store = store.clone();
+                let prefetched = if index == 0 { first.take() } else { None };
                 async move {
-                    let data = store.read_chunk(key, &manifest, index).await?;
+                    let data = store.read_chunk(key, &manifest, index, prefetched).await?;
                     let chunk_start = index * manifest.chunk_size;
                     let from = start.saturating_sub(chunk_start) as usize;
                     let to = (end - chunk_start).min(manifest.chunk_len(index) - 1) as usize;
@@ -124,19 +206,25 @@ impl BlobStore {
             .boxed()
     }
 
+    /// Chunk `index`, from `prefetched` when it was read already, checked against its seal
+    /// and the manifest.
     async fn read_chunk(
         &self,
         key: BlobKey,
         manifest: &Manifest,
         index: u64,
+        prefetched: Option<Bytes>,
     ) -> Result<Bytes, BlobError> {
         let item = key.chunk_item(index);
         let corrupt = |reason: String| BlobError::Corrupt { key, reason };
-        let sealed = self
-            .items
-            .get(&item)
-            .await?
-            .ok_or_else(|| corrupt(format!("chunk {index} is missing")))?;
+        let sealed = match prefetched {
+            Some(sealed) => sealed,
+            None => self
+                .items
+                .get(&item)
+                .await?
+                .ok_or_else(|| corrupt(format!("chunk {index} is missing")))?,
+        };
         let data = chunk::open(&item, sealed)
             .ok_or_else(|| corrupt(format!("chunk {index} fails its checksum")))?;
         if data.len() as u64 != manifest.chunk_len(index) {
@@ -147,18 +235,22 @@ impl BlobStore {
 
     /// Unpublish the blob, then free its chunks.
     pub async fn delete(&self, key: &BlobKey) -> Result<(), BlobError> {
-        let manifest = match self.stat(key).await {
-            Ok(manifest) => Some(manifest),
-            // A damaged manifest still names a blob the client wants gone.
-            Err(BlobError::Corrupt { .. }) => None,
-            Err(error) => return Err(error),
+        let head_item = key.head_item();
+        let head = self
+            .items
+            .get(&head_item)
+            .await?
+            .ok_or(BlobError::NotFound)?;
+        let chunks = match self.decode_head(key, head) {
+            Ok(Head::Chunked(manifest)) => manifest.chunks,
+            Ok(Head::Inline(_)) => 0,
+            // A damaged head item still names a blob the client wants gone.
+            Err(_) => 0,
         };
-        if !self.items.delete(&key.manifest_item()).await? {
+        if !self.items.delete(&head_item).await? {
             return Err(BlobError::NotFound);
         }
-        if let Some(manifest) = manifest {
-            self.delete_chunks(*key, manifest.chunks).await?;
-        }
+        self.delete_chunks(*key, chunks).await?;
         Ok(())
     }
 
@@ -186,6 +278,37 @@ struct Upload {
 }
 
 impl Upload {
+    /// Receive a body that fits one item, then write it as the blob's head item: that one
+    /// `set` stores and publishes the blob.
+    async fn put_inline<S, E>(&mut self, body: S, declared: u64) -> Result<(), BlobError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Send,
+        E: Display,
+    {
+        let mut body = std::pin::pin!(body);
+        let mut bytes = ChunkBytes::default();
+        let mut received = 0u64;
+        while let Some(frame) = body.next().await {
+            let frame = frame.map_err(|error| BlobError::Body(error.to_string()))?;
+            received += frame.len() as u64;
+            if received > declared {
+                return Err(BlobError::Length { declared, received });
+            }
+            bytes.push(frame);
+        }
+        if received != declared {
+            return Err(BlobError::Length { declared, received });
+        }
+        let item = self.key.head_item();
+        let sealed = head::seal_inline(&item, bytes.into_parts());
+        self.store
+            .items
+            .set_parts(&item, sealed, Expiry::Never)
+            .await?;
+        self.published = true;
+        Ok(())
+    }
+
     async fn receive<S, E>(&mut self, body: S, declared: u64) -> Result<Manifest, BlobError>
     where
         S: Stream<Item = Result<Bytes, E>> + Send,
@@ -245,21 +368,20 @@ impl Upload {
         Ok(())
     }
 
-    /// Write the manifest, then make the chunks permanent. The blob is acknowledged only after
-    /// both, so a chunk that expired during a very slow upload fails the upload instead of
-    /// publishing a damaged blob.
+    /// Write the manifest, then make the chunks permanent (one pipelined batch of touches per
+    /// server). The blob is acknowledged only after both, so a chunk that expired during a very
+    /// slow upload fails the upload instead of publishing a damaged blob.
     async fn publish(&mut self, manifest: Manifest) -> Result<(), BlobError> {
         let items = &self.store.items;
         items
-            .set(&self.key.manifest_item(), manifest.encode(), Expiry::Never)
+            .set(&self.key.head_item(), manifest.encode(), Expiry::Never)
             .await?;
         let key = self.key;
-        let kept: Vec<bool> = stream::iter(0..manifest.chunks)
-            .map(|index| async move { items.touch(&key.chunk_item(index), Expiry::Never).await })
-            .buffer_unordered(DELETE_PARALLELISM)
-            .try_collect()
-            .await?;
-        if kept.iter().any(|kept| !kept) {
+        let chunks: Vec<_> = (0..manifest.chunks)
+            .map(|index| key.chunk_item(index))
+            .collect();
+        let kept = items.touch_many(&chunks, Expiry::Never).await?;
+        if kept.len() != chunks.len() || kept.iter().any(|kept| !kept) {
             return Err(BlobError::Corrupt {
                 key,
                 reason: "a chunk expired before the upload finished".into(),
@@ -328,7 +450,7 @@ impl Drop for Upload {
         // covers any that landed after this cleanup.
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(async move {
-                let _ = store.items.delete(&key.manifest_item()).await;
+                let _ = store.items.delete(&key.head_item()).await;
                 if let Err(error) = store.delete_chunks(key, started).await {
                     tracing::warn!(blob = %key, %error, "could not remove the chunks of a failed upload; they expire");
                 }

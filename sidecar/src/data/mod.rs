@@ -195,22 +195,19 @@ impl DataService {
 
     async fn get(&self, key: &str, spec: Option<range::RangeSpec>) -> Result<Response, ApiError> {
         let key = blob_key(key)?;
-        let manifest = self
+        let blob = self
             .blobs
-            .stat(&key)
+            .open(&key, range::first_byte(spec))
             .await
             .map_err(|error| self.failed(error))?;
-        let (status, start, end) = match range::select(spec, manifest.size) {
+        let size = blob.size();
+        let (status, start, end) = match range::select(spec, size) {
             range::Selection::Unsatisfiable => return Err(ApiError::InvalidRange),
-            range::Selection::Whole => (StatusCode::OK, 0, manifest.size.saturating_sub(1)),
+            range::Selection::Whole => (StatusCode::OK, 0, size.saturating_sub(1)),
             range::Selection::Partial { start, end } => (StatusCode::PARTIAL_CONTENT, start, end),
         };
-        let length = if manifest.size == 0 {
-            0
-        } else {
-            end - start + 1
-        };
-        let mut content = self.blobs.read(key, manifest, start..=end);
+        let length = if size == 0 { 0 } else { end - start + 1 };
+        let mut content = self.blobs.read(key, blob, start..=end);
         // The first piece is read before the status goes out, so a blob whose data is gone
         // gets an error answer rather than a cut-off 200.
         let first = content
@@ -240,7 +237,7 @@ impl DataService {
         headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
         headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
         if status == StatusCode::PARTIAL_CONTENT {
-            let content_range = format!("bytes {start}-{end}/{}", manifest.size);
+            let content_range = format!("bytes {start}-{end}/{size}");
             if let Ok(value) = HeaderValue::try_from(content_range) {
                 headers.insert(header::CONTENT_RANGE, value);
             }

@@ -47,6 +47,15 @@ pub fn parse(value: &str) -> Option<RangeSpec> {
     }
 }
 
+/// The first byte a request for `spec` reads, when it does not depend on the blob's size.
+pub fn first_byte(spec: Option<RangeSpec>) -> Option<u64> {
+    match spec {
+        None => Some(0),
+        Some(RangeSpec::From { start, .. }) => Some(start),
+        Some(RangeSpec::Suffix(_)) => None,
+    }
+}
+
 pub fn select(spec: Option<RangeSpec>, size: u64) -> Selection {
     match spec {
         None => Selection::Whole,
@@ -90,6 +99,14 @@ mod tests {
             pick("bytes=0-99999999999999999999999", 100),
             Partial { start: 0, end: 99 }
         );
+    }
+
+    #[test]
+    fn knows_the_first_byte_before_the_size_unless_counted_from_the_end() {
+        assert_eq!(first_byte(parse("bytes=7-9")), Some(7));
+        assert_eq!(first_byte(parse("bytes=7-")), Some(7));
+        assert_eq!(first_byte(None), Some(0));
+        assert_eq!(first_byte(parse("bytes=-7")), None);
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Pooled memcached connections for the commands the `memcache` crate cannot send the way the
-//! sidecar needs: single-key `get` and `set` without copying the value (meta `mg`/`ms`), and
-//! `add` and `cas` that keep the existing item when memcached refuses them (text protocol).
+//! sidecar needs: `get` (one key, or several pipelined per server) and `set` without copying
+//! the value (meta `mg`/`ms`), and `add` and `cas` that keep the existing item when memcached
+//! refuses them (text protocol).
 //!
 //! Why not the crate's meta client for gets and sets: it copies a stored value twice (into its
 //! command, then into the encoded request) and zero-fills a read buffer before reading into it,
@@ -58,8 +59,9 @@ struct Connection {
 
 /// A request, encoded but for the value, which is written from the caller's buffer.
 enum Request {
-    /// `mg <key> v`.
-    Get(Bytes),
+    /// `count` lines `mg <key> v` for keys of one server, sent in one write: memcached
+    /// answers them in order, so several keys cost one round trip.
+    Get { lines: Bytes, count: usize },
     /// `ms`, `add` or `cas`: the command line, then the value (its parts one after the other).
     /// `repeatable` when sending it twice does no harm (a plain set), so that it may be sent
     /// again on a new connection after meeting a dead pooled one.
@@ -71,13 +73,32 @@ enum Request {
 }
 
 impl Request {
+    fn gets(keys: &[&ItemKey]) -> Request {
+        let lines: String = keys.iter().map(|key| format!("mg {key} v\r\n")).collect();
+        Request::Get {
+            lines: Bytes::from(lines),
+            count: keys.len(),
+        }
+    }
+
     fn repeatable(&self) -> bool {
         match self {
-            Request::Get(_) => true,
+            Request::Get { .. } => true,
             Request::Store { repeatable, .. } => *repeatable,
         }
     }
+
+    /// How many response lines (each with its value, if any) the request gets.
+    fn replies(&self) -> usize {
+        match self {
+            Request::Get { count, .. } => *count,
+            Request::Store { .. } => 1,
+        }
+    }
 }
+
+/// One response: its line, and the value it announced.
+type Reply = (Line, Option<Bytes>);
 
 /// What a response line said.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -173,12 +194,37 @@ impl ConnectionPool {
 
     /// The value of `key`, or `None` when memcached has no such item.
     pub async fn get(&self, key: &ItemKey) -> ItemResult<Option<Bytes>> {
-        let request = Request::Get(Bytes::from(format!("mg {key} v\r\n")));
-        match self.exchange(key, &request).await? {
-            (Line::Value(_), value) => Ok(value),
-            (Line::Miss, _) => Ok(None),
-            (line, _) => Err(unexpected(&format!("a get answered {line:?}"))),
+        let replies = self
+            .exchange(self.server(key), &Request::gets(&[key]))
+            .await?;
+        get_reply(replies.into_iter().next())
+    }
+
+    /// The values of `keys` in input order: one pipelined exchange per server holding some,
+    /// all servers at once.
+    pub async fn get_many(&self, keys: &[ItemKey]) -> ItemResult<Vec<Option<Bytes>>> {
+        let mut by_server: Vec<Vec<usize>> = vec![Vec::new(); self.servers.len()];
+        for (index, key) in keys.iter().enumerate() {
+            by_server[self.server(key)].push(index);
         }
+        let exchanges = by_server
+            .iter()
+            .enumerate()
+            .filter(|(_, indices)| !indices.is_empty())
+            .map(|(server, indices)| async move {
+                let wanted: Vec<&ItemKey> = indices.iter().map(|index| &keys[*index]).collect();
+                let replies = self.exchange(server, &Request::gets(&wanted)).await?;
+                Ok::<_, ItemError>((indices, replies))
+            });
+        let mut values = vec![None; keys.len()];
+        for exchange in futures::future::join_all(exchanges).await {
+            let (indices, replies) = exchange?;
+            let mut replies = replies.into_iter();
+            for index in indices {
+                values[*index] = get_reply(replies.next())?;
+            }
+        }
+        Ok(values)
     }
 
     /// Store `value` under `key` (meta `ms`: memcached unlinks `key` if it refuses, in either
@@ -227,26 +273,24 @@ impl ConnectionPool {
             value,
             repeatable,
         };
-        match self.exchange(key, &request).await {
-            Ok((line, _)) => Ok(line),
+        match self.exchange(self.server(key), &request).await {
+            Ok(replies) => match replies.first() {
+                Some((line, _)) => Ok(*line),
+                None => Err(unexpected("a store without an answer")),
+            },
             Err(ItemError::TooLarge { .. }) => Err(ItemError::TooLarge { size }),
             Err(error) => Err(error),
         }
     }
 
-    /// Run one request on a connection to `key`'s server, within the I/O timeout.
+    /// Run one request on a connection to `server`, within the I/O timeout.
     ///
     /// An idle connection that looks closed is not used. One that died anyway (memcached
     /// restarted, say) fails before memcached could act on the request; a get or a plain
     /// set is then sent again on a new connection, since running either twice does no harm.
     /// A connection goes back to the pool only after a complete, well-formed exchange: after
     /// anything else its stream may hold half a response.
-    async fn exchange(
-        &self,
-        key: &ItemKey,
-        request: &Request,
-    ) -> ItemResult<(Line, Option<Bytes>)> {
-        let server = self.server(key);
+    async fn exchange(&self, server: usize, request: &Request) -> ItemResult<Vec<Reply>> {
         if let Some(connection) = self.checkout(server) {
             match self.attempt(server, connection, request).await {
                 Err(ItemError::Unavailable(_)) if request.repeatable() => {}
@@ -262,7 +306,7 @@ impl ConnectionPool {
         server: usize,
         mut connection: Connection,
         request: &Request,
-    ) -> ItemResult<(Line, Option<Bytes>)> {
+    ) -> ItemResult<Vec<Reply>> {
         match tokio::time::timeout(self.io_timeout, connection.run(request)).await {
             Ok(Ok(reply)) => {
                 self.put_back(server, connection);
@@ -330,18 +374,22 @@ impl ConnectionPool {
 }
 
 impl Connection {
-    async fn run(&mut self, request: &Request) -> ItemResult<(Line, Option<Bytes>)> {
+    async fn run(&mut self, request: &Request) -> ItemResult<Vec<Reply>> {
         match request {
-            Request::Get(line) => self.write(line.clone()).await?,
+            Request::Get { lines, .. } => self.write(lines.clone()).await?,
             Request::Store { line, value, .. } => {
                 self.write(line.clone().chain(value.clone()).chain(&b"\r\n"[..]))
                     .await?
             }
         }
-        match self.line().await? {
-            Line::Value(len) => Ok((Line::Value(len), Some(self.value(len).await?))),
-            line => Ok((line, None)),
+        let mut replies = Vec::with_capacity(request.replies());
+        for _ in 0..request.replies() {
+            replies.push(match self.line().await? {
+                Line::Value(len) => (Line::Value(len), Some(self.value(len).await?)),
+                line => (line, None),
+            });
         }
+        Ok(replies)
     }
 
     async fn write(&mut self, mut request: impl Buf) -> ItemResult<()> {
@@ -480,6 +528,16 @@ impl Buf for Parts {
             filled += 1;
         }
         filled
+    }
+}
+
+/// The value a get's reply carries, `None` for a miss.
+fn get_reply(reply: Option<Reply>) -> ItemResult<Option<Bytes>> {
+    match reply {
+        Some((Line::Value(_), value)) => Ok(value),
+        Some((Line::Miss, _)) => Ok(None),
+        Some((line, _)) => Err(unexpected(&format!("a get answered {line:?}"))),
+        None => Err(unexpected("a get without an answer")),
     }
 }
 

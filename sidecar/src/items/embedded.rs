@@ -61,6 +61,17 @@ impl State {
         self.items.get(key)
     }
 
+    /// Give a live item a new expiry; `false` when there is none.
+    fn touch(&mut self, key: &ItemKey, expiry: Expiry) -> bool {
+        if self.live(key).is_none() {
+            return false;
+        }
+        if let Some(item) = self.items.get_mut(key) {
+            item.expires = deadline(expiry);
+        }
+        true
+    }
+
     fn remove(&mut self, key: &ItemKey) -> bool {
         match self.items.remove(key) {
             Some(item) => {
@@ -185,6 +196,10 @@ impl ItemStore for EmbeddedStore {
             .map(|item| (item.value.clone(), CasToken(item.cas))))
     }
 
+    async fn token(&self, key: &ItemKey) -> ItemResult<Option<CasToken>> {
+        Ok(self.state().live(key).map(|item| CasToken(item.cas)))
+    }
+
     async fn set(&self, key: &ItemKey, value: Bytes, expiry: Expiry) -> ItemResult<()> {
         let mut state = self.state();
         self.store(&mut state, key, value, expiry).map(|_| ())
@@ -216,14 +231,12 @@ impl ItemStore for EmbeddedStore {
     }
 
     async fn touch(&self, key: &ItemKey, expiry: Expiry) -> ItemResult<bool> {
+        Ok(self.state().touch(key, expiry))
+    }
+
+    async fn touch_many(&self, keys: &[ItemKey], expiry: Expiry) -> ItemResult<Vec<bool>> {
         let mut state = self.state();
-        if state.live(key).is_none() {
-            return Ok(false);
-        }
-        if let Some(item) = state.items.get_mut(key) {
-            item.expires = deadline(expiry);
-        }
-        Ok(true)
+        Ok(keys.iter().map(|key| state.touch(key, expiry)).collect())
     }
 
     async fn count(&self, key: &ItemKey, change: i64, life: Duration) -> ItemResult<u64> {
@@ -368,6 +381,38 @@ mod tests {
                 .await
                 .unwrap()
         );
+    }
+
+    #[tokio::test]
+    async fn tokens_name_versions_and_touch_many_says_which_keys_were_there() {
+        let store = EmbeddedStore::new(1 << 20, 1 << 20);
+        let item = key("a");
+        assert_eq!(store.token(&item).await.unwrap(), None);
+        store
+            .set(&item, Bytes::from_static(b"1"), Expiry::Never)
+            .await
+            .unwrap();
+        let (_, first) = store.gets(&item).await.unwrap().unwrap();
+        assert_eq!(store.token(&item).await.unwrap(), Some(first));
+        store
+            .set(&item, Bytes::from_static(b"1"), Expiry::Never)
+            .await
+            .unwrap();
+        assert_ne!(store.token(&item).await.unwrap(), Some(first));
+        let short = Expiry::After(Duration::from_millis(30));
+        store
+            .set(&key("b"), Bytes::from_static(b"x"), short)
+            .await
+            .unwrap();
+        let touched = store
+            .touch_many(&[key("b"), key("zz"), item.clone()], Expiry::Never)
+            .await
+            .unwrap();
+        assert_eq!(touched, vec![true, false, true]);
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        assert!(store.get(&key("b")).await.unwrap().is_some());
+        assert!(store.delete(&item).await.unwrap());
+        assert_eq!(store.token(&item).await.unwrap(), None);
     }
 
     #[tokio::test]

@@ -1,7 +1,7 @@
 //! The item store on real memcached servers: the `memcache` crate's async meta-protocol client
-//! (keys spread over the servers by rendezvous hashing) for multi-gets, CAS reads, touches and
-//! deletes; the [`ConnectionPool`] for gets and sets (no value copies) and for `add` and `cas`
-//! (a refusal keeps the existing item), routed to the same servers.
+//! (keys spread over the servers by rendezvous hashing) for CAS reads, touches, deletes and
+//! counters; the [`ConnectionPool`] for gets, multi-gets and sets (no value copies) and for
+//! `add` and `cas` (a refusal keeps the existing item), routed to the same servers.
 
 use std::sync::RwLock;
 use std::time::Duration;
@@ -23,6 +23,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Idle connections kept per server: enough for every request's read-ahead and write-ahead
 /// at high concurrency, so that busy periods do not dial a connection per operation.
 const MAX_IDLE: usize = 64;
+/// Most touches sent in one pipelined batch.
+const TOUCH_BATCH: usize = 1024;
 
 pub struct MemcachedStore {
     /// Replaced when the servers stop answering: the client resolves names once, and a
@@ -153,21 +155,7 @@ impl ItemStore for MemcachedStore {
     }
 
     async fn get_many(&self, keys: &[ItemKey]) -> ItemResult<Vec<Option<Bytes>>> {
-        let results = self
-            .client()
-            .run_many(keys.iter().map(Get::new))
-            .await
-            .map_err(|e| classify(e, 0))?;
-        results
-            .into_iter()
-            .map(|result| {
-                let result = result.map_err(|e| classify(e, 0))?;
-                Ok(result
-                    .value
-                    .filter(|_| result_hit(&result.status))
-                    .map(Bytes::from))
-            })
-            .collect()
+        self.connections.get_many(keys).await
     }
 
     async fn get_many_with_expiry(
@@ -214,6 +202,18 @@ impl ItemStore for MemcachedStore {
         }
     }
 
+    async fn token(&self, key: &ItemKey) -> ItemResult<Option<CasToken>> {
+        let get = Get::new(key).meta(Meta::NONE.cas()).without_value();
+        let result = self.client().run(get).await.map_err(|e| classify(e, 0))?;
+        if !result_hit(&result.status) {
+            return Ok(None);
+        }
+        match result.item.cas {
+            Some(cas) => Ok(Some(CasToken(cas))),
+            None => Err(ItemError::Protocol("a hit without its CAS".into())),
+        }
+    }
+
     async fn set(&self, key: &ItemKey, value: Bytes, expiry: Expiry) -> ItemResult<()> {
         self.connections.set(key, vec![value], expiry).await
     }
@@ -249,6 +249,26 @@ impl ItemStore for MemcachedStore {
         let get = Get::new(key).touch(ttl(expiry)).without_value();
         let result = self.client().run(get).await.map_err(|e| classify(e, 0))?;
         Ok(result_hit(&result.status))
+    }
+
+    async fn touch_many(&self, keys: &[ItemKey], expiry: Expiry) -> ItemResult<Vec<bool>> {
+        let mut touched = Vec::with_capacity(keys.len());
+        // Batches of a bounded size, so that no request or answer grows with the blob.
+        for batch in keys.chunks(TOUCH_BATCH) {
+            let results = self
+                .client()
+                .run_many(
+                    batch
+                        .iter()
+                        .map(|key| Get::new(key).touch(ttl(expiry)).without_value()),
+                )
+                .await
+                .map_err(|e| classify(e, 0))?;
+            for result in results {
+                touched.push(result_hit(&result.map_err(|e| classify(e, 0))?.status));
+            }
+        }
+        Ok(touched)
     }
 
     async fn delete(&self, key: &ItemKey) -> ItemResult<bool> {

@@ -99,6 +99,12 @@ pub trait ItemStore: Send + Sync + 'static {
     /// A get that also returns the CAS token of the version read.
     async fn gets(&self, key: &ItemKey) -> ItemResult<Option<(Bytes, CasToken)>>;
 
+    /// The CAS token of the item's current version, without its value: tells a reader
+    /// whether the version it holds (read with [`ItemStore::gets`]) is still current. Every
+    /// change of an item gives it a token it never had before (memcached's tokens count up
+    /// and survive a warm restart).
+    async fn token(&self, key: &ItemKey) -> ItemResult<Option<CasToken>>;
+
     async fn set(&self, key: &ItemKey, value: Bytes, expiry: Expiry) -> ItemResult<()>;
     /// [`ItemStore::set`] of the value made of `parts` one after the other, for values that
     /// arrive in pieces (blob chunks, as slices of the request body): a store that can write
@@ -123,6 +129,10 @@ pub trait ItemStore: Send + Sync + 'static {
 
     /// Change an item's expiry; `false` when the key is absent.
     async fn touch(&self, key: &ItemKey, expiry: Expiry) -> ItemResult<bool>;
+
+    /// [`ItemStore::touch`] of several keys, pipelined (one batch per server) where the
+    /// backend can; results in input order.
+    async fn touch_many(&self, keys: &[ItemKey], expiry: Expiry) -> ItemResult<Vec<bool>>;
 
     /// `false` when the key was absent.
     async fn delete(&self, key: &ItemKey) -> ItemResult<bool>;

@@ -349,6 +349,15 @@ impl ItemStore for ReplicatedStore {
         )))
     }
 
+    async fn token(&self, key: &ItemKey) -> ItemResult<Option<CasToken>> {
+        let primary = self.owners(key)[0];
+        match self.servers[primary].token(key).await? {
+            Some(token) => Ok(Some(self.tagged(primary, token))),
+            // The primary lost it: `gets` puts the newest copy back first, or finds none.
+            None => Ok(self.gets(key).await?.map(|(_, token)| token)),
+        }
+    }
+
     async fn set(&self, key: &ItemKey, value: Bytes, expiry: Expiry) -> ItemResult<()> {
         self.set_parts(key, vec![value], expiry).await
     }
@@ -421,6 +430,35 @@ impl ItemStore for ReplicatedStore {
             .on_all(key, |store| async move { store.touch(key, expiry).await })
             .await?;
         Ok(touched.into_iter().any(|t| t))
+    }
+
+    async fn touch_many(&self, keys: &[ItemKey], expiry: Expiry) -> ItemResult<Vec<bool>> {
+        // One pipelined batch per server, of the keys it owns.
+        let mut batches: Vec<Vec<usize>> = vec![Vec::new(); self.servers.len()];
+        for (index, key) in keys.iter().enumerate() {
+            for server in self.owners(key) {
+                batches[server].push(index);
+            }
+        }
+        let touches = batches
+            .iter()
+            .enumerate()
+            .map(|(server, indices)| async move {
+                let batch: Vec<ItemKey> = indices.iter().map(|i| keys[*i].clone()).collect();
+                let touched = if batch.is_empty() {
+                    Vec::new()
+                } else {
+                    self.servers[server].touch_many(&batch, expiry).await?
+                };
+                Ok::<_, ItemError>(indices.iter().copied().zip(touched).collect::<Vec<_>>())
+            });
+        let mut any = vec![false; keys.len()];
+        for results in futures::future::try_join_all(touches).await? {
+            for (index, touched) in results {
+                any[index] |= touched;
+            }
+        }
+        Ok(any)
     }
 
     async fn delete(&self, key: &ItemKey) -> ItemResult<bool> {

@@ -110,6 +110,10 @@ impl ItemStore for Counting {
         self.read(1);
         self.inner.gets(key).await
     }
+    async fn token(&self, key: &ItemKey) -> ItemResult<Option<CasToken>> {
+        self.read(1);
+        self.inner.token(key).await
+    }
     async fn set(&self, key: &ItemKey, value: Bytes, expiry: Expiry) -> ItemResult<()> {
         self.write();
         self.inner.set(key, value, expiry).await
@@ -131,6 +135,10 @@ impl ItemStore for Counting {
     async fn touch(&self, key: &ItemKey, expiry: Expiry) -> ItemResult<bool> {
         self.write();
         self.inner.touch(key, expiry).await
+    }
+    async fn touch_many(&self, keys: &[ItemKey], expiry: Expiry) -> ItemResult<Vec<bool>> {
+        self.writes.fetch_add(keys.len() as u64, Ordering::Relaxed);
+        self.inner.touch_many(keys, expiry).await
     }
     async fn delete(&self, key: &ItemKey) -> ItemResult<bool> {
         self.write();

@@ -284,23 +284,21 @@ fn garbage_keys(db: DbId, garbage: &[Garbage]) -> Vec<ItemKey> {
     keys
 }
 
-/// Give replaced items a finite life: memcached drops them after the grace period.
-/// Whether every item could be given its expiry (or was gone already).
+/// Give replaced items a finite life: memcached drops them after the grace period (touches
+/// pipelined). Whether every item could be given its expiry (or was gone already).
 async fn expire(inner: &Inner, db: DbId, garbage: &[Garbage]) -> bool {
     let expiry = Expiry::After(inner.limits.grace);
-    stream::iter(garbage_keys(db, garbage))
-        .map(|key| async move {
-            match inner.items.touch(&key, expiry).await {
-                Ok(_) => true,
-                Err(error) => {
-                    tracing::debug!(%key, %error, "could not expire a replaced item");
-                    false
-                }
-            }
-        })
-        .buffer_unordered(PARALLEL)
-        .fold(true, |all, done| async move { all && done })
+    match inner
+        .items
+        .touch_many(&garbage_keys(db, garbage), expiry)
         .await
+    {
+        Ok(_) => true,
+        Err(error) => {
+            tracing::debug!(%error, "could not expire replaced items");
+            false
+        }
+    }
 }
 
 /// Reclaim items no current root reaches: at once when no scan is registered on the database,
@@ -361,7 +359,7 @@ async fn reread<T>(
 ) -> Result<T, Failure> {
     match read {
         Err(OrderedError::SnapshotExpired(_)) => {
-            let now = inner.read_root_for_update(db, sublevel).await?;
+            let now = inner.current_root(db, sublevel).await?;
             if now.map(|(_, token)| token) != current.as_ref().map(|(_, token)| *token) {
                 return Err(Failure::Retry);
             }
@@ -408,7 +406,7 @@ async fn try_commit(
     staged: &[StagedBatch],
     staged_values: &[ValueRef],
 ) -> Result<Option<Vec<OrderedResult<()>>>, Failure> {
-    let current = inner.read_root_for_update(db, sublevel).await?;
+    let current = inner.current_root(db, sublevel).await?;
     let base = match &current {
         Some((record, _)) => record.clone(),
         None => Arc::new(RootRecord::empty(sublevel.clone())),
@@ -556,6 +554,7 @@ async fn try_commit(
     };
     match outcome {
         Ok(CasOutcome::Stored) => {
+            inner.forget_root(db);
             // The new pages are the current ones: the next reads will want them.
             for (page, item, node) in build.pages {
                 inner.cache.insert(db, page, node, item.len());

@@ -10,7 +10,8 @@
 //! older than that fail with [`OrderedError::SnapshotExpired`].
 //!
 //! Nothing is kept in the process that is not also in memcached, apart from a capped cache of
-//! immutable pages.
+//! immutable pages and the last root record read of a few databases, used only while memcached
+//! reports the same CAS token for it (see `Inner::current_root`).
 
 mod cache;
 mod catalog;
@@ -175,7 +176,9 @@ struct Inner {
     freed: Freed,
     limits: Limits,
     cache: PageCache,
-    roots: Mutex<HashMap<DbId, (bytes::Bytes, Arc<node::RootRecord>)>>,
+    /// The last root record read of a few databases, with its CAS token (see
+    /// `Inner::current_root`).
+    roots: Mutex<HashMap<DbId, (crate::items::CasToken, Arc<node::RootRecord>)>>,
     queues: Mutex<HashMap<DbId, DbQueue>>,
 }
 

@@ -1,6 +1,7 @@
 //! Reading a database: its root record, pages through the cache, out-of-line values, and
 //! point lookups.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -44,56 +45,76 @@ impl Inner {
         db: DbId,
         sublevel: &Sublevel,
     ) -> OrderedResult<Arc<RootRecord>> {
-        match self.items.get(&root_key(db)?).await? {
-            Some(item) => self.root_from(db, sublevel, item),
+        match self.current_root(db, sublevel).await? {
+            Some((record, _)) => Ok(record),
             None => Ok(Arc::new(RootRecord::empty(sublevel.clone()))),
         }
     }
 
-    /// Decode a root record, reusing the last decoding when the item has not changed: a
-    /// big root (thousands of children) costs more to decode than to compare.
-    fn root_from(
+    /// The current root record with its CAS token, `None` if it does not exist yet.
+    ///
+    /// The root record holds the root node, which grows with the database (tens of KiB for
+    /// 100,000 keys), and every get starts from it. So the last record decoded for each
+    /// database is kept with the CAS token it was read under, and a read first asks memcached
+    /// for the item's token alone (a few bytes): the same token is the same item version,
+    /// since every change gives the item a new one. Only a changed record is read again.
+    pub(super) async fn current_root(
         &self,
         db: DbId,
         sublevel: &Sublevel,
-        item: Bytes,
-    ) -> OrderedResult<Arc<RootRecord>> {
-        let roots = self
-            .roots
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Some((bytes, record)) = roots.get(&db)
-            && *bytes == item
-            && &record.sublevel == sublevel
-        {
-            return Ok(record.clone());
+    ) -> OrderedResult<Option<(Arc<RootRecord>, CasToken)>> {
+        let key = root_key(db)?;
+        if let Some((token, record)) = self.cached_root(db, sublevel) {
+            match self.items.token(&key).await? {
+                Some(now) if now == token => return Ok(Some((record, token))),
+                Some(_) => {}
+                None => {
+                    self.forget_root(db);
+                    return Ok(None);
+                }
+            }
         }
-        drop(roots);
-        let record = Arc::new(self.decode_root(sublevel, &item)?);
-        let mut roots = self
-            .roots
+        match self.items.gets(&key).await? {
+            Some((item, token)) => {
+                let record = Arc::new(self.decode_root(sublevel, &item)?);
+                self.remember_root(db, token, record.clone());
+                Ok(Some((record, token)))
+            }
+            None => Ok(None),
+        }
+    }
+
+    fn roots(&self) -> std::sync::MutexGuard<'_, HashMap<DbId, (CasToken, Arc<RootRecord>)>> {
+        self.roots
             .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn cached_root(&self, db: DbId, sublevel: &Sublevel) -> Option<(CasToken, Arc<RootRecord>)> {
+        self.roots()
+            .get(&db)
+            .filter(|(_, record)| &record.sublevel == sublevel)
+            .cloned()
+    }
+
+    /// Keep `record` as the version of `db`'s root record that has CAS token `token`. Racing
+    /// reads may store an older version after a newer one: harmless, as the token tells.
+    fn remember_root(&self, db: DbId, token: CasToken, record: Arc<RootRecord>) {
+        let mut roots = self.roots();
         if roots.len() >= super::ROOT_CACHE_ENTRIES
             && !roots.contains_key(&db)
             && let Some(victim) = roots.keys().next().copied()
         {
             roots.remove(&victim);
         }
-        roots.insert(db, (item, record.clone()));
-        Ok(record)
+        roots.insert(db, (token, record));
     }
 
-    /// The current root record with its CAS token, `None` if it does not exist yet.
-    pub(super) async fn read_root_for_update(
-        &self,
-        db: DbId,
-        sublevel: &Sublevel,
-    ) -> OrderedResult<Option<(Arc<RootRecord>, CasToken)>> {
-        match self.items.gets(&root_key(db)?).await? {
-            Some((item, token)) => Ok(Some((self.root_from(db, sublevel, item)?, token))),
-            None => Ok(None),
-        }
+    /// Drop what is kept of `db`'s root record: after this process replaced it (memcached's
+    /// `cas` does not say the new token), the next read takes the whole record at once
+    /// rather than a token that cannot match first.
+    pub(super) fn forget_root(&self, db: DbId) {
+        self.roots().remove(&db);
     }
 
     fn decode_page(
