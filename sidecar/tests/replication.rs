@@ -47,12 +47,13 @@ async fn put_blob(blobs: &BlobStore, bytes: Vec<u8>) -> BlobKey {
 }
 
 async fn get_blob(blobs: &BlobStore, key: &BlobKey) -> Vec<u8> {
-    let manifest = blobs.stat(key).await.unwrap();
-    if manifest.size == 0 {
+    let blob = blobs.open(key, Some(0)).await.unwrap();
+    let size = blob.size();
+    if size == 0 {
         return Vec::new();
     }
     let parts: Vec<bytes::Bytes> = blobs
-        .read(*key, manifest, 0..=manifest.size - 1)
+        .read(*key, blob, 0..=size - 1)
         .try_collect()
         .await
         .unwrap();
