@@ -66,6 +66,35 @@ pub fn sidecar(memcached: &Memcached, extra: &[&str]) -> Sidecar {
     sidecar
 }
 
+/// Whether `server` holds its placement record (again, after a refill), as `placement show
+/// --memcached LIST` says.
+pub fn recorded(list: &str, server: &Memcached) -> bool {
+    let shown = Command::new(BINARY)
+        .args(["placement", "show", "--memcached", list])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&shown.stdout)
+        .contains(&format!("{}: placement generation", server.address()))
+}
+
+/// `zenko-memcached-sidecar check --memcached LIST`: asserts that it finds every metadata
+/// database sound (exit 0); its report.
+pub fn check_store(list: &str) -> String {
+    let output = Command::new(BINARY)
+        .args(["check", "--quiet", "--memcached", list])
+        .env("ZMM_LOG_LEVEL", "warn")
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "check --memcached {list} failed ({}):\n{report}{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    report
+}
+
 /// One plain HTTP/1.0 GET on the admin port: status and body.
 pub fn admin_get(sidecar: &Sidecar, path: &str) -> (u16, String) {
     let mut stream = TcpStream::connect(sidecar.admin_addr()).unwrap();
