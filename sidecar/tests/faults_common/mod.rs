@@ -1,7 +1,11 @@
 //! Helpers shared by the fault tests: the real sidecar on a real memcached, the metadata load
-//! of `tests/js/faults.js`, blob uploads and downloads, and the admin endpoints.
+//! of `tests/js/faults.js`, blob uploads and downloads, the admin endpoints, and a running mixed
+//! load judged against a model ([`blob_load`], [`metadata_load`]).
 
 #![allow(clippy::unwrap_used, dead_code)]
+
+pub mod blob_load;
+pub mod metadata_load;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -23,7 +27,8 @@ fn js_dir() -> PathBuf {
     js
 }
 
-/// `node faults.js PORT SCENARIO ARGS...` as a child whose stdout is piped.
+/// `node faults.js PORT SCENARIO ARGS...` as a child whose stdin and stdout are piped (a
+/// scenario that runs until told may end when its stdin closes).
 pub fn spawn_node(sidecar: &Sidecar, scenario: &str, args: &[&str]) -> Child {
     Command::new("node")
         .current_dir(js_dir())
@@ -31,6 +36,7 @@ pub fn spawn_node(sidecar: &Sidecar, scenario: &str, args: &[&str]) -> Child {
         .arg(sidecar.metadata_port.to_string())
         .arg(scenario)
         .args(args)
+        .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
