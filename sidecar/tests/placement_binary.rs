@@ -12,7 +12,7 @@ mod faults_common;
 use reqwest::{Client, StatusCode};
 use zenko_memcached_testkit::{Memcached, Sidecar};
 
-use faults_common::{BINARY, admin_get, blob, get_blob, node, put_blob};
+use faults_common::{BINARY, admin_get, blob, get_blob, node, put_blob, recorded};
 
 fn sidecar_on(servers: &[&Memcached]) -> Sidecar {
     sidecar_with(servers, &[])
@@ -189,16 +189,6 @@ async fn a_store_from_before_placement_records_is_adopted_under_its_own_list_onl
     refuses(&again, &blobs, "differs from the store's placement").await;
 }
 
-/// Whether `server` holds its placement record again, as `placement show` says.
-fn recorded(list: &str, server: &Memcached) -> bool {
-    let shown = std::process::Command::new(BINARY)
-        .args(["placement", "show", "--memcached", list])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&shown.stdout)
-        .contains(&format!("{}: placement generation", server.address()))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_two_copies_servers_restarted_empty_one_after_another_lose_nothing() {
     let mut servers = [
@@ -246,6 +236,8 @@ async fn with_two_copies_servers_restarted_empty_one_after_another_lose_nothing(
         );
         serves(&sidecar, &blobs, &snapshot).await;
     }
+    // The metadata check reads the store with its replicas, as the sidecars do.
+    faults_common::check_store(&list);
     // A sidecar started now serves it all too.
     sidecar.kill_and_restart();
     assert!(zenko_memcached_testkit::wait_for_listener(
@@ -254,6 +246,23 @@ async fn with_two_copies_servers_restarted_empty_one_after_another_lose_nothing(
     ));
     serves(&sidecar, &blobs, &snapshot).await;
     drop(sidecar);
+    // An operator's accept keeps the factor the store is written with.
+    let accepted = std::process::Command::new(BINARY)
+        .args(["placement", "accept", "--memcached", &list])
+        .output()
+        .unwrap();
+    assert!(accepted.status.success());
+    let shown = std::process::Command::new(BINARY)
+        .args(["placement", "show", "--memcached", &list])
+        .output()
+        .unwrap();
+    let shown = String::from_utf8_lossy(&shown.stdout);
+    assert_eq!(
+        shown.matches("placement generation 2").count(),
+        3,
+        "{shown}"
+    );
+    assert_eq!(shown.matches("replication factor 2").count(), 3, "{shown}");
     let [a, b, c] = &servers;
     let (_, body) = {
         let one = sidecar_with(&[a, b, c], &["--replication-factor", "1"]);

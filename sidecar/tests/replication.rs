@@ -1,7 +1,8 @@
 //! The replicated item store on three real memcached servers with factor 2: the ordered and
 //! blob stores on it lose nothing when one server is killed and comes back empty, then another
 //! once the first is refilled, and so on; two writers on one database lose no write, and the
-//! replicas of every root record converge to the newest commit.
+//! replicas of every root record converge to the newest commit; a copy written back after a
+//! delete does not bring the item back.
 
 #![allow(clippy::unwrap_used)]
 
@@ -11,7 +12,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use futures::{StreamExt, TryStreamExt, stream};
-use zenko_memcached_sidecar::blob::{BlobKey, BlobStore};
+use zenko_memcached_sidecar::blob::{BlobError, BlobKey, BlobStore};
 use zenko_memcached_sidecar::items::{
     CasOutcome, Expiry, ItemKey, ItemStore, MemcachedStore, SharedItemStore,
 };
@@ -264,4 +265,54 @@ async fn a_token_from_before_a_restart_never_matches() {
         items.get(&key).await.unwrap().unwrap(),
         bytes::Bytes::from_static(b"v3")
     );
+}
+
+/// A read that repairs an owner, or a refill, reads a copy of an item and writes it back with
+/// `add` a moment later: a delete in between must not be undone, on an owner that held the item
+/// as on one restarted empty. (Under a running load, a delete racing a download used to leave
+/// the blob's manifest back on one server, for good: "damaged" instead of "not found", and
+/// memory that nothing frees.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_written_back_after_a_delete_does_not_bring_the_item_back() {
+    let mut servers = [
+        Memcached::start(&[]),
+        Memcached::start(&[]),
+        Memcached::start(&[]),
+    ];
+    let items = replicated(&servers).await;
+    let blobs = BlobStore::new(items.clone(), 64 * 1024);
+    for emptied in [false, true] {
+        let key = put_blob(&blobs, pseudo_random_bytes(7, 150_000)).await;
+        let keys: Vec<ItemKey> = std::iter::once(key.head_item())
+            .chain((0..3).map(|n| key.chunk_item(n)))
+            .collect();
+        // The copies each owner holds, as a repair or a refill reads them.
+        let mut copies = Vec::new();
+        for item in &keys {
+            for owner in items.owners(item) {
+                let copy = items
+                    .server(owner)
+                    .get_many_with_expiry(std::slice::from_ref(item));
+                copies.push((item.clone(), owner, copy.await.unwrap()[0].clone().unwrap()));
+            }
+        }
+        if emptied {
+            // The manifest's primary restarted empty: reads fall back, and would repair it.
+            let primary = items.owners(&key.head_item())[0];
+            servers[primary].restart();
+        }
+        blobs.delete(&key).await.unwrap();
+        for (item, owner, (value, expiry)) in copies {
+            let written = items.server(owner).add(&item, value, expiry).await.unwrap();
+            assert!(
+                !written,
+                "a copy of {item} went back on server {owner} after the delete"
+            );
+            assert_eq!(items.get(&item).await.unwrap(), None, "{item}");
+        }
+        assert!(
+            matches!(blobs.open(&key, None).await, Err(BlobError::NotFound)),
+            "blob deleted (emptied: {emptied}) is back"
+        );
+    }
 }

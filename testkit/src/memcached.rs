@@ -1,9 +1,10 @@
 //! A real memcached server on a free port, started with the flags a test needs.
 
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use crate::netns::Link;
 use crate::ports::free_port;
 use crate::start::{self, NotServing};
 
@@ -12,8 +13,23 @@ fn binary() -> String {
     std::env::var("ZMM_TEST_MEMCACHED").unwrap_or_else(|_| "memcached".to_owned())
 }
 
+/// [`Memcached::start`]'s flags, then `extra`.
+fn default_args(extra: &[&str]) -> Vec<String> {
+    ["-m", "64", "-M", "-I", "2m"]
+        .iter()
+        .chain(extra)
+        .map(|s| s.to_string())
+        .collect()
+}
+
+/// The port of a server alone in its network namespace.
+const NAMESPACE_PORT: u16 = 11211;
+
 pub struct Memcached {
+    host: Ipv4Addr,
     port: u16,
+    /// The network namespace it runs in, if not the test's.
+    namespace: Option<String>,
     args: Vec<String>,
     child: Option<Child>,
 }
@@ -21,19 +37,16 @@ pub struct Memcached {
 impl Memcached {
     /// memcached with 64 MiB, evictions off (`-M`) and a 2 MiB item limit, plus `extra` flags.
     pub fn start(extra: &[&str]) -> Memcached {
-        let mut args: Vec<String> = ["-m", "64", "-M", "-I", "2m"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-        args.extend(extra.iter().map(|s| s.to_string()));
-        Memcached::start_with(args)
+        Memcached::start_with(default_args(extra))
     }
 
     /// memcached with exactly these flags (besides the address). A server that exits before
     /// listening is started again on another port (see [`crate::start`]).
     pub fn start_with(args: Vec<String>) -> Memcached {
         let mut server = Memcached {
+            host: Ipv4Addr::LOCALHOST,
             port: 0,
+            namespace: None,
             args,
             child: None,
         };
@@ -44,11 +57,34 @@ impl Memcached {
         server
     }
 
+    /// [`Memcached::start`] in the namespace of `link`, on its address: cutting the link cuts
+    /// the server off.
+    pub fn start_in(link: &Link, extra: &[&str]) -> Memcached {
+        let mut server = Memcached {
+            host: link.host,
+            port: NAMESPACE_PORT,
+            namespace: Some(link.namespace.clone()),
+            args: default_args(extra),
+            child: None,
+        };
+        // Alone in its namespace, the port is free: no other port to retry on.
+        server.spawn();
+        server
+    }
+
     /// Start on this server's port and wait until it listens.
     fn try_spawn(&mut self) -> Result<(), NotServing> {
-        let port = self.port.to_string();
-        let mut child = Command::new(binary())
-            .args(["-l", "127.0.0.1", "-p", &port, "-U", "0", "-u", "root"])
+        let (host, port) = (self.host.to_string(), self.port.to_string());
+        let mut command = match &self.namespace {
+            Some(namespace) => {
+                let mut command = Command::new("ip");
+                command.args(["netns", "exec", namespace, &binary()]);
+                command
+            }
+            None => Command::new(binary()),
+        };
+        let mut child = command
+            .args(["-l", &host, "-p", &port, "-U", "0", "-u", "root"])
             .args(&self.args)
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
@@ -76,10 +112,10 @@ impl Memcached {
     }
 
     pub fn addr(&self) -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, 1], self.port))
+        SocketAddr::from((self.host, self.port))
     }
 
-    /// `127.0.0.1:PORT`, as the sidecar's `--memcached` takes it.
+    /// `HOST:PORT`, as the sidecar's `--memcached` takes it.
     pub fn address(&self) -> String {
         self.addr().to_string()
     }

@@ -18,7 +18,18 @@ pub async fn placement(args: &PlacementArgs, out: &mut impl Write) -> Result<(),
             let before = placement::describe(&servers.memcached)
                 .await
                 .map_err(unreachable)?;
-            let recorded = placement::accept(&servers.memcached, 1)
+            // The factor stays what the store is written with (its items carry its copies).
+            let factor = placement::recorded(&servers.memcached)
+                .await
+                .map_err(unreachable)?
+                .map_or(1, |placement| placement.replication_factor);
+            if factor as usize > servers.memcached.len() {
+                return Err(format!(
+                    "the store is written with replication factor {factor}: it needs at least \
+                     {factor} servers"
+                ));
+            }
+            let recorded = placement::accept(&servers.memcached, factor)
                 .await
                 .map_err(unreachable)?;
             let mut lines: Vec<String> = before

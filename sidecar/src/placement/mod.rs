@@ -16,6 +16,6 @@ mod record;
 mod refill;
 mod replicas;
 
-pub use record::{PLACEMENT_ITEM, Placement, Verdict, accept, describe, establish};
+pub use record::{PLACEMENT_ITEM, Placement, Verdict, accept, describe, establish, recorded};
 pub use refill::{RefillRate, refill, watch as watch_refills};
 pub use replicas::ReplicatedStore;

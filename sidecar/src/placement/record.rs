@@ -120,6 +120,17 @@ pub(super) async fn read_record(server: &str) -> ItemResult<Option<Placement>> {
     })
 }
 
+/// The placement the servers record (the first record found), for the tools that read a store
+/// and must read it as its sidecars do; `None` when no server holds one.
+pub async fn recorded(servers: &[String]) -> ItemResult<Option<Placement>> {
+    for server in servers {
+        if let Some(placement) = read_record(server).await? {
+            return Ok(Some(placement));
+        }
+    }
+    Ok(None)
+}
+
 /// Write the record on one server (where none is).
 pub(super) async fn write_record(server: &str, placement: &Placement) -> ItemResult<()> {
     write(server, placement).await.map(|_| ())

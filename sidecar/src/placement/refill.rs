@@ -5,8 +5,9 @@
 //! A server without its placement record is one that lost its contents: the record is written
 //! once a store is created and only a refill writes it back, so a sidecar that dies mid-refill
 //! leaves the record missing and the next one (or another sidecar) starts over, skipping what
-//! is there already (every copy is an `add`, which also never replaces a newer write). Until
-//! then reads fall back to the other copies and repair what they read.
+//! is there already (every copy is an `add`, which also never replaces a newer write, nor the
+//! tombstone of a delete made after the copy was read). Until then reads fall back to the
+//! other copies and repair what they read.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -16,7 +17,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
 use super::record::{self, PLACEMENT_ITEM};
-use super::replicas::ReplicatedStore;
+use super::replicas::{MAX_COPY_DELAY, ReplicatedStore};
 use crate::items::{ItemError, ItemKey, ItemResult, ItemStore};
 use crate::metrics::Metrics;
 
@@ -99,19 +100,32 @@ pub async fn refill(
                     .refill_remaining
                     .set(i64::try_from(keys.len()).unwrap_or(i64::MAX));
                 for batch in keys.chunks(BATCH) {
-                    let found = store.server(source).get_many_with_expiry(batch).await?;
-                    for (key, item) in batch.iter().zip(found) {
-                        // Gone meanwhile (deleted, expired): nothing to copy.
-                        let Some((value, expiry)) = item else {
-                            continue;
-                        };
-                        let size = value.len() as u64;
-                        if store.server(target).add(key, value, expiry).await? {
-                            items += 1;
-                            bytes += size;
-                            metrics.refill_items.inc();
-                            metrics.refill_bytes.inc_by(size);
+                    let mut rest = batch;
+                    while !rest.is_empty() {
+                        let found = store.server(source).get_many_with_expiry(rest).await?;
+                        let read_at = Instant::now();
+                        let mut copied = 0;
+                        for (key, item) in rest.iter().zip(found) {
+                            // A copy read too long ago might outlive the tombstone of a delete
+                            // since, and bring the item back: read the rest again.
+                            if read_at.elapsed() > MAX_COPY_DELAY {
+                                break;
+                            }
+                            copied += 1;
+                            // Gone meanwhile (deleted, expired): nothing to copy.
+                            let Some((value, expiry)) = item else {
+                                continue;
+                            };
+                            let size = value.len() as u64;
+                            // An `add`: a newer write or a tombstone there stays.
+                            if store.server(target).add(key, value, expiry).await? {
+                                items += 1;
+                                bytes += size;
+                                metrics.refill_items.inc();
+                                metrics.refill_bytes.inc_by(size);
+                            }
                         }
+                        rest = &rest[copied..];
                     }
                     metrics.refill_remaining.dec_by(batch.len() as i64);
                     // Bounded rate: never ahead of `rate` bytes per second since the start.

@@ -10,9 +10,14 @@
 //!   older version, so replicas converge to the newest whatever order copies arrive in, and it
 //!   is acknowledged once every owner holds it.
 //!
-//! CAS tokens handed out carry a tag of the primary's incarnation (its start time and pid):
-//! a server restarted empty counts its tokens from the start again, and a token read before
-//! the restart must never match an item written after it.
+//! - A delete leaves a tombstone on every owner for a while instead of nothing. A copy of the
+//!   item read before the delete and written back after it (a read repairing an owner that
+//!   missed, a refill) would otherwise bring a deleted item back, for good: its `add` finds the
+//!   key taken by the tombstone, and reads take a tombstone for "deleted". Items replaced by
+//!   compare-and-swap are never deleted.
+//! - CAS tokens handed out carry a tag of the primary's incarnation (its start time and pid):
+//!   a server restarted empty counts its tokens from the start again, and a token read before
+//!   the restart must never match an item written after it.
 //!
 //! Every value is stored behind a 9-byte header (a marker byte and the version), which reads
 //! take off. Counters (`count`) are kept on the primary alone, unheadered (memcached counts in
@@ -21,7 +26,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
@@ -40,6 +45,15 @@ pub const HEADER: usize = 9;
 const REMEMBERED: usize = 4096;
 /// Attempts of one copy to a replica that keeps changing under it.
 const COPY_ATTEMPTS: usize = 64;
+/// First byte of a tombstone, which is a header alone.
+const TOMBSTONE: u8 = 0xA6;
+/// How long a tombstone stays: far longer than a delete takes to reach every owner plus the
+/// time between reading a copy and writing it back ([`MAX_COPY_DELAY`]), each step bounded by
+/// memcached's I/O timeout.
+const TOMBSTONE_LIFE: Duration = Duration::from_secs(60);
+/// A copy read longer ago than this is not written back (a repair is skipped, a refill starts
+/// its batch over): a tombstone it would have met may be gone.
+pub(super) const MAX_COPY_DELAY: Duration = Duration::from_secs(10);
 /// Bits of a token that carry memcached's own CAS value; the ones above carry the tag.
 const CAS_BITS: u32 = 44;
 
@@ -68,6 +82,19 @@ fn open(stored: Bytes) -> (u64, Bytes) {
     } else {
         (0, stored)
     }
+}
+
+/// What a delete leaves on each owner.
+fn tombstone() -> Bytes {
+    let mut bytes = BytesMut::with_capacity(HEADER);
+    bytes.extend_from_slice(&[TOMBSTONE]);
+    bytes.extend_from_slice(&0u64.to_le_bytes());
+    bytes.freeze()
+}
+
+/// Whether a stored value is a tombstone: the item was deleted.
+fn is_tombstone(stored: &[u8]) -> bool {
+    stored.len() == HEADER && stored[0] == TOMBSTONE
 }
 
 fn sealed(version: u64, value: &Bytes) -> Bytes {
@@ -257,9 +284,15 @@ impl ReplicatedStore {
                         .await
                         .map(|mut items| items.pop().flatten().map(|(v, e)| (v, Some(e))))
                 };
+            let read_at = Instant::now();
             match found {
+                // Deleted (or being deleted): nothing to fall back on or repair with.
+                Ok(Some((stored, _))) if is_tombstone(&stored) => return Ok(None),
                 Ok(Some((stored, expiry))) => {
                     for missing in &missed {
+                        if read_at.elapsed() > MAX_COPY_DELAY {
+                            break;
+                        }
                         let repair = self.servers[*missing]
                             .add(key, stored.clone(), expiry.unwrap_or(Expiry::Never))
                             .await;
@@ -304,7 +337,7 @@ impl ItemStore for ReplicatedStore {
                     .get_many_with_expiry(std::slice::from_ref(key))
                     .await?;
                 if let Some((stored, expiry)) = items.pop().flatten() {
-                    found = Some((open(stored).1, expiry));
+                    found = (!is_tombstone(&stored)).then(|| (open(stored).1, expiry));
                     break;
                 }
             }
@@ -463,7 +496,23 @@ impl ItemStore for ReplicatedStore {
 
     async fn delete(&self, key: &ItemKey) -> ItemResult<bool> {
         let deleted = self
-            .on_all(key, |store| async move { store.delete(key).await })
+            .on_all(key, |store| async move {
+                let existed = store.delete(key).await?;
+                // A set, not an add: it also replaces a copy written back since the delete.
+                match store
+                    .set(key, tombstone(), Expiry::After(TOMBSTONE_LIFE))
+                    .await
+                {
+                    Ok(()) => {}
+                    // No room even for a tombstone (memcached full, evictions off): the item
+                    // is gone all the same, unguarded against a copy written back.
+                    Err(ItemError::Full) => {
+                        tracing::debug!(%key, "no room for a tombstone");
+                    }
+                    Err(error) => return Err(error),
+                }
+                Ok(existed)
+            })
             .await?;
         Ok(deleted.into_iter().any(|d| d))
     }

@@ -1,7 +1,11 @@
 //! Helpers shared by the fault tests: the real sidecar on a real memcached, the metadata load
-//! of `tests/js/faults.js`, blob uploads and downloads, and the admin endpoints.
+//! of `tests/js/faults.js`, blob uploads and downloads, the admin endpoints, and a running mixed
+//! load judged against a model ([`blob_load`], [`metadata_load`]).
 
 #![allow(clippy::unwrap_used, dead_code)]
+
+pub mod blob_load;
+pub mod metadata_load;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -23,7 +27,8 @@ fn js_dir() -> PathBuf {
     js
 }
 
-/// `node faults.js PORT SCENARIO ARGS...` as a child whose stdout is piped.
+/// `node faults.js PORT SCENARIO ARGS...` as a child whose stdin and stdout are piped (a
+/// scenario that runs until told may end when its stdin closes).
 pub fn spawn_node(sidecar: &Sidecar, scenario: &str, args: &[&str]) -> Child {
     Command::new("node")
         .current_dir(js_dir())
@@ -31,6 +36,7 @@ pub fn spawn_node(sidecar: &Sidecar, scenario: &str, args: &[&str]) -> Child {
         .arg(sidecar.metadata_port.to_string())
         .arg(scenario)
         .args(args)
+        .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -64,6 +70,35 @@ pub fn sidecar(memcached: &Memcached, extra: &[&str]) -> Sidecar {
         "no metadata listener"
     );
     sidecar
+}
+
+/// Whether `server` holds its placement record (again, after a refill), as `placement show
+/// --memcached LIST` says.
+pub fn recorded(list: &str, server: &Memcached) -> bool {
+    let shown = Command::new(BINARY)
+        .args(["placement", "show", "--memcached", list])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&shown.stdout)
+        .contains(&format!("{}: placement generation", server.address()))
+}
+
+/// `zenko-memcached-sidecar check --memcached LIST`: asserts that it finds every metadata
+/// database sound (exit 0); its report.
+pub fn check_store(list: &str) -> String {
+    let output = Command::new(BINARY)
+        .args(["check", "--quiet", "--memcached", list])
+        .env("ZMM_LOG_LEVEL", "warn")
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "check --memcached {list} failed ({}):\n{report}{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    report
 }
 
 /// One plain HTTP/1.0 GET on the admin port: status and body.

@@ -86,13 +86,197 @@ scenarios.load = async c => {
     await Promise.all([...Array(writers)].map(writer).concat([lister(), lister()]));
 };
 
-// After the restart: every `ACK` key of the file is readable with its value; every listed key
-// was at least sent and holds exactly its value. Prints LOST/HALF counts.
+// Whether an error is the sidecar refusing (memcached down, cut off or emptied, a placement
+// that disagrees): an InternalError, never a "not found" or any other answer.
+function refusal(error) {
+    return error.wire !== undefined && errorIs(error.wire, 'InternalError');
+}
+
+// A listing as `list` gives it, bounded in time: a stream that never ends is a hang.
+function listWithin(c, options, bucket, ms) {
+    return Promise.race([
+        c.list('createReadStream', options, [bucket]),
+        sleep(ms).then(() => { throw new Error(`listing gave no end within ${ms} ms`); }),
+    ]);
+}
+
+// Puts, deletes, gets and listings through faults, until stdin closes (or SECONDS pass), keys
+// from `keyOf(FIRST)` on in BUCKET (another load may write other keys of the same bucket).
+// The log says what the sidecar acknowledged: `SENT key` before each put, `ACK key` after its
+// ack, or `REFUSED key`; `DELSENT key`, then `DELACK key` or `DELREFUSED key` for deletes. A
+// refusal (InternalError) is fine and leaves the write in doubt. Every answer is checked on the spot against the model, and anything else is
+// a `BAD` line: a get of a key acknowledged and not being deleted gives its value; a listing of
+// this load's keys holds every key acknowledged before it started and not deleted since, and
+// only keys sent and not deleted before it started, each with its value; a key whose delete was
+// acknowledged is "not found". Ends with counts, and FAIL when anything was BAD.
+scenarios['load-faults'] = async c => {
+    const [bucket, firstArg, writersArg, secondsArg] = args;
+    const first = Number(firstArg);
+    const range = { gte: keyOf(first), lt: keyOf(first + 100000) };
+    const deadline = Date.now() + Number(secondsArg || 300) * 1000;
+    for (;;) {
+        try {
+            await c.call('put', [bucket, bucketInfo(bucket), {}], MS);
+            break;
+        } catch (error) {
+            assert.ok(refusal(error) && Date.now() < deadline, error.message);
+            await sleep(100);
+        }
+    }
+    let stop = false;
+    process.stdin.on('end', () => { stop = true; });
+    process.stdin.on('data', () => {});
+    process.stdin.resume();
+    const sent = new Set();
+    const acked = [];
+    const ackedSet = new Set();
+    const delSent = new Set();
+    const delAcked = new Set();
+    const counts = { acked: 0, refused: 0, deleted: 0, delRefused: 0, gets: 0, getRefused: 0,
+        listings: 0, listRefused: 0, bad: 0 };
+    const bad = line => {
+        counts.bad += 1;
+        out(`BAD ${line}`);
+    };
+    const running = () => !stop && Date.now() < deadline;
+    // After a refusal, a pause: a refusing sidecar answers at once and the others need the CPU.
+    const pause = () => sleep(20);
+    const pick = () => acked[Math.floor(Math.random() * acked.length)];
+    let next = first;
+    const writer = async () => {
+        while (running()) {
+            const key = keyOf(next);
+            next += 1;
+            sent.add(key);
+            out(`SENT ${key}`);
+            try {
+                await c.call('put', [key, valueOf(key), {}], [bucket]);
+                acked.push(key);
+                ackedSet.add(key);
+                counts.acked += 1;
+                out(`ACK ${key}`);
+            } catch (error) {
+                if (!refusal(error)) {
+                    bad(`put ${key}: ${error.message}`);
+                }
+                counts.refused += 1;
+                out(`REFUSED ${key}`);
+                await pause();
+            }
+        }
+    };
+    const deleter = async () => {
+        while (running()) {
+            await sleep(30);
+            const key = acked.length > 0 ? pick() : undefined;
+            if (key === undefined || delSent.has(key)) {
+                continue;
+            }
+            delSent.add(key);
+            out(`DELSENT ${key}`);
+            try {
+                await c.call('del', [key, {}], [bucket]);
+                delAcked.add(key);
+                counts.deleted += 1;
+                out(`DELACK ${key}`);
+            } catch (error) {
+                if (!refusal(error)) {
+                    bad(`del ${key} (acknowledged, not deleted before): ${error.message}`);
+                }
+                counts.delRefused += 1;
+                out(`DELREFUSED ${key}`);
+                await pause();
+            }
+        }
+    };
+    const getter = async () => {
+        while (running()) {
+            const key = acked.length > 0 ? pick() : undefined;
+            if (key === undefined) {
+                await sleep(10);
+                continue;
+            }
+            const deletedBefore = delAcked.has(key);
+            try {
+                const value = await c.call('get', [key, {}], [bucket]);
+                counts.gets += 1;
+                if (value !== valueOf(key)) {
+                    bad(`get ${key} answered other bytes`);
+                } else if (deletedBefore) {
+                    bad(`get ${key} answered a key whose delete was acknowledged`);
+                }
+            } catch (error) {
+                if (errorIs(error.wire, 'ObjNotFound')) {
+                    if (!delSent.has(key)) {
+                        bad(`get ${key} (acknowledged, never deleted): not found`);
+                    }
+                } else if (refusal(error)) {
+                    counts.getRefused += 1;
+                    await pause();
+                } else {
+                    bad(`get ${key}: ${error.message}`);
+                }
+            }
+        }
+    };
+    const lister = async () => {
+        while (running()) {
+            const mustHave = acked.filter(key => !delSent.has(key));
+            const deletedBefore = new Set(delAcked);
+            let items;
+            try {
+                items = await listWithin(c, range, bucket, 30000);
+            } catch (error) {
+                const wire = error.wire || (/stream error (.*)$/.exec(error.message) || [])[1];
+                const parsed = typeof wire === 'string' ? JSON.parse(wire) : wire;
+                if (!parsed || !errorIs(parsed, 'InternalError')) {
+                    bad(`listing: ${error.message}`);
+                }
+                counts.listRefused += 1;
+                await pause();
+                continue;
+            }
+            counts.listings += 1;
+            const listed = new Set();
+            for (const item of items) {
+                listed.add(item.key);
+                if (!sent.has(item.key)) {
+                    bad(`listing holds ${item.key}, never sent`);
+                } else if (deletedBefore.has(item.key)) {
+                    bad(`listing holds ${item.key}, whose delete was acknowledged before`);
+                } else if (item.value !== valueOf(item.key)) {
+                    bad(`listing holds ${item.key} with other bytes`);
+                }
+            }
+            for (const key of mustHave) {
+                if (!listed.has(key) && !delSent.has(key)) {
+                    bad(`listing misses ${key}, acknowledged before it started`);
+                }
+            }
+            out(`LISTED ${items.length}`);
+        }
+    };
+    const writers = [...Array(Number(writersArg || 3))].map(writer);
+    await Promise.all(writers.concat([deleter(), getter(), lister()]));
+    out(`COUNTS ${JSON.stringify(counts)}`);
+    assert.strictEqual(counts.bad, 0, `${counts.bad} bad answers`);
+};
+
+// After the faults: every `ACK` key of the file (not deleted since: `DELSENT`) is readable with
+// its value, and every `DELACK` key is not found; the listing of the keys is the model's: it
+// holds every such acknowledged key, and only keys sent and not acknowledged deleted, each
+// with its value. Prints what is wrong key by key (MISSING, WRONG, STILL, BADLISTED,
+// NOTLISTED), then the counts: LOST (acknowledged, not readable), UNLISTED, UNDELETED (a
+// delete acknowledged, the key still there) and HALF (listed, never sent, deleted or with
+// other bytes).
 scenarios.verify = async c => {
     const [bucket, file] = args;
     const lines = fs.readFileSync(file, 'utf8').split('\n');
-    const sent = new Set(lines.filter(l => l.startsWith('SENT ')).map(l => l.slice(5)));
-    const acked = lines.filter(l => l.startsWith('ACK ')).map(l => l.slice(4));
+    const tagged = tag => lines.filter(l => l.startsWith(`${tag} `)).map(l => l.slice(tag.length + 1));
+    const sent = new Set(tagged('SENT'));
+    const delSent = new Set(tagged('DELSENT'));
+    const delAcked = new Set(tagged('DELACK'));
+    const acked = tagged('ACK').filter(key => !delSent.has(key));
     let lost = 0;
     for (const key of acked) {
         try {
@@ -105,16 +289,37 @@ scenarios.verify = async c => {
             out(`MISSING ${key}: ${error.message}`);
         }
     }
+    let undeleted = 0;
+    for (const key of delAcked) {
+        try {
+            await c.call('get', [key, {}], [bucket]);
+            undeleted += 1;
+            out(`STILL ${key}`);
+        } catch (error) {
+            if (!errorIs(error.wire, 'ObjNotFound')) {
+                undeleted += 1;
+                out(`STILL ${key}: ${error.message}`);
+            }
+        }
+    }
     let half = 0;
     const items = await c.list('createReadStream', { gte: 'obj-', lt: 'obj.' }, [bucket]);
+    const listed = new Set();
     for (const item of items) {
-        if (!sent.has(item.key) || item.value !== valueOf(item.key)) {
+        listed.add(item.key);
+        if (!sent.has(item.key) || delAcked.has(item.key) || item.value !== valueOf(item.key)) {
             half += 1;
-            out(`HALF ${item.key}`);
+            out(`BADLISTED ${item.key}`);
         }
+    }
+    const unlisted = acked.filter(key => !listed.has(key));
+    for (const key of unlisted) {
+        out(`NOTLISTED ${key}`);
     }
     out(`ACKED ${acked.length} LISTED ${items.length}`);
     out(`LOST ${lost}`);
+    out(`UNLISTED ${unlisted.length}`);
+    out(`UNDELETED ${undeleted}`);
     out(`HALF ${half}`);
 };
 
