@@ -216,8 +216,37 @@ pub enum PlacementAction {
     /// Record these servers as the store's placement on every one of them, accepting the
     /// store as it is now: after a server restarted empty (its share of the data is lost),
     /// sidecars refuse to serve until this is run. Never use it to add or remove servers of
-    /// a store that holds data: the data would not move.
+    /// a store that holds data: the data would not move (`change` moves it).
     Accept(Servers),
+    /// Move the store from its servers (--memcached) to others (--to), or to another
+    /// replication factor, while its sidecars serve: only the items whose owners change are
+    /// copied. Every sidecar follows the change by itself; start new sidecars with the new list.
+    /// Prints progress, exits 0 once the store is on the new servers. Interrupted, run it
+    /// again with the same arguments: it resumes.
+    Change(ChangeArgs),
+}
+
+#[derive(Clone, Debug, clap::Args)]
+pub struct ChangeArgs {
+    /// The servers the store is on now.
+    #[command(flatten)]
+    pub servers: Servers,
+
+    /// The servers the store goes to (any mix of the current ones and new ones).
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub to: Vec<String>,
+
+    /// The replication factor on the new servers (default: the store's current one).
+    #[arg(long)]
+    pub replication_factor: Option<u32>,
+
+    /// How fast items are copied, in MiB/s.
+    #[arg(long, default_value_t = 64)]
+    pub rate_mib: u64,
+
+    /// How long to wait for every sidecar to adopt each step, in seconds.
+    #[arg(long, default_value_t = 300)]
+    pub adopt_timeout_secs: u64,
 }
 
 #[derive(Clone, Debug, clap::Args)]

@@ -12,7 +12,7 @@
 //! contents as they are now (a new epoch), which it logs loudly.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -32,12 +32,13 @@ struct State {
     reachable: AtomicBool,
     /// Sticky: only a restart of the sidecar clears it.
     lost: AtomicBool,
-    /// The epoch items and values seen at start; unset with no epoch (tests that build
-    /// services alone).
-    epoch: OnceLock<Vec<(ItemKey, Bytes)>>,
-    /// Set for good when the store must not be served from at all (its placement disagrees
-    /// with the configuration): why, in one line.
-    refused: OnceLock<String>,
+    /// The epoch items and values seen at start (more as the placement grows); unset with no
+    /// epoch (tests that build services alone).
+    epoch: Mutex<Option<Vec<(ItemKey, Bytes)>>>,
+    /// Set while the store must not be served from at all (its placement disagrees with the
+    /// configuration): why, in one line. `refusing` says whether it is set without a lock.
+    refused: Mutex<Option<String>>,
+    refusing: AtomicBool,
 }
 
 #[derive(Clone, Default)]
@@ -51,11 +52,11 @@ impl Health {
     }
 
     /// Why the sidecar is not ready, or `None` when it is.
-    pub fn not_ready_reason(&self) -> Option<&str> {
+    pub fn not_ready_reason(&self) -> Option<String> {
         if let Some(why) = self.refusal() {
             Some(why)
         } else if !self.state.reachable.load(Ordering::Relaxed) {
-            Some(UNREACHABLE)
+            Some(UNREACHABLE.to_owned())
         } else {
             None
         }
@@ -63,20 +64,31 @@ impl Health {
 
     /// Why every request must be refused (the contents are lost, or the store's placement
     /// disagrees with the configuration), or `None` while they may be served.
-    pub fn refusal(&self) -> Option<&str> {
-        if let Some(why) = self.state.refused.get() {
+    pub fn refusal(&self) -> Option<String> {
+        if self.state.refusing.load(Ordering::Acquire)
+            && let Some(why) = lock(&self.state.refused).clone()
+        {
             Some(why)
         } else if self.contents_lost() {
-            Some(CONTENTS_LOST)
+            Some(CONTENTS_LOST.to_owned())
         } else {
             None
         }
     }
 
-    /// Refuse every request from now on, saying why.
+    /// Refuse every request from now on, saying why, until [`Health::serve`].
     pub fn refuse(&self, why: String) {
         tracing::error!("refusing every request: {why}");
-        let _ = self.state.refused.set(why);
+        *lock(&self.state.refused) = Some(why);
+        self.state.refusing.store(true, Ordering::Release);
+    }
+
+    /// Serve again: the reason for refusing is gone (the placement now admits this sidecar).
+    pub fn serve(&self) {
+        if self.state.refusing.swap(false, Ordering::AcqRel) {
+            tracing::warn!("the store's placement now admits this sidecar: serving");
+        }
+        *lock(&self.state.refused) = None;
     }
 
     /// Whether memcached lost the contents this sidecar started with.
@@ -96,7 +108,7 @@ impl Health {
         }
     }
 
-    fn declare_lost(&self) {
+    pub(crate) fn declare_lost(&self) {
         if !self.state.lost.swap(true, Ordering::Relaxed) {
             tracing::error!(
                 "{CONTENTS_LOST}: the epoch item is gone; refusing every request until an \
@@ -112,14 +124,25 @@ impl Health {
 
     /// At start: adopt the epoch item each server holds, or create one where there is none (a
     /// fresh memcached, or one that lost its contents: restarting the sidecar accepts them).
+    /// Again once a placement change adds servers: only the new servers' items are added.
     pub async fn establish_epoch(&self, items: &SharedItemStore) -> ItemResult<()> {
         let base = Self::epoch_key()?;
+        let known: Vec<ItemKey> = lock(&self.state.epoch)
+            .iter()
+            .flatten()
+            .map(|(key, _)| key.clone())
+            .collect();
         let mut epoch = Vec::new();
         for key in items.key_per_server(&base) {
+            if known.contains(&key) {
+                continue;
+            }
             let value = Self::adopt_or_create(items, &key).await?;
             epoch.push((key, value));
         }
-        let _ = self.state.epoch.set(epoch);
+        lock(&self.state.epoch)
+            .get_or_insert_with(Vec::new)
+            .extend(epoch);
         Ok(())
     }
 
@@ -151,13 +174,13 @@ impl Health {
     /// Check the epoch items now; `true` when the contents are lost (also recorded). A failed
     /// check leaves the state as it was: an unreachable memcached is not a lost one.
     pub async fn verify(&self, items: &SharedItemStore) -> bool {
-        let Some(epoch) = self.state.epoch.get() else {
+        let Some(epoch) = lock(&self.state.epoch).clone() else {
             return self.contents_lost();
         };
         // All servers at once: this check also runs before every "not found" answer. A server
         // that does not answer says nothing about the others.
         let reads = futures::future::join_all(epoch.iter().map(|(key, _)| items.get(key))).await;
-        for (read, (_, expected)) in reads.into_iter().zip(epoch) {
+        for (read, (_, expected)) in reads.into_iter().zip(&epoch) {
             match read {
                 Ok(Some(value)) if value == expected => {}
                 Ok(_) => self.declare_lost(),
@@ -183,4 +206,10 @@ impl Health {
             }
         })
     }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }

@@ -15,7 +15,7 @@ use crate::config::Config;
 use crate::connlimit::{ConnectionLimits, LimitedListener};
 use crate::data::{self, DataService};
 use crate::health::Health;
-use crate::items::{EmbeddedStore, ItemError, MemcachedStore, SharedItemStore};
+use crate::items::{EmbeddedStore, ItemError, ItemStore, MemcachedStore, SharedItemStore};
 use crate::metadata::{self, ArgLimits, MetadataConfig, MetadataService};
 use crate::metrics::Metrics;
 use crate::ordered::{MemcachedOrderedStore, OrderedError, PageCacheConfig, TreeConfig};
@@ -61,11 +61,14 @@ pub enum StartupError {
     Serve(std::io::Error),
 }
 
-/// The item store the configuration names, checked to be answering.
-/// The item store, and its replicated form when the factor is above one (which runs refills).
+/// The item store the configuration names, checked to be answering, and its replicated form
+/// (which follows the placement record) unless it is a store of one copy written before
+/// placements could change.
 pub struct Items {
     pub store: SharedItemStore,
     pub replicated: Option<Arc<ReplicatedStore>>,
+    /// What the placement record says of the configuration (`None`: the embedded store).
+    pub verdict: Option<Verdict>,
 }
 
 pub async fn connect_items(config: &Config) -> Result<Items, StartupError> {
@@ -88,6 +91,7 @@ pub async fn connect_items(config: &Config) -> Result<Items, StartupError> {
         return Ok(Items {
             store: Arc::new(store),
             replicated: None,
+            verdict: None,
         });
     }
     let servers = config.memcached.join(",");
@@ -98,24 +102,12 @@ pub async fn connect_items(config: &Config) -> Result<Items, StartupError> {
     let deadline = Instant::now() + Duration::from_secs(config.startup_wait);
     loop {
         let attempt = async {
-            let items = if factor > 1 {
-                let replicated =
-                    Arc::new(ReplicatedStore::connect(&config.memcached, factor).await?);
-                Items {
-                    store: replicated.clone(),
-                    replicated: Some(replicated),
-                }
-            } else {
-                Items {
-                    store: Arc::new(MemcachedStore::connect(&config.memcached).await?),
-                    replicated: None,
-                }
-            };
-            items.store.ping().await?;
-            Ok::<_, ItemError>(items)
+            let plain = MemcachedStore::connect(&config.memcached).await?;
+            plain.ping().await?;
+            Ok::<_, ItemError>(plain)
         };
         match attempt.await {
-            Ok(store) => return Ok(store),
+            Ok(plain) => return open_items(config, plain).await,
             Err(error) if Instant::now() >= deadline => return Err(unreachable(error)),
             Err(error) => {
                 tracing::info!(%error, "waiting for memcached");
@@ -123,6 +115,49 @@ pub async fn connect_items(config: &Config) -> Result<Items, StartupError> {
             }
         }
     }
+}
+
+/// The store as its placement record lays it out.
+async fn open_items(config: &Config, plain: MemcachedStore) -> Result<Items, StartupError> {
+    let verdict = placement::establish(&config.memcached, config.replication_factor)
+        .await
+        .map_err(StartupError::Placement)?;
+    let recorded = match &verdict {
+        Verdict::Agreed(placement) => Some(placement.clone()),
+        Verdict::Refused(_) => placement::recorded(&config.memcached)
+            .await
+            .map_err(StartupError::Placement)?,
+    };
+    let replicated = match recorded {
+        // A store of one copy from before placements could change: plain items, as written.
+        Some(placement) if !placement.is_versioned() => None,
+        Some(placement) if matches!(verdict, Verdict::Agreed(_)) => Some(
+            ReplicatedStore::open(&placement)
+                .await
+                .map_err(StartupError::Placement)?,
+        ),
+        // Refused: laid out as configured until the record admits the configuration.
+        _ => Some(
+            ReplicatedStore::connect(&config.memcached, config.replication_factor as usize)
+                .await
+                .map_err(StartupError::Placement)?,
+        ),
+    };
+    Ok(match replicated {
+        Some(replicated) => {
+            let replicated = Arc::new(replicated);
+            Items {
+                store: replicated.clone(),
+                replicated: Some(replicated),
+                verdict: Some(verdict),
+            }
+        }
+        None => Items {
+            store: Arc::new(plain),
+            replicated: None,
+            verdict: Some(verdict),
+        },
+    })
 }
 
 async fn check_chunk_size(items: &SharedItemStore, chunk_size: u64) -> Result<(), StartupError> {
@@ -205,26 +240,23 @@ pub async fn run(config: Config) -> Result<(), StartupError> {
     let Items {
         store: items,
         replicated,
+        verdict,
     } = connect_items(&config).await?;
     if role.serves_data() {
         check_chunk_size(&items, config.chunk_size).await?;
     }
     let metrics = Metrics::for_role(role);
     let health = Health::default();
-    if !config.memcached.is_empty() {
-        match placement::establish(&config.memcached, config.replication_factor)
-            .await
-            .map_err(StartupError::Placement)?
-        {
-            Verdict::Agreed(placement) => tracing::info!(
-                generation = placement.generation,
-                servers = placement.servers.len(),
-                replication_factor = placement.replication_factor,
-                "the store's placement agrees with --memcached"
-            ),
-            // Serving stays up, not ready, so that the reason is there to read.
-            Verdict::Refused(why) => health.refuse(why),
-        }
+    match verdict {
+        Some(Verdict::Agreed(placement)) => tracing::info!(
+            generation = placement.generation,
+            servers = placement.servers.len(),
+            replication_factor = placement.replication_factor,
+            "the store's placement agrees with --memcached"
+        ),
+        // Serving stays up, not ready, so that the reason is there to read.
+        Some(Verdict::Refused(why)) => health.refuse(why),
+        None => {}
     }
     // Under a refused placement nothing is written: epochs would land on the wrong servers.
     if health.refusal().is_none() {
@@ -235,14 +267,18 @@ pub async fn run(config: Config) -> Result<(), StartupError> {
     }
     health.set_ready(items.ping().await.is_ok());
     let _watch = health.watch(items.clone(), HEALTH_INTERVAL);
-    let _refills = match (&replicated, health.refusal()) {
-        (Some(replicated), None) => Some(placement::watch_refills(
-            replicated.clone(),
-            metrics.clone(),
-            RefillRate(config.refill_rate_mib * 1024 * 1024),
-        )),
-        _ => None,
-    };
+    let follower = replicated.map(|replicated| {
+        placement::Follower {
+            store: replicated,
+            items: items.clone(),
+            health: health.clone(),
+            metrics: metrics.clone(),
+            refill_rate: RefillRate(config.refill_rate_mib * 1024 * 1024),
+            configured: config.memcached.clone(),
+            factor: config.replication_factor,
+        }
+        .spawn()
+    });
 
     let limits = ConnectionLimits {
         max_connections: usize::try_from(config.max_connections).unwrap_or(usize::MAX),
@@ -318,10 +354,14 @@ pub async fn run(config: Config) -> Result<(), StartupError> {
         tokio::time::sleep(SHUTDOWN_GRACE).await;
         tracing::warn!("connections still open after the shutdown grace period: closing them");
     };
-    tokio::select! {
+    let served = tokio::select! {
         result = servers => result.map(drop).map_err(StartupError::Serve),
         () = deadline => Ok(()),
+    };
+    if let Some(follower) = follower {
+        follower.leave().await;
     }
+    served
 }
 
 async fn shutdown_signal() {

@@ -16,16 +16,15 @@ mod faults_common;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use faults_common::blob_load::BlobLoad;
-use faults_common::metadata_load::{MetadataLoad, verify_metadata};
-use faults_common::{BINARY, admin_get, check_store, eventually, metric, node, recorded};
+use faults_common::metadata_load::MetadataLoad;
+use faults_common::mixed_load::{BUCKET, Load, list, placement_sidecar};
+use faults_common::{admin_get, eventually, metric, node, recorded};
 use zenko_memcached_testkit::{Memcached, Network, Sidecar};
 
 /// One of these tests at a time: each runs three or four memcached servers, two sidecars and
 /// their load, and its timings must not depend on the others' on a small machine.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-const BUCKET: &str = "pb";
 /// Room for the load's blobs (evictions stay off).
 const MEMORY: [&str; 2] = ["-m", "256"];
 /// How long the load runs before a fault.
@@ -33,108 +32,9 @@ const WARM_UP: Duration = Duration::from_secs(3);
 /// How long a link stays cut: longer than a sidecar waits for memcached's answer (5 s).
 const CUT: Duration = Duration::from_secs(8);
 
-fn list(servers: &[&Memcached]) -> String {
-    servers
-        .iter()
-        .map(|server| server.address())
-        .collect::<Vec<_>>()
-        .join(",")
-}
-
 /// The sidecar binary on `list` with two copies of everything.
 fn sidecar(list: &str) -> Sidecar {
-    Sidecar::start(
-        BINARY,
-        &[
-            "--memcached",
-            list,
-            "--replication-factor",
-            "2",
-            "--refill-rate-mib",
-            "256",
-        ],
-    )
-}
-
-/// The running load: blobs through every sidecar, a metadata load on each.
-struct Load {
-    blobs: BlobLoad,
-    metadata: Vec<MetadataLoad>,
-    /// Logs of metadata loads already stopped.
-    logs: Vec<Vec<String>>,
-    started: Instant,
-}
-
-impl Load {
-    fn start(sidecars: &[&Sidecar]) -> Load {
-        let urls: Vec<String> = sidecars.iter().map(|s| s.data_url()).collect();
-        Load {
-            blobs: BlobLoad::start(&urls),
-            metadata: (0u32..)
-                .zip(sidecars)
-                .map(|(n, sidecar)| MetadataLoad::start(sidecar, BUCKET, n * 100_000))
-                .collect(),
-            logs: Vec::new(),
-            started: Instant::now(),
-        }
-    }
-
-    /// Acknowledged uploads and metadata puts so far.
-    fn acked(&self) -> (u64, usize) {
-        let uploads = self.blobs.counts().uploads.load(Ordering::Relaxed);
-        (uploads, self.metadata.iter().map(|m| m.count("ACK")).sum())
-    }
-
-    /// Wait until the load has had `more` more uploads and metadata puts acknowledged.
-    async fn progress(&self, more: usize, within: Duration) -> bool {
-        let (uploads, puts) = self.acked();
-        let deadline = Instant::now() + within;
-        while Instant::now() < deadline {
-            let (now_uploads, now_puts) = self.acked();
-            if now_uploads >= uploads + more as u64 && now_puts >= puts + more {
-                return true;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        false
-    }
-
-    /// Stop everything; then check the blobs through `blobs_via` and the metadata through
-    /// `metadata_via` against the model, and the store with `check`.
-    async fn stop_and_verify(mut self, blobs_via: &Sidecar, metadata_via: &Sidecar, list: &str) {
-        self.blobs.stop().await;
-        let mut logs = std::mem::take(&mut self.logs);
-        for load in self.metadata.drain(..) {
-            logs.push(tokio::task::block_in_place(|| load.stop()));
-        }
-        let counts = self.blobs.counts();
-        println!(
-            "blob load: {counts:?}, {} live at the end",
-            self.blobs.live()
-        );
-        let wrong = self.blobs.wrong();
-        assert!(
-            wrong.is_empty(),
-            "wrong answers during the load: {wrong:#?}"
-        );
-        assert!(
-            counts.uploads.load(Ordering::Relaxed) > 0
-                && counts.reads.load(Ordering::Relaxed) > 0
-                && counts.deletes.load(Ordering::Relaxed) > 0,
-            "the blob load did not run: {counts:?}"
-        );
-        let problems = self.blobs.verify(&blobs_via.data_url()).await;
-        assert!(
-            problems.is_empty(),
-            "blobs differ from the model: {problems:#?}"
-        );
-        tokio::task::block_in_place(|| {
-            verify_metadata(metadata_via, BUCKET, &logs);
-            let report = check_store(list);
-            println!("check: {}", report.lines().last().unwrap_or_default());
-        });
-        println!("load and checks took {:?}", self.started.elapsed());
-    }
+    placement_sidecar(list, 2)
 }
 
 /// Wait until a refill put `server`'s placement record back and no sidecar refills any more;

@@ -290,9 +290,8 @@ async fn a_copy_written_back_after_a_delete_does_not_bring_the_item_back() {
         let mut copies = Vec::new();
         for item in &keys {
             for owner in items.owners(item) {
-                let copy = items
-                    .server(owner)
-                    .get_many_with_expiry(std::slice::from_ref(item));
+                let server = items.server(owner);
+                let copy = server.get_many_with_expiry(std::slice::from_ref(item));
                 copies.push((item.clone(), owner, copy.await.unwrap()[0].clone().unwrap()));
             }
         }

@@ -95,9 +95,15 @@ impl Sidecar {
     }
 
     fn spawn(&mut self) {
+        // ZMM_TEST_LOGS=1 shows the sidecars' logs (which go to standard output).
+        let logs = if std::env::var_os("ZMM_TEST_LOGS").is_some() {
+            Stdio::inherit()
+        } else {
+            Stdio::null()
+        };
         let child = self
             .command()
-            .stdout(Stdio::null())
+            .stdout(logs)
             .stderr(Stdio::inherit())
             .spawn()
             .expect("cannot start the sidecar binary");

@@ -22,19 +22,15 @@ pub async fn check(args: &CheckArgs, out: &mut impl Write) -> Result<Verdict, St
     let list = &args.servers.memcached;
     let servers = list.join(",");
     let unreachable = |error| format!("cannot reach memcached at {servers}: {error}");
-    // Read as the sidecars read it: a store with replicas has a header in every value.
-    let factor = placement::recorded(list)
-        .await
-        .map_err(unreachable)?
-        .map_or(1, |placement| placement.replication_factor as usize);
-    let items: SharedItemStore = if factor > 1 {
-        Arc::new(
-            ReplicatedStore::connect(list, factor)
+    // Read as the sidecars read it: a versioned store has a header in every value, and its
+    // record says where each item is.
+    let items: SharedItemStore = match placement::recorded(list).await.map_err(unreachable)? {
+        Some(placement) if placement.is_versioned() => Arc::new(
+            ReplicatedStore::open(&placement)
                 .await
                 .map_err(unreachable)?,
-        )
-    } else {
-        Arc::new(MemcachedStore::connect(list).await.map_err(unreachable)?)
+        ),
+        _ => Arc::new(MemcachedStore::connect(list).await.map_err(unreachable)?),
     };
     items.ping().await.map_err(unreachable)?;
     let store = MemcachedOrderedStore::open(items, TreeConfig::default())

@@ -12,10 +12,16 @@
 //! servers; the stores above it do not learn about replicas. A server that lost its contents
 //! is refilled from the others in the background ([`refill`]).
 
+mod change;
+mod copy;
+mod follow;
+mod layout;
 mod record;
 mod refill;
 mod replicas;
 
+pub use change::{ChangeError, ChangeOptions, Target, change};
+pub use follow::{Follower, Following, Report, Reports, read_reports};
 pub use record::{PLACEMENT_ITEM, Placement, Verdict, accept, describe, establish, recorded};
 pub use refill::{RefillRate, refill, watch as watch_refills};
 pub use replicas::ReplicatedStore;

@@ -10,6 +10,16 @@ use crate::items::{Expiry, ItemError, ItemKey, ItemResult, ItemStore, MemcachedS
 
 /// The item that holds the placement record, on each server itself (never routed).
 pub const PLACEMENT_ITEM: &str = "zmm:placement";
+/// The reports of the sidecars serving the store (`follow`), on each server itself.
+pub const SIDECARS_ITEM: &str = "zmm:sidecars";
+/// The lease of the one driver of a placement change (`change`), on each server itself.
+pub const DRIVER_ITEM: &str = "zmm:placement:driver";
+
+/// Whether `key` is one of the items each server keeps of its own, never routed nor copied.
+pub fn is_server_local(key: &ItemKey) -> bool {
+    [PLACEMENT_ITEM, SIDECARS_ITEM, DRIVER_ITEM].contains(&key.as_str())
+}
+
 /// Legacy epoch items (`zmm:epoch`, `zmm:epoch:<n>`): a server holding one holds data of a
 /// deployment from before placement records.
 const EPOCH_ITEM: &str = "zmm:epoch";
@@ -30,7 +40,7 @@ fn legacy_markers() -> Vec<String> {
     markers
 }
 
-/// The servers and factor a store is written under.
+/// The servers and factor a store is written under, and the change under way, if any.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Placement {
@@ -39,13 +49,71 @@ pub struct Placement {
     /// Server names as the sidecars list them (routing hashes the names, not addresses).
     pub servers: BTreeSet<String>,
     pub replication_factor: u32,
+    /// The servers and factor the store is moving to (`placement change`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub change: Option<Change>,
+    /// Whether every value carries the replicated store's header (version and marker): true
+    /// for every store created since placements can change; unset in records written before,
+    /// where only stores of a factor above one have it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub versioned: Option<bool>,
+}
+
+/// A placement change under way: where to, and how far it has come.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Change {
+    pub servers: BTreeSet<String>,
+    pub replication_factor: u32,
+    pub phase: Phase,
+}
+
+/// The steps of a change (`docs/placement-changes.md`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Phase {
+    /// Writes go to both layouts, reads to the current one; the driver copies.
+    Copying,
+    /// Reads go to the target layout; writes still to both.
+    Switching,
 }
 
 impl Placement {
-    fn encode(&self) -> ItemResult<Bytes> {
+    pub(super) fn encode(&self) -> ItemResult<Bytes> {
         serde_json::to_vec(self)
             .map(Bytes::from)
             .map_err(|error| ItemError::Protocol(error.to_string()))
+    }
+
+    /// Whether the store is read and written through [`super::ReplicatedStore`].
+    pub fn is_versioned(&self) -> bool {
+        self.versioned.unwrap_or(self.replication_factor > 1)
+    }
+
+    /// The current servers (in name order) and factor.
+    pub fn layout(&self) -> (Vec<String>, u32) {
+        (
+            self.servers.iter().cloned().collect(),
+            self.replication_factor,
+        )
+    }
+
+    /// Every server the placement names, current and target.
+    pub fn all_servers(&self) -> BTreeSet<String> {
+        let mut all = self.servers.clone();
+        if let Some(change) = &self.change {
+            all.extend(change.servers.iter().cloned());
+        }
+        all
+    }
+
+    /// Whether a sidecar configured with `servers` and `factor` may serve under this record:
+    /// they are its current layout, or the one it is moving to.
+    fn admits(&self, servers: &BTreeSet<String>, factor: u32) -> bool {
+        (*servers == self.servers && factor == self.replication_factor)
+            || self.change.as_ref().is_some_and(|change| {
+                *servers == change.servers && factor == change.replication_factor
+            })
     }
 }
 
@@ -112,6 +180,30 @@ async fn read(server: &str) -> ItemResult<Holds> {
     })
 }
 
+/// Whether the text items a store always has (epochs, the deployment id) carry the replicated
+/// store's header: their plain values are text, which never starts with its marker byte.
+async fn carries_headers(servers: &[String]) -> ItemResult<bool> {
+    let keys = std::iter::once(crate::metadata::uuid::UUID_ITEM.to_owned())
+        .chain(
+            legacy_markers()
+                .into_iter()
+                .filter(|m| m.starts_with(EPOCH_ITEM)),
+        )
+        .map(|text| key(&text))
+        .collect::<ItemResult<Vec<_>>>()?;
+    for server in servers {
+        let values = on(server).await?.get_many(&keys).await?;
+        if values
+            .iter()
+            .flatten()
+            .any(|value| value.first() == Some(&super::replicas::MARKER))
+        {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
 /// The placement record one server holds, if it holds a readable one.
 pub(super) async fn read_record(server: &str) -> ItemResult<Option<Placement>> {
     Ok(match read(server).await? {
@@ -120,15 +212,28 @@ pub(super) async fn read_record(server: &str) -> ItemResult<Option<Placement>> {
     })
 }
 
-/// The placement the servers record (the first record found), for the tools that read a store
-/// and must read it as its sidecars do; `None` when no server holds one.
+/// The placement the servers record (the newest record found), for the tools that read a
+/// store and must read it as its sidecars do; `None` when no server holds one.
 pub async fn recorded(servers: &[String]) -> ItemResult<Option<Placement>> {
+    let mut newest: Option<Placement> = None;
     for server in servers {
-        if let Some(placement) = read_record(server).await? {
-            return Ok(Some(placement));
+        if let Some(placement) = read_record(server).await?
+            && newest
+                .as_ref()
+                .is_none_or(|known| placement.generation > known.generation)
+        {
+            newest = Some(placement);
         }
     }
-    Ok(None)
+    Ok(newest)
+}
+
+/// Write (or replace) the record on one server.
+pub(super) async fn replace_record(server: &str, placement: &Placement) -> ItemResult<()> {
+    on(server)
+        .await?
+        .set(&key(PLACEMENT_ITEM)?, placement.encode()?, Expiry::Never)
+        .await
 }
 
 /// Write the record on one server (where none is).
@@ -150,10 +255,12 @@ async fn write(server: &str, placement: &Placement) -> ItemResult<Holds> {
 /// store (no server holds anything) gets the configuration's placement written on every
 /// server, and so does a store from before placement records whose servers all hold data.
 pub async fn establish(servers: &[String], replication_factor: u32) -> ItemResult<Verdict> {
-    let wanted = Placement {
+    let mut wanted = Placement {
         generation: 1,
         servers: servers.iter().cloned().collect(),
         replication_factor,
+        change: None,
+        versioned: Some(true),
     };
     let held = futures::future::try_join_all(servers.iter().map(|server| read(server))).await?;
     let verdict = judge(servers, &wanted, &held);
@@ -165,6 +272,11 @@ pub async fn establish(servers: &[String], replication_factor: u32) -> ItemResul
                 "the store has no placement record (written by an earlier release): recording \
                  these servers as its placement"
             );
+            // Written without the replicated store's header, unless its values say otherwise
+            // (a record deleted by hand).
+            if !carries_headers(servers).await? {
+                wanted.versioned = None;
+            }
             true
         }
         Judged::Done(_) => false,
@@ -226,10 +338,22 @@ pub async fn describe(servers: &[String]) -> ItemResult<Vec<String>> {
         .zip(held)
         .map(|(server, holds)| match holds {
             Holds::Record(placement) => format!(
-                "{server}: placement generation {}, servers {}, replication factor {}",
+                "{server}: placement generation {}, servers {}, replication factor {}{}",
                 placement.generation,
                 list(&placement.servers),
-                placement.replication_factor
+                placement.replication_factor,
+                placement
+                    .change
+                    .as_ref()
+                    .map_or(String::new(), |change| format!(
+                        ", changing to servers {} with replication factor {} ({})",
+                        list(&change.servers),
+                        change.replication_factor,
+                        match change.phase {
+                            Phase::Copying => "copying",
+                            Phase::Switching => "switching",
+                        }
+                    ))
             ),
             Holds::Unreadable(error) => {
                 format!("{server}: an unreadable placement record ({error})")
@@ -256,19 +380,23 @@ pub async fn accept(servers: &[String], replication_factor: u32) -> ItemResult<P
         .max()
         .unwrap_or(0)
         + 1;
+    let versioned = held.iter().find_map(|holds| match holds {
+        Holds::Record(placement) => Some(placement.versioned),
+        _ => None,
+    });
     let placement = Placement {
         generation,
         servers: servers.iter().cloned().collect(),
         replication_factor,
+        change: None,
+        // A store nothing is known of any more starts versioned, as a fresh one.
+        versioned: versioned.unwrap_or(Some(true)),
     };
-    let item = placement.encode()?;
-    futures::future::try_join_all(servers.iter().map(|server| {
-        let item = item.clone();
-        async move {
-            let store = on(server).await?;
-            store.set(&key(PLACEMENT_ITEM)?, item, Expiry::Never).await
-        }
-    }))
+    futures::future::try_join_all(
+        servers
+            .iter()
+            .map(|server| replace_record(server, &placement)),
+    )
     .await?;
     Ok(placement)
 }
@@ -311,7 +439,7 @@ fn judge(servers: &[String], wanted: &Placement, held: &[Holds]) -> Judged {
             _ => None,
         })
         .collect();
-    let Some(first) = records.first() else {
+    let Some(first) = records.first().copied() else {
         let legacy = named(&|holds| matches!(holds, Holds::Legacy(_)));
         let empty = named(&|holds| *holds == Holds::Nothing);
         return match (legacy.is_empty(), empty.is_empty()) {
@@ -335,19 +463,31 @@ fn judge(servers: &[String], wanted: &Placement, held: &[Holds]) -> Judged {
             ))),
         };
     };
-    if let Some(other) = records.iter().find(|placement| *placement != first) {
+    // The newest record rules: a change writes each generation one server after another.
+    let first = records
+        .iter()
+        .copied()
+        .max_by_key(|placement| placement.generation)
+        .unwrap_or(first);
+    if let Some(other) = records
+        .iter()
+        .find(|placement| placement.generation == first.generation && **placement != first)
+    {
         return Judged::Done(Verdict::Refused(format!(
-            "the servers disagree on the placement: generation {} lists {} and generation {} \
-             lists {}; a placement change was interrupted: run it again",
+            "the servers disagree on the placement: generation {} lists {} and also {}; the \
+             record was damaged or written by hand: record the placement again with \
+             zenko-memcached-sidecar placement accept",
             first.generation,
             list(&first.servers),
-            other.generation,
             list(&other.servers)
         )));
     }
-    let added: Vec<&String> = wanted.servers.difference(&first.servers).collect();
-    let missing: Vec<&String> = first.servers.difference(&wanted.servers).collect();
-    if !added.is_empty() || !missing.is_empty() {
+    let target = first.change.as_ref();
+    let admitted_servers = wanted.servers == first.servers
+        || target.is_some_and(|change| wanted.servers == change.servers);
+    if !admitted_servers {
+        let added: Vec<&String> = wanted.servers.difference(&first.servers).collect();
+        let missing: Vec<&String> = first.servers.difference(&wanted.servers).collect();
         let mut differs = Vec::new();
         if !added.is_empty() {
             differs.push(format!("{} not in it", list(&added)));
@@ -355,17 +495,32 @@ fn judge(servers: &[String], wanted: &Placement, held: &[Holds]) -> Judged {
         if !missing.is_empty() {
             differs.push(format!("{} missing from --memcached", list(&missing)));
         }
+        let moving = target.map_or(String::new(), |change| {
+            format!(
+                ", or --memcached {} (the servers it is moving to)",
+                list(&change.servers)
+            )
+        });
         return Judged::Done(Verdict::Refused(format!(
             "--memcached differs from the store's placement (generation {}, servers {}): {}; \
-             start with --memcached {} (changing the servers of a store needs a placement \
-             change, which moves the data)",
+             start with --memcached {}{moving} (changing the servers of a store needs a \
+             placement change, which moves the data: zenko-memcached-sidecar placement change)",
             first.generation,
             list(&first.servers),
             differs.join(", "),
             list(&first.servers)
         )));
     }
-    let without = named(&|holds| !matches!(holds, Holds::Record(_)));
+    // Servers of the current layout that lost their record lost their contents; servers a
+    // change is adding get theirs from the change.
+    let without: Vec<&String> = servers
+        .iter()
+        .zip(held)
+        .filter(|(server, holds)| {
+            !matches!(holds, Holds::Record(_)) && first.servers.contains(*server)
+        })
+        .map(|(server, _)| server)
+        .collect();
     // Fewer servers than the factor restarted empty: every item still has a copy elsewhere,
     // which reads copy back; they get the record again and serving goes on.
     if !without.is_empty() && without.len() >= first.replication_factor as usize {
@@ -377,14 +532,19 @@ fn judge(servers: &[String], wanted: &Placement, held: &[Holds]) -> Judged {
             list(servers)
         )));
     }
-    if first.replication_factor != wanted.replication_factor {
+    if !first.admits(&wanted.servers, wanted.replication_factor) {
+        let factor = if wanted.servers == first.servers {
+            first.replication_factor
+        } else {
+            target.map_or(first.replication_factor, |change| change.replication_factor)
+        };
         return Judged::Done(Verdict::Refused(format!(
-            "the store is written with replication factor {} and this sidecar was given {}: \
-             start it with --replication-factor {}",
-            first.replication_factor, wanted.replication_factor, first.replication_factor
+            "the store is written with replication factor {factor} and this sidecar was given \
+             {}: start it with --replication-factor {factor}",
+            wanted.replication_factor
         )));
     }
-    Judged::Done(Verdict::Agreed((*first).clone()))
+    Judged::Done(Verdict::Agreed(first.clone()))
 }
 
 #[cfg(test)]
@@ -396,6 +556,8 @@ mod tests {
             generation: 1,
             servers: servers.iter().map(|s| (*s).to_owned()).collect(),
             replication_factor: 1,
+            change: None,
+            versioned: None,
         }
     }
 

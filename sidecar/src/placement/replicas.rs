@@ -25,12 +25,14 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
-use memcache::exp::{Rendezvous, Router};
+
+use super::layout::{Primary, Server, View};
+use super::record::Placement;
 
 use crate::items::{
     CasOutcome, CasToken, Expiry, ItemError, ItemKey, ItemResult, ItemStore, MemcachedStore,
@@ -38,7 +40,7 @@ use crate::items::{
 };
 
 /// First byte of every stored value: no item the stores write starts with it unheadered.
-const MARKER: u8 = 0xA5;
+pub(super) const MARKER: u8 = 0xA5;
 /// Marker and version.
 pub const HEADER: usize = 9;
 /// Versions remembered between a `gets` and the `cas` that follows it.
@@ -57,11 +59,13 @@ pub(super) const MAX_COPY_DELAY: Duration = Duration::from_secs(10);
 /// Bits of a token that carry memcached's own CAS value; the ones above carry the tag.
 const CAS_BITS: u32 = 44;
 
-/// A server's incarnation tag, from its start time and pid (never 0, so that a token with no
-/// tag is never taken for one with). Tags are compared within this process only.
-fn tag_of(incarnation: (u64, u64)) -> u64 {
+/// A server's incarnation tag, from its name, start time and pid (never 0, so that a token
+/// with no tag is never taken for one with): a token read from one server never passes on
+/// another, nor on the same one restarted. Tags are compared within this process only.
+fn tag_of(name: &str, incarnation: (u64, u64)) -> u64 {
     use std::hash::{DefaultHasher, Hash, Hasher};
     let mut hasher = DefaultHasher::new();
+    name.hash(&mut hasher);
     incarnation.hash(&mut hasher);
     (hasher.finish() >> CAS_BITS).max(1)
 }
@@ -75,13 +79,19 @@ fn header(version: u64) -> Bytes {
 
 /// The version and value of a stored item; counters (no header) read as version 0.
 fn open(stored: Bytes) -> (u64, Bytes) {
-    if stored.len() >= HEADER && stored[0] == MARKER {
+    match version_of(&stored) {
+        Some(version) => (version, stored.slice(HEADER..)),
+        None => (0, stored),
+    }
+}
+
+/// The version of a stored value, `None` for one without the header (counters, tombstones).
+pub(super) fn version_of(stored: &[u8]) -> Option<u64> {
+    (stored.len() >= HEADER && stored[0] == MARKER).then(|| {
         let mut version = [0u8; 8];
         version.copy_from_slice(&stored[1..HEADER]);
-        (u64::from_le_bytes(version), stored.slice(HEADER..))
-    } else {
-        (0, stored)
-    }
+        u64::from_le_bytes(version)
+    })
 }
 
 /// What a delete leaves on each owner.
@@ -105,89 +115,209 @@ fn sealed(version: u64, value: &Bytes) -> Bytes {
 }
 
 pub struct ReplicatedStore {
-    names: Vec<String>,
-    servers: Vec<Arc<MemcachedStore>>,
-    factor: usize,
+    /// Every server known, in the order they became known: a view's indices stay valid.
+    known: Mutex<Vec<Arc<Server>>>,
+    /// The view operations start under; each holds its view until it ends, so that a view no
+    /// operation holds any more is one this sidecar has finished with.
+    view: RwLock<Arc<View>>,
     /// The version of the item a CAS token was read from, for the `cas` that follows.
     versions: Mutex<HashMap<(ItemKey, u64), u64>>,
-    /// Each server's incarnation tag, read at start and by every ping.
-    tags: Vec<AtomicU64>,
+    /// When the follower last confirmed the view (`None`: no follower, the view is fixed).
+    confirmed: Mutex<Option<Instant>>,
+    /// Tells CAS writers waiting on a frozen item that the view changed.
+    changed: tokio::sync::Notify,
 }
 
+/// How long a view stays usable without the follower confirming it: well under the life of a
+/// sidecar's report (`follow`), so that a change never goes on while this sidecar may still
+/// use a view it has not reported leaving.
+pub(super) const FENCE: Duration = Duration::from_secs(10);
+/// How long a CAS on a frozen item waits for the next generation before answering "conflict".
+const FROZEN_WAIT: Duration = Duration::from_secs(30);
+
 impl ReplicatedStore {
-    /// One connection set per server; `factor` at most the number of servers.
+    /// The store on `names` with `factor` copies of every item, not following any record (for
+    /// tools and tests); `factor` at most the number of servers.
     pub async fn connect(names: &[String], factor: usize) -> ItemResult<ReplicatedStore> {
-        if factor == 0 || factor > names.len() {
+        let placement = Placement {
+            generation: 0,
+            servers: names.iter().cloned().collect(),
+            replication_factor: u32::try_from(factor).unwrap_or(u32::MAX),
+            change: None,
+            versioned: Some(true),
+        };
+        if factor == 0 || factor > placement.servers.len() {
             return Err(ItemError::Protocol(format!(
                 "replication factor {factor} needs between 1 and {} servers",
                 names.len()
             )));
         }
-        let mut servers = Vec::with_capacity(names.len());
-        for name in names {
-            servers.push(Arc::new(
-                MemcachedStore::connect(std::slice::from_ref(name)).await?,
-            ));
-        }
-        let store = ReplicatedStore {
-            names: names.to_vec(),
-            tags: names.iter().map(|_| AtomicU64::new(0)).collect(),
-            servers,
-            factor,
-            versions: Mutex::new(HashMap::new()),
-        };
-        for server in 0..store.servers.len() {
-            store.read_tag(server).await?;
-        }
-        Ok(store)
+        // Server indices in the order given (tests and tools address servers by them).
+        let known = Self::connect_all(&[], names.iter().cloned()).await?;
+        Self::open_on(known, &placement).await
     }
 
-    async fn read_tag(&self, server: usize) -> ItemResult<()> {
-        let incarnation = self.servers[server]
-            .incarnations()
-            .await?
-            .pop()
-            .ok_or_else(|| ItemError::Protocol("no stats from a server".into()))?;
-        self.tags[server].store(tag_of(incarnation), Ordering::Release);
-        Ok(())
+    /// The store as `placement` lays it out.
+    pub async fn open(placement: &Placement) -> ItemResult<ReplicatedStore> {
+        Self::open_on(Vec::new(), placement).await
+    }
+
+    async fn open_on(
+        known: Vec<Arc<Server>>,
+        placement: &Placement,
+    ) -> ItemResult<ReplicatedStore> {
+        let known = Self::connect_all(&known, placement.all_servers()).await?;
+        let view = View::new(known.clone(), placement).ok_or_else(|| {
+            ItemError::Protocol(format!(
+                "placement generation {} cannot be laid out (a factor above its servers)",
+                placement.generation
+            ))
+        })?;
+        Ok(ReplicatedStore {
+            known: Mutex::new(known),
+            view: RwLock::new(Arc::new(view)),
+            versions: Mutex::new(HashMap::new()),
+            confirmed: Mutex::new(None),
+            changed: tokio::sync::Notify::new(),
+        })
+    }
+
+    /// `known` and a connection to every server of `names` not among them.
+    async fn connect_all(
+        known: &[Arc<Server>],
+        names: impl IntoIterator<Item = String>,
+    ) -> ItemResult<Vec<Arc<Server>>> {
+        let mut servers = known.to_vec();
+        for name in names {
+            if servers.iter().any(|server| server.name == name) {
+                continue;
+            }
+            let server = Arc::new(Server {
+                store: MemcachedStore::connect(std::slice::from_ref(&name)).await?,
+                name,
+                tag: AtomicU64::new(0),
+            });
+            read_tag(&server).await?;
+            servers.push(server);
+        }
+        Ok(servers)
+    }
+
+    /// Start new operations under `placement`; the view left behind, which the caller watches
+    /// drain.
+    pub(super) async fn adopt(&self, placement: &Placement) -> ItemResult<Weak<View>> {
+        let known = self.known_servers();
+        let servers = Self::connect_all(&known, placement.all_servers()).await?;
+        let view = View::new(servers.clone(), placement).ok_or_else(|| {
+            ItemError::Protocol(format!(
+                "placement generation {} cannot be laid out",
+                placement.generation
+            ))
+        })?;
+        *self.known.lock().unwrap_or_else(|p| p.into_inner()) = servers;
+        let old = std::mem::replace(
+            &mut *self.view.write().unwrap_or_else(|p| p.into_inner()),
+            Arc::new(view),
+        );
+        self.changed.notify_waiters();
+        Ok(Arc::downgrade(&old))
+    }
+
+    fn known_servers(&self) -> Vec<Arc<Server>> {
+        self.known
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// From now on the view must be confirmed (`confirm`) at least every [`FENCE`].
+    pub(super) fn fence(&self) {
+        self.confirm();
+    }
+
+    pub(super) fn confirm(&self) {
+        *self.confirmed.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+    }
+
+    /// The view an operation starts under, unless it went unconfirmed too long.
+    pub fn view(&self) -> ItemResult<Arc<View>> {
+        let confirmed = *self.confirmed.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(at) = confirmed
+            && at.elapsed() > FENCE
+        {
+            return Err(ItemError::Unavailable(format!(
+                "the placement has not been confirmed for {} s: serving waits until the servers \
+                 answer again",
+                at.elapsed().as_secs()
+            )));
+        }
+        Ok(self
+            .view
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone())
+    }
+
+    /// The servers that hold `key` under the current view, primary first (indices for
+    /// [`ReplicatedStore::server`]).
+    pub fn owners(&self, key: &ItemKey) -> Vec<usize> {
+        self.view_unfenced().read_owners(key)
+    }
+
+    /// One server alone.
+    pub fn server(&self, index: usize) -> Arc<Server> {
+        self.view_unfenced().servers[index].clone()
+    }
+
+    /// The record the current view is of.
+    pub fn placement(&self) -> Placement {
+        self.view_unfenced().placement.clone()
+    }
+
+    /// The current view, confirmed or not (for the follower itself).
+    pub(super) fn view_unfenced(&self) -> Arc<View> {
+        self.view
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// The generation operations start under.
+    pub fn generation(&self) -> u64 {
+        self.view
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .generation
+    }
+
+    /// Wait for a view other than `generation`, at most [`FROZEN_WAIT`].
+    async fn next_view(&self, generation: u64) {
+        let deadline = Instant::now() + FROZEN_WAIT;
+        while self.generation() == generation && Instant::now() < deadline {
+            let _ = tokio::time::timeout(Duration::from_millis(200), self.changed.notified()).await;
+        }
     }
 
     /// A token as handed out: memcached's value under the server's incarnation tag.
-    fn tagged(&self, server: usize, token: CasToken) -> CasToken {
-        let tag = self.tags[server].load(Ordering::Acquire);
+    fn tagged(view: &View, server: usize, token: CasToken) -> CasToken {
+        let tag = view.servers[server].tag.load(Ordering::Acquire);
         CasToken((tag << CAS_BITS) | (token.0 & ((1 << CAS_BITS) - 1)))
     }
 
     /// memcached's value of a token handed out, if it is of the server's incarnation now.
-    fn untagged(&self, server: usize, token: CasToken) -> Option<CasToken> {
-        let tag = self.tags[server].load(Ordering::Acquire);
+    fn untagged(view: &View, server: usize, token: CasToken) -> Option<CasToken> {
+        let tag = view.servers[server].tag.load(Ordering::Acquire);
         (token.0 >> CAS_BITS == tag).then_some(CasToken(token.0 & ((1 << CAS_BITS) - 1)))
     }
 
-    /// The server names, in configuration order.
-    pub fn names(&self) -> &[String] {
-        &self.names
-    }
-
-    /// One server alone.
-    pub fn server(&self, index: usize) -> &MemcachedStore {
-        &self.servers[index]
-    }
-
-    /// The servers that hold `key`, primary first: its rendezvous order over the names,
-    /// whose first is where a single-copy store keeps it.
-    pub fn owners(&self, key: &ItemKey) -> Vec<usize> {
-        let router = Rendezvous::new();
-        let mut left: Vec<usize> = (0..self.names.len()).collect();
-        let mut owners = Vec::with_capacity(self.factor);
-        while owners.len() < self.factor && !left.is_empty() {
-            let names: Vec<String> = left.iter().map(|i| self.names[*i].clone()).collect();
-            let pick = router
-                .route(key.as_str().as_bytes(), &names)
-                .min(left.len() - 1);
-            owners.push(left.remove(pick));
-        }
-        owners
+    /// The server names of the current layout, in name order.
+    pub fn names(&self) -> Vec<String> {
+        self.view
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .read
+            .names()
+            .to_vec()
     }
 
     fn remember(&self, key: &ItemKey, token: CasToken, version: u64) {
@@ -208,72 +338,31 @@ impl ReplicatedStore {
             .remove(&(key.clone(), token.0))
     }
 
-    /// Make `server` hold `key` at `version` or newer; a newer one already there stays.
-    async fn converge(
+    /// Run `op` on every server a write of `key` goes to; every one must succeed. The results
+    /// in owner order.
+    async fn on_all<'a, T, F, Fut>(
         &self,
-        server: usize,
+        view: &'a View,
         key: &ItemKey,
-        version: u64,
-        stored: &Bytes,
-        expiry: Expiry,
-    ) -> ItemResult<()> {
-        let store = &self.servers[server];
-        for _ in 0..COPY_ATTEMPTS {
-            match store.gets(key).await? {
-                None => {
-                    if store.add(key, stored.clone(), expiry).await? {
-                        return Ok(());
-                    }
-                }
-                Some((held, token)) => {
-                    if open(held).0 >= version {
-                        return Ok(());
-                    }
-                    if store.cas(key, stored.clone(), token, expiry).await? == CasOutcome::Stored {
-                        return Ok(());
-                    }
-                }
-            }
-        }
-        Err(ItemError::Unavailable(format!(
-            "could not copy {key} to {}: it kept changing",
-            self.names[server]
-        )))
-    }
-
-    /// Copy to every owner but the primary; all must succeed.
-    async fn converge_replicas(
-        &self,
-        owners: &[usize],
-        key: &ItemKey,
-        version: u64,
-        stored: &Bytes,
-        expiry: Expiry,
-    ) -> ItemResult<()> {
-        let copies = owners
-            .iter()
-            .skip(1)
-            .map(|server| self.converge(*server, key, version, stored, expiry));
-        futures::future::try_join_all(copies).await.map(|_| ())
-    }
-
-    /// Run `op` on every owner; every one must succeed. The results in owner order.
-    async fn on_all<'a, T, F, Fut>(&'a self, key: &ItemKey, op: F) -> ItemResult<Vec<T>>
+        op: F,
+    ) -> ItemResult<Vec<T>>
     where
         F: Fn(&'a MemcachedStore) -> Fut,
         Fut: std::future::Future<Output = ItemResult<T>>,
     {
-        let owners = self.owners(key);
-        futures::future::try_join_all(owners.iter().map(|server| op(&self.servers[*server]))).await
+        let owners = view.write_owners(key);
+        futures::future::try_join_all(owners.iter().map(|server| op(&view.servers[*server].store)))
+            .await
     }
 
     /// Read from the owners in order; give an owner that missed what a later one holds.
     async fn read(&self, key: &ItemKey) -> ItemResult<Option<Bytes>> {
-        let owners = self.owners(key);
+        let view = self.view()?;
+        let owners = view.read_owners(key);
         let mut missed: Vec<usize> = Vec::new();
         let mut failure = None;
         for server in owners {
-            let store = &self.servers[server];
+            let store = &view.servers[server].store;
             let found: ItemResult<Option<(Bytes, Option<Expiry>)>> =
                 if missed.is_empty() && failure.is_none() {
                     store.get(key).await.map(|item| item.map(|v| (v, None)))
@@ -293,11 +382,12 @@ impl ReplicatedStore {
                         if read_at.elapsed() > MAX_COPY_DELAY {
                             break;
                         }
-                        let repair = self.servers[*missing]
+                        let repair = view.servers[*missing]
+                            .store
                             .add(key, stored.clone(), expiry.unwrap_or(Expiry::Never))
                             .await;
                         if let Err(error) = repair {
-                            tracing::debug!(%key, server = %self.names[*missing], %error,
+                            tracing::debug!(%key, server = %view.servers[*missing].name, %error,
                                 "could not repair a replica");
                         }
                     }
@@ -313,6 +403,80 @@ impl ReplicatedStore {
             None => Ok(None),
         }
     }
+
+    /// The primary of a CAS item under `view`; a frozen item waits for the next view.
+    async fn primary(&self, view: &View, key: &ItemKey) -> Option<usize> {
+        match view.primary(key) {
+            Primary::Server(server) => Some(server),
+            Primary::Frozen => {
+                self.next_view(view.generation).await;
+                None
+            }
+        }
+    }
+}
+
+/// Read a server's incarnation tag.
+async fn read_tag(server: &Server) -> ItemResult<()> {
+    let incarnation = server
+        .store
+        .incarnations()
+        .await?
+        .pop()
+        .ok_or_else(|| ItemError::Protocol("no stats from a server".into()))?;
+    server
+        .tag
+        .store(tag_of(&server.name, incarnation), Ordering::Release);
+    Ok(())
+}
+
+/// Make `server` hold `key` at `version` or newer; a newer one already there stays.
+pub(super) async fn converge(
+    server: &Server,
+    key: &ItemKey,
+    version: u64,
+    stored: &Bytes,
+    expiry: Expiry,
+) -> ItemResult<()> {
+    let store = &server.store;
+    for _ in 0..COPY_ATTEMPTS {
+        match store.gets(key).await? {
+            None => {
+                if store.add(key, stored.clone(), expiry).await? {
+                    return Ok(());
+                }
+            }
+            Some((held, token)) => {
+                if open(held).0 >= version {
+                    return Ok(());
+                }
+                if store.cas(key, stored.clone(), token, expiry).await? == CasOutcome::Stored {
+                    return Ok(());
+                }
+            }
+        }
+    }
+    Err(ItemError::Unavailable(format!(
+        "could not copy {key} to {}: it kept changing",
+        server.name
+    )))
+}
+
+/// Copy a CAS item to every server a write goes to but `primary`; all must succeed.
+async fn converge_others(
+    view: &View,
+    primary: usize,
+    key: &ItemKey,
+    version: u64,
+    stored: &Bytes,
+    expiry: Expiry,
+) -> ItemResult<()> {
+    let copies = view
+        .write_owners(key)
+        .into_iter()
+        .filter(|server| *server != primary)
+        .map(|server| converge(&view.servers[server], key, version, stored, expiry));
+    futures::future::try_join_all(copies).await.map(|_| ())
 }
 
 #[async_trait]
@@ -329,11 +493,13 @@ impl ItemStore for ReplicatedStore {
         &self,
         keys: &[ItemKey],
     ) -> ItemResult<Vec<Option<(Bytes, Expiry)>>> {
+        let view = self.view()?;
         let mut results = Vec::with_capacity(keys.len());
         for key in keys {
             let mut found = None;
-            for server in self.owners(key) {
-                let mut items = self.servers[server]
+            for server in view.read_owners(key) {
+                let mut items = view.servers[server]
+                    .store
                     .get_many_with_expiry(std::slice::from_ref(key))
                     .await?;
                 if let Some((stored, expiry)) = items.pop().flatten() {
@@ -347,20 +513,25 @@ impl ItemStore for ReplicatedStore {
     }
 
     async fn gets(&self, key: &ItemKey) -> ItemResult<Option<(Bytes, CasToken)>> {
-        let owners = self.owners(key);
-        let primary = &self.servers[owners[0]];
+        let view = self.view()?;
+        let owners = view.read_owners(key);
+        // Switching, a frozen item is read from the target's primary, which holds every
+        // acknowledged version; its CAS waits for the next generation anyway.
+        let primary = owners[0];
+        let store = &view.servers[primary].store;
         for _ in 0..2 {
-            if let Some((stored, token)) = primary.gets(key).await? {
+            if let Some((stored, token)) = store.gets(key).await? {
                 let (version, value) = open(stored);
-                let token = self.tagged(owners[0], token);
+                let token = Self::tagged(&view, primary, token);
                 self.remember(key, token, version);
                 return Ok(Some((value, token)));
             }
             // The primary lost it (restarted empty): the newest replica's copy goes back first,
             // or a writer would start the item anew over acknowledged versions.
             let mut newest: Option<(u64, Bytes, Expiry)> = None;
-            for server in owners.iter().skip(1) {
-                let mut items = self.servers[*server]
+            for server in view.write_owners(key).into_iter().skip(1) {
+                let mut items = view.servers[server]
+                    .store
                     .get_many_with_expiry(std::slice::from_ref(key))
                     .await?;
                 if let Some((stored, expiry)) = items.pop().flatten() {
@@ -373,21 +544,24 @@ impl ItemStore for ReplicatedStore {
             let Some((version, stored, expiry)) = newest else {
                 return Ok(None);
             };
-            self.converge(owners[0], key, version, &stored, expiry)
-                .await?;
+            converge(&view.servers[primary], key, version, &stored, expiry).await?;
         }
         Err(ItemError::Unavailable(format!(
             "{key} could not be restored on {}",
-            self.names[owners[0]]
+            view.servers[primary].name
         )))
     }
 
     async fn token(&self, key: &ItemKey) -> ItemResult<Option<CasToken>> {
-        let primary = self.owners(key)[0];
-        match self.servers[primary].token(key).await? {
-            Some(token) => Ok(Some(self.tagged(primary, token))),
+        let view = self.view()?;
+        let primary = view.read_owners(key)[0];
+        match view.servers[primary].store.token(key).await? {
+            Some(token) => Ok(Some(Self::tagged(&view, primary, token))),
             // The primary lost it: `gets` puts the newest copy back first, or finds none.
-            None => Ok(self.gets(key).await?.map(|(_, token)| token)),
+            None => {
+                drop(view);
+                Ok(self.gets(key).await?.map(|(_, token)| token))
+            }
         }
     }
 
@@ -396,10 +570,11 @@ impl ItemStore for ReplicatedStore {
     }
 
     async fn set_parts(&self, key: &ItemKey, parts: Vec<Bytes>, expiry: Expiry) -> ItemResult<()> {
+        let view = self.view()?;
         let mut sealed_parts = Vec::with_capacity(parts.len() + 1);
         sealed_parts.push(header(0));
         sealed_parts.extend(parts);
-        self.on_all(key, |store| {
+        self.on_all(&view, key, |store| {
             let parts = sealed_parts.clone();
             async move { store.set_parts(key, parts, expiry).await }
         })
@@ -408,22 +583,34 @@ impl ItemStore for ReplicatedStore {
     }
 
     async fn add(&self, key: &ItemKey, value: Bytes, expiry: Expiry) -> ItemResult<bool> {
-        let owners = self.owners(key);
         let stored = sealed(1, &value);
-        if !self.servers[owners[0]]
-            .add(key, stored.clone(), expiry)
-            .await?
-        {
-            return Ok(false);
+        for _ in 0..2 {
+            let view = self.view()?;
+            // An `add` creates an item that may be replaced by CAS later: one serialization
+            // point, as for the CAS.
+            let Some(primary) = self.primary(&view, key).await else {
+                continue;
+            };
+            if !view.servers[primary]
+                .store
+                .add(key, stored.clone(), expiry)
+                .await?
+            {
+                return Ok(false);
+            }
+            // A replica that already holds the key holds this first version or a later one
+            // (copied there by a replacement that went faster): either way it is no older.
+            let copies = view
+                .write_owners(key)
+                .into_iter()
+                .filter(|server| *server != primary)
+                .map(|server| view.servers[server].store.add(key, stored.clone(), expiry));
+            futures::future::try_join_all(copies).await?;
+            return Ok(true);
         }
-        // A replica that already holds the key holds this first version or a later one
-        // (copied there by a replacement that went faster): either way it is no older.
-        let copies = owners
-            .iter()
-            .skip(1)
-            .map(|server| self.servers[*server].add(key, stored.clone(), expiry));
-        futures::future::try_join_all(copies).await?;
-        Ok(true)
+        Err(ItemError::Unavailable(format!(
+            "{key} is moving to another server and the placement change did not go on"
+        )))
     }
 
     async fn cas(
@@ -433,16 +620,22 @@ impl ItemStore for ReplicatedStore {
         token: CasToken,
         expiry: Expiry,
     ) -> ItemResult<CasOutcome> {
-        let owners = self.owners(key);
-        let primary = &self.servers[owners[0]];
-        // A token from before the primary restarted: the item is not that version any more.
-        let Some(raw) = self.untagged(owners[0], token) else {
+        let view = self.view()?;
+        let Some(primary) = self.primary(&view, key).await else {
+            // The item is moving to another primary: whatever the token was read from, the
+            // writer reads the item again under the next generation.
+            return Ok(CasOutcome::Conflict);
+        };
+        let store = &view.servers[primary].store;
+        // A token from another server, or from before the primary restarted: the item is not
+        // that version any more.
+        let Some(raw) = Self::untagged(&view, primary, token) else {
             return Ok(CasOutcome::Conflict);
         };
         let version = match self.recall(key, token) {
             Some(version) => version,
             // Forgotten: read it again; the token says whether it is still that item.
-            None => match primary.gets(key).await? {
+            None => match store.gets(key).await? {
                 Some((stored, now)) if now == raw => open(stored).0,
                 Some(_) => return Ok(CasOutcome::Conflict),
                 None => return Ok(CasOutcome::NotFound),
@@ -450,29 +643,35 @@ impl ItemStore for ReplicatedStore {
         };
         let next = version + 1;
         let stored = sealed(next, &value);
-        let outcome = primary.cas(key, stored.clone(), raw, expiry).await?;
+        let outcome = store.cas(key, stored.clone(), raw, expiry).await?;
         if outcome == CasOutcome::Stored {
-            self.converge_replicas(&owners, key, next, &stored, expiry)
-                .await?;
+            converge_others(&view, primary, key, next, &stored, expiry).await?;
         }
         Ok(outcome)
     }
 
     async fn touch(&self, key: &ItemKey, expiry: Expiry) -> ItemResult<bool> {
+        let view = self.view()?;
         let touched = self
-            .on_all(key, |store| async move { store.touch(key, expiry).await })
+            .on_all(
+                &view,
+                key,
+                |store| async move { store.touch(key, expiry).await },
+            )
             .await?;
         Ok(touched.into_iter().any(|t| t))
     }
 
     async fn touch_many(&self, keys: &[ItemKey], expiry: Expiry) -> ItemResult<Vec<bool>> {
+        let view = self.view()?;
         // One pipelined batch per server, of the keys it owns.
-        let mut batches: Vec<Vec<usize>> = vec![Vec::new(); self.servers.len()];
+        let mut batches: Vec<Vec<usize>> = vec![Vec::new(); view.servers.len()];
         for (index, key) in keys.iter().enumerate() {
-            for server in self.owners(key) {
+            for server in view.write_owners(key) {
                 batches[server].push(index);
             }
         }
+        let view = &view;
         let touches = batches
             .iter()
             .enumerate()
@@ -481,7 +680,10 @@ impl ItemStore for ReplicatedStore {
                 let touched = if batch.is_empty() {
                     Vec::new()
                 } else {
-                    self.servers[server].touch_many(&batch, expiry).await?
+                    view.servers[server]
+                        .store
+                        .touch_many(&batch, expiry)
+                        .await?
                 };
                 Ok::<_, ItemError>(indices.iter().copied().zip(touched).collect::<Vec<_>>())
             });
@@ -495,8 +697,9 @@ impl ItemStore for ReplicatedStore {
     }
 
     async fn delete(&self, key: &ItemKey) -> ItemResult<bool> {
+        let view = self.view()?;
         let deleted = self
-            .on_all(key, |store| async move {
+            .on_all(&view, key, |store| async move {
                 let existed = store.delete(key).await?;
                 // A set, not an add: it also replaces a copy written back since the delete.
                 match store
@@ -518,17 +721,24 @@ impl ItemStore for ReplicatedStore {
     }
 
     async fn count(&self, key: &ItemKey, change: i64, life: Duration) -> ItemResult<u64> {
-        let primary = self.owners(key)[0];
-        self.servers[primary].count(key, change, life).await
+        let view = self.view()?;
+        let counts = futures::future::try_join_all(
+            view.counter_servers(key)
+                .into_iter()
+                .map(|server| view.servers[server].store.count(key, change, life)),
+        )
+        .await?;
+        Ok(counts.into_iter().max().unwrap_or(0))
     }
 
     async fn stats(&self) -> ItemResult<StoreStats> {
+        let view = self.view()?;
         let mut total = StoreStats {
             item_size_max: u64::MAX,
             ..StoreStats::default()
         };
-        for server in &self.servers {
-            let stats = server.stats().await?;
+        for server in view.members() {
+            let stats = view.servers[server].store.stats().await?;
             total.limit_bytes += stats.limit_bytes;
             total.used_bytes += stats.used_bytes;
             total.items += stats.items;
@@ -541,29 +751,42 @@ impl ItemStore for ReplicatedStore {
     }
 
     async fn ping(&self) -> ItemResult<()> {
-        futures::future::try_join_all(self.servers.iter().map(|server| server.ping())).await?;
+        let view = self.view()?;
+        let members = view.members();
+        futures::future::try_join_all(
+            members
+                .iter()
+                .map(|server| view.servers[*server].store.ping()),
+        )
+        .await?;
         // Every second (the health watcher pings): a restarted server is seen within one.
-        for server in 0..self.servers.len() {
-            self.read_tag(server).await?;
+        for server in members {
+            read_tag(&view.servers[server]).await?;
         }
         Ok(())
     }
 
     fn key_per_server(&self, base: &ItemKey) -> Vec<ItemKey> {
-        // One key whose primary is each server: with copies elsewhere, a server restarted
-        // empty no longer loses the epoch, and reads repair it.
-        let mut keys: Vec<Option<ItemKey>> = vec![None; self.names.len()];
+        // One key whose primary is each server of the current layout: with copies elsewhere,
+        // a server restarted empty no longer loses the epoch, and reads repair it.
+        let view = self
+            .view
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone();
+        let members = view.read.names().len();
+        let mut keys: Vec<(usize, ItemKey)> = Vec::with_capacity(members);
         let candidates = std::iter::once(Some(base.clone()))
             .chain((1..100_000).map(|n| ItemKey::new(format!("{base}:{n}")).ok()));
         for candidate in candidates.flatten() {
-            let slot = &mut keys[self.owners(&candidate)[0]];
-            if slot.is_none() {
-                *slot = Some(candidate);
-                if keys.iter().all(Option::is_some) {
+            let primary = view.read_owners(&candidate)[0];
+            if !keys.iter().any(|(server, _)| *server == primary) {
+                keys.push((primary, candidate));
+                if keys.len() == members {
                     break;
                 }
             }
         }
-        keys.into_iter().flatten().collect()
+        keys.into_iter().map(|(_, key)| key).collect()
     }
 }

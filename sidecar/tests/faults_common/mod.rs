@@ -6,6 +6,7 @@
 
 pub mod blob_load;
 pub mod metadata_load;
+pub mod mixed_load;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};

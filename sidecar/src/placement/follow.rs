@@ -1,0 +1,286 @@
+//! The follower: every sidecar of a store reads the placement record once a second, adopts a
+//! newer generation, and reports the generation it runs, so that a placement change takes its
+//! next step only when every sidecar is there (`docs/placement-changes.md`).
+//!
+//! A sidecar reports a generation once no operation started under an older view is still
+//! running. Reports live in one item on each server (`zmm:sidecars`), a map from the sidecar's
+//! instance to its generation and the time of the report; the driver of a change counts a
+//! report as live for [`REPORT_LIFE`]. A sidecar that could not confirm its view for
+//! [`super::replicas::FENCE`] (much less) stops serving, so a report that expired is never of a
+//! sidecar still serving an old view.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use super::layout::View;
+use super::record::{self, Placement, SIDECARS_ITEM, Verdict};
+use super::refill::{self, RefillRate};
+use super::replicas::ReplicatedStore;
+use crate::health::Health;
+use crate::items::{
+    CasOutcome, Expiry, ItemError, ItemKey, ItemResult, ItemStore, SharedItemStore,
+};
+use crate::metrics::Metrics;
+
+/// How often the records are read and the report written.
+const INTERVAL: Duration = Duration::from_secs(1);
+/// How long the driver of a change counts a report as live.
+pub const REPORT_LIFE: Duration = Duration::from_secs(20);
+/// Reports older than this are dropped from the map by the next writer.
+const REPORT_PRUNE: Duration = Duration::from_secs(300);
+/// Attempts to replace the map on one server before giving up until the next tick.
+const REPORT_ATTEMPTS: usize = 8;
+
+/// One sidecar's report.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Report {
+    /// The generation it runs: every operation it has in flight started under it or later.
+    pub generation: u64,
+    /// When it wrote this, in seconds since the Unix epoch.
+    pub at: u64,
+}
+
+/// The reports on one server, by sidecar instance.
+pub type Reports = BTreeMap<String, Report>;
+
+pub fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_secs())
+}
+
+fn sidecars_key() -> ItemResult<ItemKey> {
+    ItemKey::new(SIDECARS_ITEM).map_err(|error| ItemError::Protocol(error.to_string()))
+}
+
+/// The reports one server holds.
+pub async fn read_reports(store: &impl ItemStore) -> ItemResult<Reports> {
+    Ok(match store.get(&sidecars_key()?).await? {
+        Some(bytes) => serde_json::from_slice(&bytes).unwrap_or_default(),
+        None => Reports::new(),
+    })
+}
+
+/// Write this sidecar's report into one server's map (`None`: take it out).
+async fn write_report(
+    store: &impl ItemStore,
+    instance: &str,
+    report: Option<Report>,
+) -> ItemResult<()> {
+    let key = sidecars_key()?;
+    for _ in 0..REPORT_ATTEMPTS {
+        let held = store.gets(&key).await?;
+        let mut reports: Reports = held
+            .as_ref()
+            .and_then(|(bytes, _)| serde_json::from_slice(bytes).ok())
+            .unwrap_or_default();
+        let now = now_secs();
+        reports.retain(|_, report| now.saturating_sub(report.at) < REPORT_PRUNE.as_secs());
+        match report {
+            Some(report) => reports.insert(instance.to_owned(), report),
+            None => reports.remove(instance),
+        };
+        let bytes = serde_json::to_vec(&reports)
+            .map_err(|error| ItemError::Protocol(error.to_string()))?
+            .into();
+        let stored = match held {
+            None => store.add(&key, bytes, Expiry::Never).await?,
+            Some((_, token)) => {
+                store.cas(&key, bytes, token, Expiry::Never).await? == CasOutcome::Stored
+            }
+        };
+        if stored {
+            return Ok(());
+        }
+    }
+    Err(ItemError::Unavailable(
+        "the sidecars' reports kept changing".into(),
+    ))
+}
+
+/// What the follower needs besides the store.
+pub struct Follower {
+    pub store: Arc<ReplicatedStore>,
+    /// The same store, as the services use it (for epochs).
+    pub items: SharedItemStore,
+    pub health: Health,
+    pub metrics: Metrics,
+    pub refill_rate: RefillRate,
+    /// `--memcached` and `--replication-factor`, judged again while the placement refuses them.
+    pub configured: Vec<String>,
+    pub factor: u32,
+}
+
+/// A running follower.
+pub struct Following {
+    task: tokio::task::JoinHandle<()>,
+    store: Arc<ReplicatedStore>,
+    instance: String,
+}
+
+impl Following {
+    /// Stop following and take this sidecar's report out, so that a change going on does not
+    /// wait for it to expire (on a clean stop; a killed sidecar's report expires).
+    pub async fn leave(self) {
+        self.task.abort();
+        let view = self.store.view_unfenced();
+        futures::future::join_all(
+            view.members()
+                .into_iter()
+                .map(|server| write_report(&view.servers[server].store, &self.instance, None)),
+        )
+        .await;
+    }
+}
+
+impl Follower {
+    /// Follow the records until the runtime stops or [`Following::leave`].
+    pub fn spawn(self) -> Following {
+        let instance = format!(
+            "{}-{}",
+            std::env::var("HOSTNAME").unwrap_or_else(|_| "sidecar".into()),
+            hex::encode(rand::random::<[u8; 4]>())
+        );
+        let store = self.store.clone();
+        let id = instance.clone();
+        let task = tokio::spawn(async move {
+            let mut state = State {
+                instance,
+                draining: Vec::new(),
+                adopted: None,
+                refills: None,
+            };
+            self.store.fence();
+            if self.health.refusal().is_none() {
+                self.start_refills(&mut state);
+            }
+            loop {
+                if let Err(error) = self.tick(&mut state).await {
+                    tracing::debug!(%error, "placement follower");
+                }
+                tokio::time::sleep(INTERVAL).await;
+            }
+        });
+        Following {
+            task,
+            store,
+            instance: id,
+        }
+    }
+
+    async fn tick(&self, state: &mut State) -> ItemResult<()> {
+        if self.health.refusal().is_some() && !self.health.contents_lost() {
+            return self.judge_again(state).await;
+        }
+        let current = self.store.placement();
+        let names: Vec<String> = current.all_servers().into_iter().collect();
+        let held =
+            futures::future::join_all(names.iter().map(|name| record::read_record(name))).await;
+        let read_any = held.iter().any(|held| matches!(held, Ok(Some(_))));
+        let newest = held
+            .iter()
+            .filter_map(|held| held.as_ref().ok().and_then(Option::as_ref))
+            .max_by_key(|placement| placement.generation)
+            .cloned();
+        if let Some(newest) = newest.filter(|newest| newest.generation > current.generation) {
+            self.adopt(state, &newest).await?;
+        }
+        let current = self.store.placement();
+        // With one copy of each item, a server of the current layout without its record
+        // restarted empty: its share is gone.
+        if current.replication_factor == 1 {
+            for (name, held) in names.iter().zip(&held) {
+                if current.servers.contains(name) && matches!(held, Ok(None)) {
+                    tracing::error!(server = %name, "a server lost its placement record");
+                    self.health.declare_lost();
+                }
+            }
+        }
+        state.draining.retain(|old| old.strong_count() > 0);
+        if state.draining.is_empty() && state.adopted != Some(current.generation) {
+            state.adopted = Some(current.generation);
+            tracing::info!(
+                generation = current.generation,
+                "placement generation adopted: no operation of an older one is in flight"
+            );
+        }
+        let Some(generation) = state.adopted else {
+            return Ok(());
+        };
+        let report = Report {
+            generation,
+            at: now_secs(),
+        };
+        let view = self.store.view_unfenced();
+        let written = futures::future::join_all(view.members().into_iter().map(|server| {
+            write_report(&view.servers[server].store, &state.instance, Some(report))
+        }))
+        .await;
+        drop(view);
+        if read_any && written.iter().any(Result::is_ok) {
+            self.store.confirm();
+        }
+        Ok(())
+    }
+
+    async fn adopt(&self, state: &mut State, placement: &Placement) -> ItemResult<()> {
+        let grows = !placement
+            .all_servers()
+            .is_subset(&self.store.placement().all_servers());
+        let old = self.store.adopt(placement).await?;
+        tracing::info!(
+            generation = placement.generation,
+            servers = placement.servers.len(),
+            changing = placement.change.is_some(),
+            "adopting a new placement generation"
+        );
+        state.draining.push(old);
+        if grows || placement.change.is_none() {
+            // New servers of the layout reads use get their epoch items.
+            self.health.establish_epoch(&self.items).await?;
+        }
+        Ok(())
+    }
+
+    /// While the placement refuses this sidecar's configuration: judge it again, and serve
+    /// once it is admitted (a change to these servers started).
+    async fn judge_again(&self, state: &mut State) -> ItemResult<()> {
+        match record::establish(&self.configured, self.factor).await? {
+            Verdict::Refused(why) => {
+                if self.health.refusal().as_deref() != Some(why.as_str()) {
+                    self.health.refuse(why);
+                }
+            }
+            Verdict::Agreed(placement) => {
+                let old = self.store.adopt(&placement).await?;
+                state.draining.push(old);
+                self.store.confirm();
+                self.health.establish_epoch(&self.items).await?;
+                self.start_refills(state);
+                self.health.serve();
+            }
+        }
+        Ok(())
+    }
+
+    fn start_refills(&self, state: &mut State) {
+        if state.refills.is_none() {
+            state.refills = Some(refill::watch(
+                self.store.clone(),
+                self.metrics.clone(),
+                self.refill_rate,
+            ));
+        }
+    }
+}
+
+pub struct State {
+    instance: String,
+    /// Views left behind whose operations may still run.
+    draining: Vec<Weak<View>>,
+    adopted: Option<u64>,
+    refills: Option<tokio::task::JoinHandle<()>>,
+}

@@ -1,0 +1,234 @@
+//! Layouts and views: which servers own a key under a placement, and, while a placement
+//! changes, which servers a sidecar reads from, writes to and serializes compare-and-swap on
+//! (the table in `docs/placement-changes.md`).
+
+use std::collections::HashMap;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
+
+use memcache::exp::{Rendezvous, Router};
+
+use super::record::{Phase, Placement};
+use crate::items::{ItemKey, MemcachedStore};
+
+/// One memcached server of the store, under the name keys are routed by.
+pub struct Server {
+    pub name: String,
+    pub store: MemcachedStore,
+    /// The server's incarnation tag (see `replicas`), read at start and by every ping.
+    pub(super) tag: AtomicU64,
+}
+
+impl std::ops::Deref for Server {
+    type Target = MemcachedStore;
+
+    fn deref(&self) -> &MemcachedStore {
+        &self.store
+    }
+}
+
+/// Servers and a replication factor: a key's owners are the first `factor` servers of its
+/// rendezvous order over the names.
+pub struct Layout {
+    /// Indices into the view's servers, in the order of `names`.
+    members: Vec<usize>,
+    names: Vec<String>,
+    factor: usize,
+    /// The names without the servers already picked (a bit set of positions), kept so that
+    /// routing the second and later owners does not build lists per key.
+    without: Mutex<HashMap<u64, Arc<Vec<String>>>>,
+}
+
+impl Layout {
+    /// `names` are looked up in `servers`; every one must be there.
+    fn new(servers: &[Arc<Server>], names: &[String], factor: usize) -> Option<Layout> {
+        let members = names
+            .iter()
+            .map(|name| servers.iter().position(|server| server.name == *name))
+            .collect::<Option<Vec<usize>>>()?;
+        (factor >= 1 && factor <= names.len() && names.len() <= 64).then(|| Layout {
+            members,
+            names: names.to_vec(),
+            factor,
+            without: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn names(&self) -> &[String] {
+        &self.names
+    }
+
+    /// Indices (into the view's servers) of the layout's servers.
+    pub fn members_indices(&self) -> Vec<usize> {
+        self.members.clone()
+    }
+
+    pub fn factor(&self) -> usize {
+        self.factor
+    }
+
+    /// The servers (indices into the view's servers) that own `key`, primary first.
+    pub fn owners(&self, key: &ItemKey) -> Vec<usize> {
+        let router = Rendezvous::new();
+        let key = key.as_str().as_bytes();
+        let mut picked: u64 = 0;
+        let mut owners = Vec::with_capacity(self.factor);
+        let first = router.route(key, &self.names).min(self.names.len() - 1);
+        picked |= 1 << first;
+        owners.push(self.members[first]);
+        while owners.len() < self.factor {
+            let left = self.left(picked);
+            let pick = router.route(key, &left).min(left.len() - 1);
+            // The `pick`th position not picked yet.
+            let position = (0..self.names.len())
+                .filter(|p| picked & (1 << p) == 0)
+                .nth(pick)
+                .unwrap_or(0);
+            picked |= 1 << position;
+            owners.push(self.members[position]);
+        }
+        owners
+    }
+
+    fn left(&self, picked: u64) -> Arc<Vec<String>> {
+        let mut cache = self
+            .without
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        cache
+            .entry(picked)
+            .or_insert_with(|| {
+                Arc::new(
+                    (0..self.names.len())
+                        .filter(|p| picked & (1 << p) == 0)
+                        .map(|p| self.names[p].clone())
+                        .collect(),
+                )
+            })
+            .clone()
+    }
+}
+
+/// Where a compare-and-swap item is serialized.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Primary {
+    Server(usize),
+    /// Switching, and the item's primary moves: no CAS until the next generation.
+    Frozen,
+}
+
+/// How a sidecar uses the servers under one placement record.
+pub struct View {
+    pub generation: u64,
+    /// Every server any layout of the record names (and any known before).
+    pub servers: Vec<Arc<Server>>,
+    /// The layout reads use.
+    pub read: Layout,
+    /// The other layout writes also go to, while the placement changes.
+    pub other: Option<Layout>,
+    pub phase: Option<Phase>,
+    /// The record this is the view of.
+    pub placement: Placement,
+}
+
+impl View {
+    /// The view of `placement`; `None` when a server it names is not in `servers`.
+    pub fn new(servers: Vec<Arc<Server>>, placement: &Placement) -> Option<View> {
+        let current = placement.layout();
+        let (read, other, phase) = match &placement.change {
+            None => (current, None, None),
+            Some(change) => {
+                let target = (
+                    change.servers.iter().cloned().collect::<Vec<_>>(),
+                    change.replication_factor,
+                );
+                match change.phase {
+                    Phase::Copying => (current, Some(target), Some(Phase::Copying)),
+                    Phase::Switching => (target, Some(current), Some(Phase::Switching)),
+                }
+            }
+        };
+        let read = Layout::new(&servers, &read.0, read.1 as usize)?;
+        let other = match other {
+            Some((names, factor)) => Some(Layout::new(&servers, &names, factor as usize)?),
+            None => None,
+        };
+        Some(View {
+            generation: placement.generation,
+            servers,
+            read,
+            other,
+            phase,
+            placement: placement.clone(),
+        })
+    }
+
+    /// A copy for long background work (refills, copies), which must not count as an
+    /// operation in flight: a sidecar reports a generation only once no operation holds an
+    /// older view.
+    pub fn detached(&self) -> Option<View> {
+        View::new(self.servers.clone(), &self.placement)
+    }
+
+    /// The owners reads ask, in order.
+    pub fn read_owners(&self, key: &ItemKey) -> Vec<usize> {
+        self.read.owners(key)
+    }
+
+    /// Every server a write goes to: the read owners first, then the other layout's.
+    pub fn write_owners(&self, key: &ItemKey) -> Vec<usize> {
+        let mut owners = self.read.owners(key);
+        if let Some(other) = &self.other {
+            for server in other.owners(key) {
+                if !owners.contains(&server) {
+                    owners.push(server);
+                }
+            }
+        }
+        owners
+    }
+
+    /// Where `key`'s compare-and-swap (and the `add` that creates a CAS item) is serialized.
+    pub fn primary(&self, key: &ItemKey) -> Primary {
+        let read = self.read.owners(key)[0];
+        match (&self.phase, &self.other) {
+            (Some(Phase::Switching), Some(other)) if other.owners(key)[0] != read => {
+                Primary::Frozen
+            }
+            _ => Primary::Server(read),
+        }
+    }
+
+    /// The servers a counter is kept on: the primaries of every layout, so that sidecars of
+    /// neighbouring generations count in the same place.
+    pub fn counter_servers(&self, key: &ItemKey) -> Vec<usize> {
+        let mut servers = vec![self.read.owners(key)[0]];
+        if let Some(other) = &self.other {
+            let primary = other.owners(key)[0];
+            if primary != servers[0] {
+                servers.push(primary);
+            }
+        }
+        servers
+    }
+
+    /// The smallest replication factor of the layouts.
+    pub fn min_factor(&self) -> usize {
+        self.other
+            .as_ref()
+            .map_or(self.read.factor, |other| other.factor.min(self.read.factor))
+    }
+
+    /// Indices of the servers the layouts name.
+    pub fn members(&self) -> Vec<usize> {
+        let mut members = self.read.members.clone();
+        if let Some(other) = &self.other {
+            for server in &other.members {
+                if !members.contains(server) {
+                    members.push(*server);
+                }
+            }
+        }
+        members
+    }
+}

@@ -1,0 +1,210 @@
+//! Placement changes under a running mixed load (`zenko-memcached-sidecar placement change`,
+//! the real binary and real memcached servers): scaling 2 -> 3 -> 2 servers with two copies,
+//! one server with one copy to two with two, a new sidecar that waits for the change to
+//! admit its server list, and the refusals. After each change: every acknowledged blob reads
+//! back identical, every acknowledged key is there, listings equal the model, `check` finds
+//! the metadata sound, no answer was wrong, and servers that left hold nothing but the record.
+
+#![allow(clippy::unwrap_used)] // a test fails loudly on the first unexpected error
+
+mod faults_common;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use faults_common::mixed_load::{Load, list, placement_sidecar};
+use faults_common::{BINARY, admin_get, eventually};
+use zenko_memcached_testkit::Memcached;
+
+/// One of these tests at a time: each runs three memcached servers, sidecars and their load.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Room for the load's blobs (evictions stay off).
+const MEMORY: [&str; 2] = ["-m", "256"];
+/// How long the load runs before and after each change.
+const WARM_UP: Duration = Duration::from_secs(3);
+
+/// `placement change --memcached FROM --to TO [--replication-factor R]`: exit status and output.
+fn change(from: &str, to: &str, factor: Option<u32>) -> (bool, String) {
+    let mut command = Command::new(BINARY);
+    command.args(["placement", "change", "--memcached", from, "--to", to]);
+    if let Some(factor) = factor {
+        command.args(["--replication-factor", &factor.to_string()]);
+    }
+    let output = command.env("ZMM_LOG_LEVEL", "warn").output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.success(), text)
+}
+
+/// Run a change that must succeed; how long it took.
+fn changed(from: &str, to: &str, factor: Option<u32>) -> Duration {
+    let started = Instant::now();
+    let (ok, output) = tokio::task::block_in_place(|| change(from, to, factor));
+    println!("placement change {from} -> {to}:\n{output}");
+    assert!(ok, "the change failed:\n{output}");
+    assert!(output.contains("done: generation"), "{output}");
+    started.elapsed()
+}
+
+/// The keys a server holds besides its own bookkeeping (`zmm:placement`, `zmm:sidecars`).
+fn data_items(server: &Memcached) -> Vec<String> {
+    server
+        .items()
+        .into_iter()
+        .map(|item| item.key)
+        .filter(|key| !key.starts_with("zmm:placement") && key != "zmm:sidecars")
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn scaling_two_to_three_to_two_servers_under_load_loses_nothing() {
+    let _serial = SERIAL.lock().await;
+    let servers = [(); 3].map(|()| Memcached::start(&MEMORY));
+    let two = list(&[&servers[0], &servers[1]]);
+    let three = list(&servers.iter().collect::<Vec<_>>());
+    let first = placement_sidecar(&two, 2);
+    let second = placement_sidecar(&two, 2);
+    let load = Load::start(&[&first, &second]);
+    tokio::time::sleep(WARM_UP).await;
+
+    let up = changed(&two, &three, None);
+    println!("[{:.3}] scaled up in {up:?}", load.blobs.elapsed());
+    assert!(
+        !data_items(&servers[2]).is_empty(),
+        "the new server got nothing"
+    );
+    // A sidecar started on the new list (a new pod) serves the same store.
+    let third = placement_sidecar(&three, 2);
+    assert!(
+        eventually(Duration::from_secs(10), || admin_get(&third, "/readyz").0
+            == 200),
+        "{:?}",
+        admin_get(&third, "/readyz")
+    );
+    assert!(
+        load.progress(3, Duration::from_secs(30)).await,
+        "writes did not go on after scaling up"
+    );
+    let read = load.blobs.read_now(&third.data_url(), 8).await;
+    println!(
+        "[{:.3}] {read} blobs read through the new sidecar",
+        load.blobs.elapsed()
+    );
+    // Stopped cleanly (as Kubernetes stops a pod), it takes its report out: the next change
+    // need not wait for it to expire.
+    let mut third = third;
+    third.signal("TERM");
+    assert!(
+        third.wait(Duration::from_secs(20)).is_some(),
+        "the sidecar did not stop"
+    );
+
+    let down = changed(&three, &two, None);
+    println!("[{:.3}] scaled down in {down:?}", load.blobs.elapsed());
+    assert!(
+        load.progress(3, Duration::from_secs(30)).await,
+        "writes did not go on after scaling down"
+    );
+    // The server that left keeps only its record, which sends a sidecar started on the old
+    // list away.
+    let left = data_items(&servers[2]);
+    assert!(left.is_empty(), "the server that left still holds {left:?}");
+    let stale = placement_sidecar(&three, 2);
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            admin_get(&stale, "/readyz")
+                .1
+                .contains("differs from the store's placement")
+        }),
+        "{:?}",
+        admin_get(&stale, "/readyz")
+    );
+    drop(stale);
+    load.stop_and_verify(&first, &second, &two).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_server_with_one_copy_becomes_two_with_two_under_load() {
+    let _serial = SERIAL.lock().await;
+    let servers = [(); 2].map(|()| Memcached::start(&MEMORY));
+    let one = list(&[&servers[0]]);
+    let two = list(&servers.iter().collect::<Vec<_>>());
+    let first = placement_sidecar(&one, 1);
+    let second = placement_sidecar(&one, 1);
+    let load = Load::start(&[&first, &second]);
+    tokio::time::sleep(WARM_UP).await;
+
+    // The new pod's sidecar starts first, on the new list: not ready until the change admits
+    // it, then serving.
+    let third = placement_sidecar(&two, 2);
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            admin_get(&third, "/readyz")
+                .1
+                .contains("differs from the store's placement")
+        }),
+        "{:?}",
+        admin_get(&third, "/readyz")
+    );
+    let took = changed(&one, &two, Some(2));
+    println!(
+        "[{:.3}] 1 server x1 -> 2 servers x2 in {took:?}",
+        load.blobs.elapsed()
+    );
+    assert!(
+        eventually(Duration::from_secs(10), || admin_get(&third, "/readyz").0
+            == 200),
+        "{:?}",
+        admin_get(&third, "/readyz")
+    );
+    assert!(
+        load.progress(3, Duration::from_secs(30)).await,
+        "writes did not go on after the change"
+    );
+    // Two copies now: the first server restarted empty loses nothing.
+    let read = load.blobs.read_now(&third.data_url(), 8).await;
+    println!(
+        "[{:.3}] {read} blobs read through the new sidecar",
+        load.blobs.elapsed()
+    );
+    load.stop_and_verify(&third, &first, &two).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn changes_that_cannot_hold_the_data_are_refused_before_anything_moves() {
+    let _serial = SERIAL.lock().await;
+    let servers = [(); 2].map(|()| Memcached::start(&MEMORY));
+    let small = Memcached::start(&["-m", "8"]);
+    let two = list(&servers.iter().collect::<Vec<_>>());
+    let sidecar = placement_sidecar(&two, 2);
+    let load = Load::start(&[&sidecar]);
+    // About 20 MiB of blobs, twice.
+    assert!(
+        eventually(Duration::from_secs(60), || {
+            servers[0].stat("bytes") > Some(20 << 20)
+        }),
+        "the load did not fill the servers"
+    );
+    let (ok, output) = tokio::task::block_in_place(|| change(&two, &list(&[&small]), Some(1)));
+    assert!(
+        !ok && output.contains("refused: the data needs"),
+        "{output}"
+    );
+    let (ok, output) = tokio::task::block_in_place(|| change(&two, &list(&[&servers[0]]), None));
+    assert!(
+        !ok && output.contains("replication factor 2 needs at least 2 servers"),
+        "{output}"
+    );
+    let (ok, output) = tokio::task::block_in_place(|| change(&list(&[&small]), &two, None));
+    assert!(!ok && output.contains("refused"), "{output}");
+    assert!(data_items(&small).is_empty(), "{:?}", data_items(&small));
+    assert!(
+        load.progress(3, Duration::from_secs(30)).await,
+        "the refusals stopped the load"
+    );
+    load.stop_and_verify(&sidecar, &sidecar, &two).await;
+}
