@@ -247,19 +247,26 @@ pub async fn run(config: Config) -> Result<(), StartupError> {
     }
     let metrics = Metrics::for_role(role);
     let health = Health::default();
+    let mut changing = false;
     match verdict {
-        Some(Verdict::Agreed(placement)) => tracing::info!(
-            generation = placement.generation,
-            servers = placement.servers.len(),
-            replication_factor = placement.replication_factor,
-            "the store's placement agrees with --memcached"
-        ),
+        Some(Verdict::Agreed(placement)) => {
+            tracing::info!(
+                generation = placement.generation,
+                servers = placement.servers.len(),
+                replication_factor = placement.replication_factor,
+                changing = placement.change.is_some(),
+                "the store's placement agrees with --memcached"
+            );
+            changing = placement.change.is_some();
+        }
         // Serving stays up, not ready, so that the reason is there to read.
         Some(Verdict::Refused(why)) => health.refuse(why),
         None => {}
     }
     // Under a refused placement nothing is written: epochs would land on the wrong servers.
-    if health.refusal().is_none() {
+    // While the placement changes, the follower writes them once it is stable (an epoch item
+    // moving to another server cannot be created until then).
+    if health.refusal().is_none() && !changing {
         health
             .establish_epoch(&items)
             .await

@@ -204,11 +204,12 @@ async fn a_damaged_small_blob_is_an_error_never_wrong_bytes() {
         .unwrap();
     let head = ItemKey::new(format!("b:{key}")).unwrap();
     let stored = items.get(&head).await.unwrap().unwrap().to_vec();
-    assert_eq!(stored.len(), 3000 + 5);
+    // The blob's 5-byte head and the replicated store's 9-byte header.
+    assert_eq!(stored.len(), 3000 + 5 + 9);
     let mut flipped = stored.clone();
     flipped[100] ^= 1;
     let mut unknown = stored.clone();
-    unknown[0] = 9;
+    unknown[9] = 9; // the blob's format byte, after the header
     for damaged in [flipped, stored[..2000].to_vec(), unknown, Vec::new()] {
         raw_set(&memcached, &format!("b:{key}"), &damaged);
         for range in [None, Some("bytes=0-10")] {
@@ -272,7 +273,9 @@ async fn gets_racing_a_delete_see_all_or_nothing() {
 async fn a_small_blob_of_the_largest_chunk_size_fits_one_item() {
     let memcached =
         Memcached::start_with(["-m", "64", "-M", "-I", "1m"].map(String::from).to_vec());
-    let chunk = 1024 * 1024 - 132;
+    // memcached's item limit less the item overhead the sidecar reserves and the 9-byte
+    // header of the replicated store.
+    let chunk = 1024 * 1024 - 132 - 9;
     let sidecar = sidecar(&memcached, chunk);
     let client = Client::new();
     let url = sidecar.data_url();

@@ -216,9 +216,9 @@ async fn one_server_of_several_restarted_empty_is_reported() {
         assert!(eventually(Duration::from_secs(10), || {
             admin_get(&sidecar, "/readyz").0 == 200
         }));
-        // An epoch item and the placement record on every server.
+        // An epoch item, the placement record and the sidecars' reports on every server.
         for server in &servers {
-            assert_eq!(server.stat("curr_items"), Some(2), "{}", server.address());
+            assert_eq!(server.stat("curr_items"), Some(3), "{}", server.address());
         }
         servers[victim].restart();
         assert!(

@@ -82,11 +82,14 @@ async fn data_role_serves_blobs_and_leaves_the_metadata_address_closed() {
         "the blob came back changed"
     );
 
-    // Only blob items, the epoch and the placement record: a data module's memcached holds no
-    // metadata database.
+    // Only blob items, the epoch, the placement record and the sidecars' reports: a data
+    // module's memcached holds no metadata database.
     for key in keys(&memcached) {
         assert!(
-            key.starts_with("b:") || key.starts_with("zmm:epoch") || key == "zmm:placement",
+            key.starts_with("b:")
+                || key.starts_with("zmm:epoch")
+                || key == "zmm:placement"
+                || key == "zmm:sidecars",
             "unexpected item {key} in a data module's memcached"
         );
     }

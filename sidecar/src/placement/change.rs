@@ -92,7 +92,9 @@ pub async fn change(
     let resumable = recorded.change.as_ref().is_some_and(|change| {
         change.servers == target.servers && change.replication_factor == target.replication_factor
     });
-    if recorded.change.is_some() && !resumable {
+    // Back to where a change started: it is undone rather than finished.
+    let reverting = recorded.change.is_some() && wanted(&recorded);
+    if recorded.change.is_some() && !resumable && !reverting {
         let change = recorded.change.as_ref().map(|c| list(&c.servers));
         return Err(ChangeError::Refused(format!(
             "the store (generation {}, servers {}) is changing to {}: finish that change first \
@@ -122,7 +124,13 @@ pub async fn change(
         check_memory(&recorded, target).await?;
     }
     let lease = Lease::take(&named).await?;
-    let result = drive(&mut recorded, target, &named, options, &lease, progress).await;
+    let result = async {
+        if reverting {
+            revert(&mut recorded, &named, progress).await?;
+        }
+        drive(&mut recorded, target, &named, options, &lease, progress).await
+    }
+    .await;
     lease.release().await;
     result?;
     Ok(recorded)
@@ -207,6 +215,46 @@ async fn drive(
     }
 }
 
+/// Turn a change back towards the layout it started from. While copying, reads still go to
+/// that layout and writes to both: it is stable again at once. While switching, reads go to
+/// the target: the way back is a change from the target to the start, which copies back what
+/// was written meanwhile.
+async fn revert(
+    recorded: &mut Placement,
+    named: &BTreeSet<String>,
+    progress: &mut dyn FnMut(&str),
+) -> Result<(), ChangeError> {
+    let Some(change) = recorded.change.clone() else {
+        return Ok(());
+    };
+    let next = match change.phase {
+        Phase::Copying => Placement {
+            generation: recorded.generation + 1,
+            change: None,
+            ..recorded.clone()
+        },
+        Phase::Switching => Placement {
+            generation: recorded.generation + 1,
+            servers: change.servers.clone(),
+            replication_factor: change.replication_factor,
+            change: Some(Change {
+                servers: recorded.servers.clone(),
+                replication_factor: recorded.replication_factor,
+                phase: Phase::Copying,
+            }),
+            versioned: recorded.versioned,
+        },
+    };
+    write_everywhere(named, &next).await?;
+    progress(&format!(
+        "generation {}: the change to {} is undone",
+        next.generation,
+        list(&change.servers)
+    ));
+    *recorded = next;
+    Ok(())
+}
+
 /// The newest record the servers hold; every server must answer.
 async fn newest_record(named: &BTreeSet<String>) -> Result<Placement, ChangeError> {
     let mut newest: Option<Placement> = None;
@@ -224,20 +272,39 @@ async fn newest_record(named: &BTreeSet<String>) -> Result<Placement, ChangeErro
             newest = Some(placement);
         }
     }
-    newest.ok_or_else(|| {
+    let newest = newest.ok_or_else(|| {
         ChangeError::Refused(
             "no server holds a placement record: start the sidecars on the current servers \
              first"
                 .into(),
         )
-    })
+    })?;
+    if newest.replication_factor == 1 {
+        for server in &newest.servers {
+            if read_record(server).await?.is_none() {
+                return Err(ChangeError::Refused(format!(
+                    "{server} lost its contents (it holds no placement record) and the store \
+                     keeps one copy of each item: restore its memory file or accept the loss \
+                     (placement accept) first"
+                )));
+            }
+        }
+    }
+    Ok(newest)
 }
 
-/// Every server gets the record before anyone waits for sidecars to adopt it.
+/// Every server gets the record before anyone waits for sidecars to adopt it, but a server of
+/// the current layout without one: it restarted empty, and its missing record is what makes
+/// the sidecars refill it (which writes the record back).
 async fn write_everywhere(named: &BTreeSet<String>, placement: &Placement) -> ItemResult<()> {
-    futures::future::try_join_all(named.iter().map(|server| replace_record(server, placement)))
-        .await
-        .map(|_| ())
+    let mut writes = Vec::new();
+    for server in named {
+        if placement.servers.contains(server) && read_record(server).await?.is_none() {
+            continue;
+        }
+        writes.push(replace_record(server, placement));
+    }
+    futures::future::try_join_all(writes).await.map(|_| ())
 }
 
 async fn view_of(placement: &Placement) -> ItemResult<View> {

@@ -33,6 +33,16 @@ pub const REPORT_LIFE: Duration = Duration::from_secs(20);
 const REPORT_PRUNE: Duration = Duration::from_secs(300);
 /// Attempts to replace the map on one server before giving up until the next tick.
 const REPORT_ATTEMPTS: usize = 8;
+/// How long one server may take to answer a tick: a server cut off must not hold the others'
+/// answers past the fence.
+const SERVER_WAIT: Duration = Duration::from_secs(2);
+
+/// `work` within [`SERVER_WAIT`].
+async fn bounded<T>(work: impl Future<Output = ItemResult<T>>) -> ItemResult<T> {
+    tokio::time::timeout(SERVER_WAIT, work)
+        .await
+        .unwrap_or_else(|_| Err(ItemError::Unavailable("no answer in time".into())))
+}
 
 /// One sidecar's report.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -127,11 +137,13 @@ impl Following {
     pub async fn leave(self) {
         self.task.abort();
         let view = self.store.view_unfenced();
-        futures::future::join_all(
-            view.members()
-                .into_iter()
-                .map(|server| write_report(&view.servers[server].store, &self.instance, None)),
-        )
+        futures::future::join_all(view.members().into_iter().map(|server| {
+            bounded(write_report(
+                &view.servers[server].store,
+                &self.instance,
+                None,
+            ))
+        }))
         .await;
     }
 }
@@ -151,6 +163,7 @@ impl Follower {
                 instance,
                 draining: Vec::new(),
                 adopted: None,
+                epochs: None,
                 refills: None,
             };
             self.store.fence();
@@ -185,10 +198,29 @@ impl Follower {
             .filter_map(|held| held.as_ref().ok().and_then(Option::as_ref))
             .max_by_key(|placement| placement.generation)
             .cloned();
-        if let Some(newest) = newest.filter(|newest| newest.generation > current.generation) {
-            self.adopt(state, &newest).await?;
+        if let Some(newest) = newest.filter(|newest| newest.generation > current.generation)
+            && let Err(error) = self.adopt(state, &newest).await
+        {
+            // Serving on under the current generation is safe: the change waits for this
+            // sidecar's report of the new one before its next step.
+            tracing::warn!(generation = newest.generation, %error,
+                "cannot adopt the new placement generation yet");
         }
         let current = self.store.placement();
+        // New servers of a stable layout get their epoch items, in the background: creating
+        // one is a write, and a write must never wait on the follower that lets it go on.
+        if state.epochs != Some(current.generation)
+            && current.change.is_none()
+            && self.health.refusal().is_none()
+        {
+            state.epochs = Some(current.generation);
+            let (health, items) = (self.health.clone(), self.items.clone());
+            tokio::spawn(async move {
+                if let Err(error) = health.establish_epoch(&items).await {
+                    tracing::warn!(%error, "cannot write the epoch items of new servers");
+                }
+            });
+        }
         // With one copy of each item, a server of the current layout without its record
         // restarted empty: its share is gone.
         if current.replication_factor == 1 {
@@ -227,9 +259,6 @@ impl Follower {
     }
 
     async fn adopt(&self, state: &mut State, placement: &Placement) -> ItemResult<()> {
-        let grows = !placement
-            .all_servers()
-            .is_subset(&self.store.placement().all_servers());
         let old = self.store.adopt(placement).await?;
         tracing::info!(
             generation = placement.generation,
@@ -238,10 +267,6 @@ impl Follower {
             "adopting a new placement generation"
         );
         state.draining.push(old);
-        if grows || placement.change.is_none() {
-            // New servers of the layout reads use get their epoch items.
-            self.health.establish_epoch(&self.items).await?;
-        }
         Ok(())
     }
 
@@ -258,7 +283,7 @@ impl Follower {
                 let old = self.store.adopt(&placement).await?;
                 state.draining.push(old);
                 self.store.confirm();
-                self.health.establish_epoch(&self.items).await?;
+                // Its epoch items are taken (or written) once the layout is stable (above).
                 self.start_refills(state);
                 self.health.serve();
             }
@@ -282,5 +307,7 @@ pub struct State {
     /// Views left behind whose operations may still run.
     draining: Vec<Weak<View>>,
     adopted: Option<u64>,
+    /// The generation whose epoch items are established.
+    epochs: Option<u64>,
     refills: Option<tokio::task::JoinHandle<()>>,
 }

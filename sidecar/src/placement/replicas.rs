@@ -10,7 +10,8 @@
 //!   older version, so replicas converge to the newest whatever order copies arrive in, and it
 //!   is acknowledged once every owner holds it.
 //!
-//! - A delete leaves a tombstone on every owner for a while instead of nothing. A copy of the
+//! - A delete leaves a tombstone on every owner for a while instead of nothing (unless the
+//!   store keeps one copy and no placement change is under way). A copy of the
 //!   item read before the delete and written back after it (a read repairing an owner that
 //!   missed, a refill) would otherwise bring a deleted item back, for good: its `add` finds the
 //!   key taken by the tombstone, and reads take a tombstone for "deleted". Items replaced by
@@ -698,6 +699,12 @@ impl ItemStore for ReplicatedStore {
 
     async fn delete(&self, key: &ItemKey) -> ItemResult<bool> {
         let view = self.view()?;
+        // One copy and no change under way: no copy is ever written back (no refill, no read
+        // repair, no change's copy), so no tombstone is needed.
+        if view.min_factor() == 1 && view.phase.is_none() {
+            let owners = view.write_owners(key);
+            return view.servers[owners[0]].store.delete(key).await;
+        }
         let deleted = self
             .on_all(&view, key, |store| async move {
                 let existed = store.delete(key).await?;

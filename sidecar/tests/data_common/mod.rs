@@ -8,9 +8,9 @@ use zenko_memcached_testkit::{Memcached, Sidecar};
 
 pub const BINARY: &str = env!("CARGO_BIN_EXE_zenko-memcached-sidecar");
 pub const CHUNK: usize = 64 * 1024;
-/// The sidecar's own items, present in memcached besides the blobs: the epoch (`zmm:epoch`)
-/// and the placement record (`zmm:placement`).
-pub const EPOCH_ITEMS: u64 = 2;
+/// The sidecar's own items, present in memcached besides the blobs: the epoch (`zmm:epoch`),
+/// the placement record (`zmm:placement`) and the sidecars' reports (`zmm:sidecars`).
+pub const EPOCH_ITEMS: u64 = 3;
 
 /// The sidecar with chunks of [`CHUNK`] bytes.
 pub fn sidecar(memcached: &Memcached) -> Sidecar {
