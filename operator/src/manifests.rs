@@ -20,7 +20,8 @@ pub fn crd_yaml() -> Result<String> {
 pub fn manifests_yaml(text: &str, default_namespace: &str) -> Result<String> {
     let module = parse_module(text, default_namespace)?;
     let validated = validate(&module)?;
-    let children = build::build(&validated);
+    // A file has no status: the placement a new module starts with.
+    let children = build::build_initial(&validated);
     to_yaml(&children.to_json_values()?)
 }
 

@@ -11,7 +11,7 @@ use zenko_memcached_operator::validate::validate;
 
 fn children(module: &ZenkoMemcachedModule) -> Children {
     let valid = validate(module).unwrap_or_else(|e| panic!("fixture should be valid: {e}"));
-    build::build(&valid)
+    build::build_initial(&valid)
 }
 
 fn pod(sts: &StatefulSet) -> &PodSpec {
@@ -331,11 +331,23 @@ fn sidecar_reads_its_configmap_and_reaches_every_memcached() {
         "registry.local/zenko-memcached-sidecar:1.2.3"
     );
 
+    // two copies of each item by default with several servers
+    assert_eq!(
+        data.get("ZMM_REPLICATION_FACTOR").map(String::as_str),
+        Some("2")
+    );
+
+    // A new single-pod module names its memcached as the others would, so that it can grow:
+    // a Job can reach it by that name to move the data.
     let single = children(&fixture("single.yaml"));
     let data = single.config_map.data.clone().unwrap_or_default();
     assert_eq!(
         data.get("ZMM_MEMCACHED").map(String::as_str),
-        Some("127.0.0.1:11211")
+        Some("store-0.store-headless.zenko.svc:11211")
+    );
+    assert_eq!(
+        data.get("ZMM_REPLICATION_FACTOR").map(String::as_str),
+        Some("1")
     );
 }
 

@@ -52,6 +52,65 @@ async fn finish(task: tokio::task::JoinHandle<Result<Action>>) -> Result<Action>
         .unwrap_or_else(|e| panic!("reconcile panicked: {e}"))
 }
 
+const PODS: &str = "/api/v1/namespaces/zenko/pods";
+
+/// A pod of the module as the API server lists it: `ready` both containers, or memcached only.
+fn pod(ordinal: i32, ready: bool, memcached_ready: bool) -> serde_json::Value {
+    let status = if ready { "True" } else { "False" };
+    json!({
+        "metadata": {"name": format!("store-{ordinal}"), "namespace": "zenko",
+            "uid": format!("pod-uid-{ordinal}")},
+        "spec": {"nodeName": format!("node-{ordinal}"), "containers": []},
+        "status": {
+            "phase": "Running",
+            "conditions": [{"type": "Ready", "status": status,
+                "lastTransitionTime": "2026-01-01T00:00:00Z"}],
+            "containerStatuses": [
+                {"name": "memcached", "ready": memcached_ready, "restartCount": 0, "image": "m",
+                    "imageID": ""},
+                {"name": "sidecar", "ready": ready, "restartCount": 0, "image": "s",
+                    "imageID": ""},
+            ],
+        },
+    })
+}
+
+/// `count` pods, all ready.
+fn ready_pods(count: i32) -> Vec<serde_json::Value> {
+    (0..count).map(|i| pod(i, true, true)).collect()
+}
+
+fn list(kind: &str, items: Vec<serde_json::Value>) -> serde_json::Value {
+    json!({"apiVersion": "v1", "kind": kind, "metadata": {"resourceVersion": "1"}, "items": items})
+}
+
+/// Answers what a reconcile reads before it applies anything: the sidecars' ConfigMap when
+/// the module has no placement recorded yet (`None`: there is none), then the module's pods.
+async fn expect_observation(
+    api: &mut ApiServer,
+    config_map: Option<Option<serde_json::Value>>,
+    pods: Vec<serde_json::Value>,
+) {
+    if let Some(config_map) = config_map {
+        let get = api
+            .expect(Method::GET, &format!("{CORE}/configmaps/store-sidecar"))
+            .await;
+        match config_map {
+            Some(body) => get.respond_json(StatusCode::OK, &body),
+            None => get.respond_status(404, "NotFound"),
+        }
+    }
+    let listed = api.expect(Method::GET, PODS).await;
+    assert!(
+        listed
+            .uri
+            .contains("labelSelector=app.kubernetes.io%2Fcomponent%3Dstorage"),
+        "{}",
+        listed.uri
+    );
+    listed.respond_json(StatusCode::OK, &list("PodList", pods));
+}
+
 /// Answers the server-side applies of the ConfigMap and the three Services, checking each.
 async fn expect_config_and_services(api: &mut ApiServer, uid: &str) {
     expect_config_and_role_services(api, uid, &["store-data", "store-metadata"]).await;
@@ -111,6 +170,7 @@ async fn a_new_module_gets_its_objects_applied_then_a_progressing_status() {
     let module = fixture("single.yaml");
     let task = start(&module, &ctx);
 
+    expect_observation(&mut api, Some(None), vec![]).await;
     expect_config_and_services(&mut api, "6d1c2a4e-0000-4000-8000-000000000001").await;
     let sts = api.expect(Method::PATCH, STS).await;
     assert_apply(&sts.uri);
@@ -139,11 +199,21 @@ async fn a_new_module_gets_its_objects_applied_then_a_progressing_status() {
     assert_eq!(condition(s, "Available")["status"], "False");
     assert_eq!(condition(s, "Progressing")["reason"], "RollingOut");
     assert_eq!(condition(s, "Degraded")["status"], "False");
+    // a new module starts on its own pods' servers, generation 1
+    assert_eq!(s["placement"]["generation"], 1);
+    assert_eq!(s["placement"]["replicationFactor"], 1);
+    assert_eq!(
+        s["placement"]["servers"][0]["name"],
+        "store-0.store-headless.zenko.svc:11211"
+    );
+    assert_eq!(s["placement"]["servers"][0]["state"], "CatchingUp");
+    assert!(s["placement"].get("change").is_none());
     respond_module(status, &module);
 
+    // the pod is not there yet: looked at again soon
     assert_eq!(
         finish(task).await.ok(),
-        Some(Action::requeue(Duration::from_secs(30)))
+        Some(Action::requeue(Duration::from_secs(10)))
     );
     drop(ctx);
     api.expect_no_more().await;
@@ -168,6 +238,7 @@ async fn a_single_role_module_gets_only_its_service_and_endpoint() {
         let Harness { ctx, mut api, .. } = harness();
         let module = fixture(file);
         let task = start(&module, &ctx);
+        expect_observation(&mut api, Some(None), ready_pods(1)).await;
         expect_config_and_role_services(&mut api, uid, &[service]).await;
         api.expect(Method::PATCH, STS).await.respond_with_body();
         api.expect(Method::GET, PDB)
@@ -188,6 +259,7 @@ async fn status_becomes_available_once_the_pods_are_ready() {
     let module = fixture("ha.yaml");
     let task = start(&module, &ctx);
 
+    expect_observation(&mut api, Some(None), ready_pods(3)).await;
     expect_config_and_services(&mut api, "6d1c2a4e-0000-4000-8000-000000000002").await;
     let sts = api.expect(Method::PATCH, STS).await;
     let mut applied = sts.body.clone();
@@ -217,6 +289,7 @@ async fn status_becomes_available_once_the_pods_are_ready() {
     assert_eq!(s["endpoints"]["metadata"], "store-metadata.zenko.svc:19990");
     assert_eq!(condition(&s, "Available")["reason"], "AllReplicasReady");
     assert_eq!(condition(&s, "Progressing")["status"], "False");
+    assert_eq!(s["placement"]["summary"], "3 servers, R2, in sync");
     respond_module(status, &module);
 
     assert_eq!(
@@ -236,6 +309,9 @@ async fn an_unchanged_status_is_not_written_again() {
     let mut written = None;
     for round in 0..2 {
         let task = start(&module, &ctx);
+        // once the placement is recorded, the ConfigMap is not read again
+        let config_map = (round == 0).then_some(None);
+        expect_observation(&mut api, config_map, ready_pods(3)).await;
         expect_config_and_services(&mut api, "6d1c2a4e-0000-4000-8000-000000000002").await;
         let sts = api.expect(Method::PATCH, STS).await;
         let mut applied = sts.body.clone();
@@ -268,11 +344,20 @@ async fn a_child_deleted_behind_the_operators_back_is_applied_again() {
     })).unwrap_or_else(|e| panic!("{e}")));
     let task = start(&module, &ctx);
 
-    // the ConfigMap and headless Service are still there
-    for path in [
-        format!("{CORE}/configmaps/store-sidecar"),
-        format!("{CORE}/services/store-headless"),
-    ] {
+    // a module of an earlier release: its sidecars list memcached as 127.0.0.1, and that is
+    // the placement the operator records
+    let legacy = json!({"apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "store-sidecar", "namespace": "zenko"},
+        "data": {"ZMM_MEMCACHED": "127.0.0.1:11211", "ZMM_ROLE": "combined"}});
+    expect_observation(&mut api, Some(Some(legacy)), ready_pods(1)).await;
+    let config_map = api
+        .expect(Method::PATCH, &format!("{CORE}/configmaps/store-sidecar"))
+        .await;
+    assert_eq!(config_map.body["data"]["ZMM_MEMCACHED"], "127.0.0.1:11211");
+    assert_eq!(config_map.body["data"]["ZMM_REPLICATION_FACTOR"], "1");
+    config_map.respond_with_body();
+    // the headless Service is still there
+    for path in [format!("{CORE}/services/store-headless")] {
         api.expect(Method::PATCH, &path).await.respond_with_body();
     }
     // the data Service was deleted: the watch on owned Services woke the controller, and the
@@ -314,6 +399,10 @@ async fn a_child_deleted_behind_the_operators_back_is_applied_again() {
     assert_eq!(
         condition(&s, "Available")["lastTransitionTime"],
         "2026-01-01T00:00:00Z"
+    );
+    assert_eq!(
+        s["placement"]["servers"],
+        json!([{"name": "127.0.0.1:11211", "state": "InSync"}])
     );
     respond_module(status, &module);
     assert!(finish(task).await.is_ok());
@@ -383,6 +472,7 @@ async fn an_api_error_is_reported_and_retried_with_backoff() {
     let module = fixture("single.yaml");
     let task = start(&module, &ctx);
 
+    expect_observation(&mut api, Some(None), ready_pods(1)).await;
     expect_config_and_services(&mut api, "6d1c2a4e-0000-4000-8000-000000000001").await;
     api.expect(Method::PATCH, STS)
         .await
@@ -426,6 +516,7 @@ async fn scaling_down_to_one_replica_removes_the_budget_the_module_owns() {
     let module = fixture("single.yaml");
     let task = start(&module, &ctx);
 
+    expect_observation(&mut api, Some(None), ready_pods(1)).await;
     expect_config_and_services(&mut api, "6d1c2a4e-0000-4000-8000-000000000001").await;
     api.expect(Method::PATCH, STS).await.respond_with_body();
     let get = api.expect(Method::GET, PDB).await;
@@ -452,6 +543,7 @@ async fn a_budget_someone_else_owns_is_left_alone() {
     let module = fixture("single.yaml");
     let task = start(&module, &ctx);
 
+    expect_observation(&mut api, Some(None), ready_pods(1)).await;
     expect_config_and_services(&mut api, "6d1c2a4e-0000-4000-8000-000000000001").await;
     api.expect(Method::PATCH, STS).await.respond_with_body();
     api.expect(Method::GET, PDB).await.respond_json(

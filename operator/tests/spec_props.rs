@@ -7,7 +7,7 @@
 
 use proptest::prelude::*;
 use serde_json::{Map, Value, json};
-use zenko_memcached_operator::build::build;
+use zenko_memcached_operator::build::build_initial;
 use zenko_memcached_operator::crd::ZenkoMemcachedModule;
 use zenko_memcached_operator::error::Error;
 use zenko_memcached_operator::manifests::{manifests_yaml, stack_yaml};
@@ -78,6 +78,7 @@ fn spec() -> BoxedStrategy<Value> {
     object(vec![
         ("role", one_of(&["Combined", "Data", "Metadata"]).boxed()),
         ("replicas", int().boxed()),
+        ("replicationFactor", int().boxed()),
         (
             "memcached",
             object(vec![
@@ -131,6 +132,7 @@ fn spec() -> BoxedStrategy<Value> {
                     .boxed(),
                 ),
                 ("spread", one_of(&["Required", "Preferred"]).boxed()),
+                ("lostNodeGraceSeconds", int().boxed()),
             ]),
         ),
         (
@@ -224,7 +226,7 @@ proptest! {
                 // A field of the other role never passes.
                 prop_assert!(spec.role.serves_data() || spec.sidecar.chunk_size_bytes.is_none());
                 prop_assert!(spec.role.serves_metadata() || spec.services.metadata_port.is_none());
-                let children = build(&validated);
+                let children = build_initial(&validated);
                 prop_assert_eq!(children.data_service.is_some(), spec.role.serves_data());
                 prop_assert_eq!(children.metadata_service.is_some(), spec.role.serves_metadata());
                 let objects = children.to_json_values().unwrap();

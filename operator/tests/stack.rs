@@ -271,7 +271,7 @@ fn memcached_and_sidecar_settings_are_the_kubernetes_ones() {
     ] {
         let module = fixture(name);
         let valid = validate(&module).unwrap_or_else(|e| panic!("{name}: {e}"));
-        let kube = build::build(&valid);
+        let kube = build::build_initial(&valid);
         let stack = compose(name);
         assert_eq!(
             stack.services["memcached-0"].command,

@@ -38,6 +38,7 @@ use crate::build::{
 };
 use crate::crd::{ServiceType, SpreadPolicy, ZenkoMemcachedModule};
 use crate::error::{Error, Result};
+use crate::placement::{Layout, default_replication_factor};
 use crate::validate::{Validated, Violation, Violations, validate};
 
 /// Where the sidecar image (the `sidecar` target of the top-level Dockerfile) installs its binary.
@@ -200,9 +201,17 @@ fn memcached(module: &Validated<'_>, slot: u32) -> Result<Service> {
 
 fn sidecar(module: &Validated<'_>, replicas: u32) -> Result<Service> {
     let spec = &module.module.spec;
-    let servers: Vec<String> = (0..replicas)
-        .map(|slot| format!("{}:{MEMCACHED_PORT}", memcached_host(module.name, slot)))
-        .collect();
+    // Swarm has no operator to record a placement: the stack is the placement, and a change of
+    // it is made with `zenko-memcached-sidecar placement change` before the stack is deployed
+    // with the new list (see the README). Its factor follows the same rule as on Kubernetes.
+    let placement = Layout {
+        servers: (0..replicas)
+            .map(|slot| format!("{}:{MEMCACHED_PORT}", memcached_host(module.name, slot)))
+            .collect(),
+        replication_factor: spec
+            .replication_factor
+            .unwrap_or_else(|| default_replication_factor(spec.replicas)),
+    };
     let role = module.role();
     let mut aliases = Vec::new();
     if role.serves_data() {
@@ -225,7 +234,7 @@ fn sidecar(module: &Validated<'_>, replicas: u32) -> Result<Service> {
     Ok(Service {
         image: spec.sidecar.image.clone(),
         command: Vec::new(),
-        environment: sidecar_env(module, &servers),
+        environment: sidecar_env(module, &placement),
         networks: network(aliases),
         ports: published_ports(module)?,
         volumes: Vec::new(),
