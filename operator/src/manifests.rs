@@ -27,8 +27,18 @@ pub fn manifests_yaml(text: &str, default_namespace: &str) -> Result<String> {
 
 /// The Swarm stack for the module in `text`, on `network`. The namespace only names the node
 /// directory of the warm restart file (`<hostPath>/<namespace>/<module>`), as on Kubernetes.
-pub fn stack_yaml(text: &str, default_namespace: &str, network: &StackNetwork) -> Result<String> {
-    stack::to_yaml(&parse_module(text, default_namespace)?, network)
+/// `current_servers`: see `stack::build`.
+pub fn stack_yaml(
+    text: &str,
+    default_namespace: &str,
+    network: &StackNetwork,
+    current_servers: Option<u32>,
+) -> Result<String> {
+    stack::to_yaml(
+        &parse_module(text, default_namespace)?,
+        network,
+        current_servers,
+    )
 }
 
 /// The top-level fields naming the resource type.

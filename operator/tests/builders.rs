@@ -577,6 +577,7 @@ fn module_files_are_parsed_strictly() {
         &text,
         "default",
         &zenko_memcached_operator::stack::StackNetwork::Own,
+        None,
     );
     for answer in [manifests, stack] {
         let err = answer

@@ -235,14 +235,14 @@ proptest! {
                     children.stateful_set.spec.replicas,
                     Some(spec.replicas)
                 );
-                let stack = stack::to_yaml(&module, &StackNetwork::Own);
+                let stack = stack::to_yaml(&module, &StackNetwork::Own, None);
                 prop_assert!(stack.is_ok(), "{:?}", stack.err());
             }
             Err(Error::InvalidSpec(violations)) => {
                 prop_assert!(!violations.0.is_empty());
                 prop_assert!(!violations.to_string().is_empty());
                 // The Swarm generator refuses it too, with an answer.
-                prop_assert!(stack::to_yaml(&module, &StackNetwork::Own).is_err());
+                prop_assert!(stack::to_yaml(&module, &StackNetwork::Own, None).is_err());
             }
             Err(Error::MissingObjectKey(_)) => {
                 prop_assert!(module.metadata.name.is_none() || module.metadata.namespace.is_none());
@@ -270,7 +270,7 @@ proptest! {
         let text = String::from_utf8_lossy(&bytes);
         // Any answer is fine; a panic is not.
         let _ = manifests_yaml(&text, "default");
-        let _ = stack_yaml(&text, "default", &StackNetwork::Own);
+        let _ = stack_yaml(&text, "default", &StackNetwork::Own, None);
     }
 }
 
