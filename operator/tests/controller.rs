@@ -574,6 +574,43 @@ async fn a_module_being_deleted_is_left_to_garbage_collection() {
 
 // ---- Placement: changes of servers run as Jobs, lost nodes ----------------------------------
 
+/// A fresh operator (as after a restart) reconciling `module`, whose placement is recorded,
+/// past the list of its pods.
+async fn begin(
+    module: &ZenkoMemcachedModule,
+    pods: Vec<serde_json::Value>,
+) -> (
+    Arc<Context>,
+    ApiServer,
+    tokio::task::JoinHandle<Result<Action>>,
+) {
+    let Harness { ctx, mut api, .. } = harness();
+    let task = start(module, &ctx);
+    expect_observation(&mut api, None, pods).await;
+    (ctx, api, task)
+}
+
+/// The reconcile ends well and sends nothing more.
+async fn end(task: tokio::task::JoinHandle<Result<Action>>, ctx: Arc<Context>, api: ApiServer) {
+    assert!(finish(task).await.is_ok());
+    drop(ctx);
+    api.expect_no_more().await;
+}
+
+/// Scaled from 3 to 2 pods, the change's Job created.
+fn scaling_down() -> ZenkoMemcachedModule {
+    ha_module(
+        2,
+        changing(stable_placement(1, 3, 2), 2, Some("store-placement-2")),
+    )
+}
+
+/// A Job that gave up.
+fn failed() -> serde_json::Value {
+    json!({"failed": 3, "conditions": [{"type": "Failed", "status": "True",
+        "reason": "BackoffLimitExceeded", "message": "Job has reached the specified backoff limit"}]})
+}
+
 const HA_UID: &str = "6d1c2a4e-0000-4000-8000-000000000002";
 
 fn server(ordinal: i32) -> String {
@@ -635,8 +672,11 @@ async fn expect_children(api: &mut ApiServer) -> (serde_json::Value, i64) {
     (data, replicas)
 }
 
-/// Answers the GET of a Job with `status`, its container running `args`.
-async fn expect_job(api: &mut ApiServer, name: &str, args: &[String], status: serde_json::Value) {
+/// Answers the GET of the Job `store-placement-2` with `status`, its container changing the
+/// first `from` servers into the first `to`.
+async fn expect_job(api: &mut ApiServer, (from, to): (i32, i32), status: serde_json::Value) {
+    let name = "store-placement-2";
+    let args = change_args(from, to);
     let get = api.expect(Method::GET, &format!("{JOBS}/{name}")).await;
     get.respond_json(
         StatusCode::OK,
@@ -688,6 +728,22 @@ fn with_status(
 
 const JOBS: &str = "/apis/batch/v1/namespaces/zenko/jobs";
 
+/// Answers the apply that creates the Job `store-placement-2`, checking which change it runs;
+/// returns the Job.
+async fn expect_job_created(api: &mut ApiServer, (from, to): (i32, i32)) -> serde_json::Value {
+    let job = api
+        .expect(Method::PATCH, &format!("{JOBS}/store-placement-2"))
+        .await;
+    assert_apply(&job.uri);
+    assert_eq!(
+        job.body["spec"]["template"]["spec"]["containers"][0]["args"],
+        json!(change_args(from, to))
+    );
+    let body = job.body.clone();
+    job.respond_with_body();
+    body
+}
+
 #[tokio::test]
 async fn scaling_up_adds_the_pod_then_runs_the_change_as_a_job() {
     let Harness { ctx, mut api, .. } = harness();
@@ -731,12 +787,8 @@ async fn scaling_up_adds_the_pod_then_runs_the_change_as_a_job() {
     assert_eq!(replicas, 3);
     let s = expect_status(&mut api, &module).await;
     assert_eq!(s["placement"]["change"]["job"], "store-placement-2");
-    let job = api
-        .expect(Method::PATCH, &format!("{JOBS}/store-placement-2"))
-        .await;
-    assert_apply(&job.uri);
-    let container = &job.body["spec"]["template"]["spec"]["containers"][0];
-    assert_eq!(container["args"], json!(change_args(2, 3)));
+    let job = expect_job_created(&mut api, (2, 3)).await;
+    let container = &job["spec"]["template"]["spec"]["containers"][0];
     assert_eq!(
         container["image"],
         "registry.local/zenko-memcached-sidecar:1.2.3"
@@ -745,12 +797,11 @@ async fn scaling_up_adds_the_pod_then_runs_the_change_as_a_job() {
         container["terminationMessagePolicy"],
         "FallbackToLogsOnError"
     );
-    assert_eq!(job.body["metadata"]["ownerReferences"][0]["uid"], HA_UID);
+    assert_eq!(job["metadata"]["ownerReferences"][0]["uid"], HA_UID);
     assert_eq!(
-        job.body["metadata"]["annotations"]["zenko.io/module-generation"],
+        job["metadata"]["annotations"]["zenko.io/module-generation"],
         "4"
     );
-    job.respond_with_body();
     assert_eq!(
         finish(task).await.ok(),
         Some(Action::requeue(Duration::from_secs(10)))
@@ -759,20 +810,12 @@ async fn scaling_up_adds_the_pod_then_runs_the_change_as_a_job() {
 
 #[tokio::test]
 async fn a_succeeded_job_moves_the_placement_to_its_target() {
-    let Harness { ctx, mut api, .. } = harness();
     let module = ha_module(
         3,
         changing(stable_placement(1, 2, 2), 3, Some("store-placement-2")),
     );
-    let task = start(&module, &ctx);
-    expect_observation(&mut api, None, ready_pods(3)).await;
-    expect_job(
-        &mut api,
-        "store-placement-2",
-        &change_args(2, 3),
-        json!({"succeeded": 1}),
-    )
-    .await;
+    let (ctx, mut api, task) = begin(&module, ready_pods(3)).await;
+    expect_job(&mut api, (2, 3), json!({"succeeded": 1})).await;
     let (config, replicas) = expect_children(&mut api).await;
     assert_eq!(replicas, 3);
     assert_eq!(config["ZMM_MEMCACHED"], servers(3).join(","));
@@ -795,47 +838,28 @@ async fn a_succeeded_job_moves_the_placement_to_its_target() {
         .await;
     assert_eq!(delete.body["propagationPolicy"], "Background");
     delete.respond_json(StatusCode::OK, &deleted());
-    assert!(finish(task).await.is_ok());
-    drop(ctx);
-    api.expect_no_more().await;
+    end(task, ctx, api).await;
 }
 
 #[tokio::test]
 async fn scaling_down_keeps_the_pods_until_the_job_succeeds_across_operator_restarts() {
     // first reconcile: every server is there, so the Job runs at once
-    let Harness { ctx, mut api, .. } = harness();
     let module = ha_module(2, stable_placement(1, 3, 2));
-    let task = start(&module, &ctx);
-    expect_observation(&mut api, None, ready_pods(3)).await;
+    let (ctx, mut api, task) = begin(&module, ready_pods(3)).await;
     let (config, replicas) = expect_children(&mut api).await;
     assert_eq!(replicas, 3, "no pod goes before its data has moved");
     assert_eq!(config["ZMM_MEMCACHED"], servers(2).join(","));
     let s = expect_status(&mut api, &module).await;
     assert_eq!(s["placement"]["servers"][2]["state"], "Leaving");
-    let job = api
-        .expect(Method::PATCH, &format!("{JOBS}/store-placement-2"))
-        .await;
-    assert_eq!(
-        job.body["spec"]["template"]["spec"]["containers"][0]["args"],
-        json!(change_args(3, 2))
-    );
-    job.respond_with_body();
+    expect_job_created(&mut api, (3, 2)).await;
     assert!(finish(task).await.is_ok());
     drop(ctx);
 
     // the operator restarts: a fresh controller finds the running Job through the status,
     // creates nothing, and shows the Job's progress
-    let Harness { ctx, mut api, .. } = harness();
     let module = with_status(module, &s);
-    let task = start(&module, &ctx);
-    expect_observation(&mut api, None, ready_pods(3)).await;
-    expect_job(
-        &mut api,
-        "store-placement-2",
-        &change_args(3, 2),
-        json!({"active": 1}),
-    )
-    .await;
+    let (ctx, mut api, task) = begin(&module, ready_pods(3)).await;
+    expect_job(&mut api, (3, 2), json!({"active": 1})).await;
     let job_pods = api.expect(Method::GET, PODS).await;
     assert!(
         job_pods
@@ -860,26 +884,25 @@ async fn scaling_down_keeps_the_pods_until_the_job_succeeds_across_operator_rest
     let (_, replicas) = expect_children(&mut api).await;
     assert_eq!(replicas, 3);
     let s = expect_status(&mut api, &module).await;
-    let message = s["placement"]["change"]["message"]
-        .as_str()
-        .unwrap_or_default();
-    assert!(message.contains("copying: 1200 of 5000 items"), "{message}");
-    assert!(finish(task).await.is_ok());
-    drop(ctx);
-    api.expect_no_more().await;
+    assert_eq!(
+        s["placement"]["change"]["message"],
+        "running: copying: 1200 of 5000 items"
+    );
+    let progressing = condition(&s, "Progressing");
+    assert_eq!(progressing["reason"], "PlacementChanging");
+    assert!(
+        progressing["message"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("moving the data from 3 servers, 2 copies of each item to 2 servers"),
+        "{progressing}"
+    );
+    end(task, ctx, api).await;
 
     // the Job succeeded: only now does the StatefulSet shrink
-    let Harness { ctx, mut api, .. } = harness();
     let module = with_status(module, &s);
-    let task = start(&module, &ctx);
-    expect_observation(&mut api, None, ready_pods(3)).await;
-    expect_job(
-        &mut api,
-        "store-placement-2",
-        &change_args(3, 2),
-        json!({"succeeded": 1}),
-    )
-    .await;
+    let (ctx, mut api, task) = begin(&module, ready_pods(3)).await;
+    expect_job(&mut api, (3, 2), json!({"succeeded": 1})).await;
     let (_, replicas) = expect_children(&mut api).await;
     assert_eq!(replicas, 2);
     let s = expect_status(&mut api, &module).await;
@@ -888,53 +911,29 @@ async fn scaling_down_keeps_the_pods_until_the_job_succeeds_across_operator_rest
     api.expect(Method::DELETE, &format!("{JOBS}/store-placement-2"))
         .await
         .respond_json(StatusCode::OK, &deleted());
-    assert!(finish(task).await.is_ok());
+    end(task, ctx, api).await;
 }
 
 #[tokio::test]
 async fn a_job_the_status_names_but_that_is_gone_is_created_again() {
     // the operator stopped after writing the status and before creating the Job
-    let Harness { ctx, mut api, .. } = harness();
-    let module = ha_module(
-        2,
-        changing(stable_placement(1, 3, 2), 2, Some("store-placement-2")),
-    );
-    let task = start(&module, &ctx);
-    expect_observation(&mut api, None, ready_pods(3)).await;
+    let module = scaling_down();
+    let (ctx, mut api, task) = begin(&module, ready_pods(3)).await;
     api.expect(Method::GET, &format!("{JOBS}/store-placement-2"))
         .await
         .respond_status(404, "NotFound");
     let (_, replicas) = expect_children(&mut api).await;
     assert_eq!(replicas, 3);
     let _ = expect_status(&mut api, &module).await;
-    let job = api
-        .expect(Method::PATCH, &format!("{JOBS}/store-placement-2"))
-        .await;
-    assert_eq!(
-        job.body["spec"]["template"]["spec"]["containers"][0]["args"],
-        json!(change_args(3, 2))
-    );
-    job.respond_with_body();
-    assert!(finish(task).await.is_ok());
+    expect_job_created(&mut api, (3, 2)).await;
+    end(task, ctx, api).await;
 }
 
 #[tokio::test]
 async fn a_failed_job_shows_its_reason_and_changes_nothing() {
-    let Harness { ctx, mut api, .. } = harness();
-    let module = ha_module(
-        2,
-        changing(stable_placement(1, 3, 2), 2, Some("store-placement-2")),
-    );
-    let task = start(&module, &ctx);
-    expect_observation(&mut api, None, ready_pods(3)).await;
-    expect_job(
-        &mut api,
-        "store-placement-2",
-        &change_args(3, 2),
-        json!({"failed": 3, "conditions": [{"type": "Failed", "status": "True",
-            "reason": "BackoffLimitExceeded", "message": "Job has reached the specified backoff limit"}]}),
-    )
-    .await;
+    let module = scaling_down();
+    let (ctx, mut api, task) = begin(&module, ready_pods(3)).await;
+    expect_job(&mut api, (3, 2), failed()).await;
     let refusal = "refused: the data needs 3.1 GiB with 2 copies, the target servers hold 2.0 GiB";
     let terminated = |name: &str, at: &str, message: &str| {
         json!({"metadata": {"name": name, "creationTimestamp": at},
@@ -969,17 +968,13 @@ async fn a_failed_job_shows_its_reason_and_changes_nothing() {
     assert_eq!(s["placement"]["generation"], 1);
     assert_eq!(s["placement"]["summary"], "3 servers, R2, change failed");
     // no Job deleted or created: the same spec would fail the same way
-    assert!(finish(task).await.is_ok());
-    drop(ctx);
-    api.expect_no_more().await;
+    end(task, ctx, api).await;
 }
 
 #[tokio::test]
 async fn replicas_below_the_recorded_factor_are_refused_in_status() {
-    let Harness { ctx, mut api, .. } = harness();
     let module = ha_module(1, stable_placement(1, 2, 2));
-    let task = start(&module, &ctx);
-    expect_observation(&mut api, None, ready_pods(2)).await;
+    let (ctx, mut api, task) = begin(&module, ready_pods(2)).await;
     expect_config_and_services(&mut api, HA_UID).await;
     let sts = api.expect(Method::PATCH, STS).await;
     assert_eq!(sts.body["spec"]["replicas"], 2, "both servers keep running");
@@ -997,9 +992,7 @@ async fn replicas_below_the_recorded_factor_are_refused_in_status() {
     );
     assert!(message.contains("spec.replicationFactor"), "{message}");
     assert!(s["placement"].get("change").is_none());
-    assert!(finish(task).await.is_ok());
-    drop(ctx);
-    api.expect_no_more().await;
+    end(task, ctx, api).await;
 }
 
 /// A pod not ready on a node NotReady since 2026-01-01 (long past any grace period).
@@ -1044,9 +1037,7 @@ async fn a_pod_on_a_lost_node_is_deleted_when_the_other_copies_cover_it() {
     );
     assert_eq!(s["placement"]["summary"], "3 servers, R2, 1 catching up");
     assert_eq!(condition(&s, "Degraded")["status"], "False");
-    assert!(finish(task).await.is_ok());
-    drop(ctx);
-    api.expect_no_more().await;
+    end(task, ctx, api).await;
 }
 
 #[tokio::test]
@@ -1070,29 +1061,16 @@ async fn with_one_copy_a_lost_node_is_reported_not_deleted() {
         message.contains("zenko-memcached-sidecar placement accept --memcached"),
         "{message}"
     );
-    assert!(finish(task).await.is_ok());
-    drop(ctx);
-    api.expect_no_more().await;
+    end(task, ctx, api).await;
 }
 
 #[tokio::test]
 async fn a_failed_change_is_tried_again_once_the_spec_changes() {
-    let Harness { ctx, mut api, .. } = harness();
-    let mut module = ha_module(
-        2,
-        changing(stable_placement(1, 3, 2), 2, Some("store-placement-2")),
-    );
+    let mut module = scaling_down();
     // more memory, say: the spec's generation is past the Job's (4)
     module.metadata.generation = Some(5);
-    let task = start(&module, &ctx);
-    expect_observation(&mut api, None, ready_pods(3)).await;
-    expect_job(
-        &mut api,
-        "store-placement-2",
-        &change_args(3, 2),
-        json!({"failed": 3, "conditions": [{"type": "Failed", "status": "True"}]}),
-    )
-    .await;
+    let (ctx, mut api, task) = begin(&module, ready_pods(3)).await;
+    expect_job(&mut api, (3, 2), failed()).await;
     api.expect(Method::GET, PODS)
         .await
         .respond_json(StatusCode::OK, &list("PodList", vec![]));
@@ -1108,7 +1086,5 @@ async fn a_failed_change_is_tried_again_once_the_spec_changes() {
     api.expect(Method::DELETE, &format!("{JOBS}/store-placement-2"))
         .await
         .respond_json(StatusCode::OK, &deleted());
-    assert!(finish(task).await.is_ok());
-    drop(ctx);
-    api.expect_no_more().await;
+    end(task, ctx, api).await;
 }
