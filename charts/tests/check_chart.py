@@ -56,6 +56,12 @@ REQUIRED = {
     ("", "configmaps"): {"get", "list", "watch", "create", "patch"},
     ("policy", "poddisruptionbudgets"): {"get", "list", "watch", "create", "patch", "delete"},
     ("events.k8s.io", "events"): {"create", "patch"},
+    # placement changes (operator/src/controller.rs): their Jobs, the module's pods (readiness,
+    # lost nodes), a Job's progress line, and whether a node is lost
+    ("batch", "jobs"): {"get", "list", "watch", "create", "patch", "delete"},
+    ("", "pods"): {"list", "delete"},
+    ("", "pods/log"): {"get"},
+    ("", "nodes"): {"get"},
 }
 LEASES = {("coordination.k8s.io", "leases"): {"get", "create", "update"}}
 ALLOWED = {
@@ -117,6 +123,7 @@ def operator_facts() -> dict:
             consts["COMPONENT_KEY"]: "storage",
         },
         "instance_key": consts["INSTANCE_KEY"],
+        "component_key": consts["COMPONENT_KEY"],
         "ports": ports,
     }
 
@@ -432,8 +439,11 @@ def check_network_policies(objects: list[dict], values: dict, facts: dict) -> No
     )
     for policy, name in zip(modules, names or [None]):
         want_pods = dict(facts["pod_labels"])
+        # the module's placement-change Jobs (operator/src/build/job.rs) copy between memcached
+        want_jobs = {**want_pods, facts["component_key"]: "placement"}
         if name:
             want_pods[facts["instance_key"]] = name
+            want_jobs[facts["instance_key"]] = name
         pods = policy["spec"]["podSelector"]["matchLabels"]
         expect(pods == want_pods, f"{kind_name(policy)} selects {pods}, expected {want_pods}")
         expect(policy["metadata"]["namespace"] == namespace, f"{kind_name(policy)} namespace")
@@ -445,7 +455,10 @@ def check_network_policies(objects: list[dict], values: dict, facts: dict) -> No
         want = {
             ports["METADATA_PORT"]: [cloudserver],
             ports["DATA_PORT"]: [cloudserver],
-            ports["MEMCACHED_PORT"]: [{"podSelector": {"matchLabels": want_pods}}],
+            ports["MEMCACHED_PORT"]: [
+                {"podSelector": {"matchLabels": want_pods}},
+                {"podSelector": {"matchLabels": want_jobs}},
+            ],
             ports["ADMIN_PORT"]: [scraper],
         }
         expect(admitted == want, f"{kind_name(policy)} admits {admitted}, expected {want}")

@@ -101,6 +101,13 @@ pub struct StackArgs {
     /// CloudServer (`docker network create --driver overlay --attachable NAME` first).
     #[arg(long, value_name = "NAME")]
     pub network: Option<NetworkName>,
+
+    /// During a change of replicas: how many memcached servers the store is on now. The stack
+    /// runs the memcached services of both counts and the sidecars keep the current list, until
+    /// `zenko-memcached-sidecar placement change` has moved the data; then generate and deploy
+    /// the stack without this flag.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub current_servers: Option<u32>,
 }
 
 impl StackArgs {

@@ -9,11 +9,12 @@ use std::time::Duration;
 use futures::StreamExt;
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams, Preconditions};
+use kube::api::{DeleteParams, ListParams, LogParams, Patch, PatchParams, Preconditions};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::{Controller, watcher};
@@ -26,6 +27,7 @@ use crate::build::{self, Children, labels, names};
 use crate::crd::{Phase, ZenkoMemcachedModule, ZenkoMemcachedModuleStatus};
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
+use crate::placement::{self, Health, JobState, JobView, Layout, Observed, Plan, PodView};
 use crate::status::{self, Observation};
 use crate::validate::{Validated, validate};
 
@@ -34,6 +36,9 @@ pub const FIELD_MANAGER: &str = labels::MANAGER;
 
 /// Longest event note the API server accepts.
 const MAX_EVENT_NOTE: usize = 1024;
+
+/// Longest progress line of a placement Job kept in the status.
+const MAX_PROGRESS: usize = 200;
 
 /// What every reconcile shares.
 pub struct Context {
@@ -122,26 +127,309 @@ async fn apply_module(module: &ZenkoMemcachedModule, ctx: &Context) -> Result<Ac
     if module.metadata.uid.is_none() {
         return Err(Error::MissingObjectKey("metadata.uid"));
     }
-    let children = build::build(&validated);
+    let now = now();
+    let recorded = module.status.as_ref().and_then(|s| s.placement.as_ref());
+    let adopted = match recorded {
+        Some(_) => None,
+        None => adopted_layout(&ctx.client, &validated).await?,
+    };
+    let pods = observe_pods(&ctx.client, &validated).await?;
+    let job_name = recorded
+        .and_then(|p| p.change.as_ref())
+        .and_then(|c| c.job.as_deref());
+    let job = match job_name {
+        Some(name) => observe_job(&ctx.client, validated.namespace, name).await?,
+        None => None,
+    };
+    let plan = placement::plan(
+        &validated,
+        Observed {
+            recorded,
+            adopted: adopted.as_ref(),
+            job: job.as_ref(),
+            pods: &pods,
+            now: &now,
+        },
+    );
+    let children = build::build(&validated, &plan.deployment);
     let stateful_set = apply_children(&ctx.client, &validated, &children).await?;
+    delete_lost_pods(&ctx.client, &validated, &plan, &pods).await?;
     let status = status::compute(
         module,
         Observation::Applied {
             module: &validated,
             stateful_set: &stateful_set,
+            placement: &plan,
         },
-        &now(),
+        &now,
     );
     let phase = status.phase;
     // An unchanged status is not written again: each write is a watch event and a new reconcile.
     if module.status.as_ref() != Some(&status) {
         patch_status(&ctx.client, validated.namespace, validated.name, &status).await?;
     }
+    // Only once the status names the Job (see placement::plan).
+    run_placement_jobs(&ctx.client, &validated, &plan).await?;
+    let settled = plan.health == Health::InSync
+        && plan
+            .status
+            .servers
+            .iter()
+            .all(|s| s.state == crate::crd::ServerState::InSync);
     Ok(match phase {
-        Phase::Available => Action::requeue(Duration::from_secs(300)),
+        Phase::Available if settled => Action::requeue(Duration::from_secs(300)),
+        // A change, a server catching up or a lost node: the Job's and the pods' progress are
+        // looked at often (the Job's own events wake the controller too).
+        _ if !settled => Action::requeue(Duration::from_secs(10)),
         // Owned StatefulSet updates trigger reconciles too; this only bounds a missed one.
         _ => Action::requeue(Duration::from_secs(30)),
     })
+}
+
+/// The servers and factor the sidecars of a module created by an earlier release run with,
+/// from their ConfigMap: the placement recorded in their memcached. `None` for a new module.
+async fn adopted_layout(client: &Client, module: &Validated<'_>) -> Result<Option<Layout>> {
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), module.namespace);
+    let Some(existing) = api.get_opt(&names::config_map(module.name)).await? else {
+        return Ok(None);
+    };
+    let data = existing.data.unwrap_or_default();
+    let servers: Vec<String> = data
+        .get("ZMM_MEMCACHED")
+        .map(|list| {
+            list.split(',')
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default();
+    if servers.is_empty() {
+        return Ok(None);
+    }
+    // Earlier releases never set it: the sidecar's default, one copy.
+    let replication_factor = data
+        .get("ZMM_REPLICATION_FACTOR")
+        .and_then(|f| f.parse().ok())
+        .unwrap_or(1);
+    Ok(Some(Layout {
+        servers,
+        replication_factor,
+    }))
+}
+
+/// The module's pods, and for those not ready, whether their node is lost.
+async fn observe_pods(client: &Client, module: &Validated<'_>) -> Result<Vec<PodView>> {
+    let api: Api<Pod> = Api::namespaced(client.clone(), module.namespace);
+    let selector = labels::selector_string(module.name);
+    let listed = api.list(&ListParams::default().labels(&selector)).await?;
+    let nodes: Api<Node> = Api::all(client.clone());
+    let mut pods = Vec::with_capacity(listed.items.len());
+    for pod in listed.items {
+        let status = pod.status.clone().unwrap_or_default();
+        let ready_condition = status
+            .conditions
+            .iter()
+            .flatten()
+            .find(|c| c.type_ == "Ready");
+        let ready = ready_condition.is_some_and(|c| c.status == "True");
+        let memcached_ready = status
+            .container_statuses
+            .iter()
+            .flatten()
+            .any(|c| c.name == "memcached" && c.ready);
+        let node = pod.spec.as_ref().and_then(|s| s.node_name.clone());
+        // A ready pod's node is fine; only a pod that is not ready costs a look at its node.
+        let node_lost_since = match (&node, ready) {
+            (Some(node), false) => match nodes.get_opt(node).await? {
+                Some(found) => found
+                    .status
+                    .and_then(|s| s.conditions)
+                    .into_iter()
+                    .flatten()
+                    .find(|c| c.type_ == "Ready" && c.status != "True")
+                    .and_then(|c| c.last_transition_time),
+                // The node was removed from the cluster: lost since the pod stopped being ready.
+                None => ready_condition.and_then(|c| c.last_transition_time.clone()),
+            },
+            _ => None,
+        };
+        pods.push(PodView {
+            name: pod.name_any(),
+            uid: pod.metadata.uid.clone(),
+            ready,
+            memcached_ready,
+            node,
+            node_lost_since,
+        });
+    }
+    Ok(pods)
+}
+
+/// The Job of the change recorded in the status, with its progress or its reason for failing.
+async fn observe_job(client: &Client, namespace: &str, name: &str) -> Result<Option<JobView>> {
+    let api: Api<Job> = Api::namespaced(client.clone(), namespace);
+    let Some(job) = api.get_opt(name).await? else {
+        return Ok(None);
+    };
+    let status = job.status.clone().unwrap_or_default();
+    let failed_condition = status
+        .conditions
+        .iter()
+        .flatten()
+        .find(|c| c.type_ == "Failed" && c.status == "True");
+    let state = if status.succeeded.unwrap_or(0) > 0 {
+        JobState::Succeeded
+    } else if let Some(condition) = failed_condition {
+        let from_pods = termination_message(client, namespace, name).await?;
+        JobState::Failed {
+            reason: from_pods
+                .or_else(|| condition.message.clone())
+                .unwrap_or_else(|| "the Job failed without a message".to_owned()),
+        }
+    } else {
+        JobState::Running {
+            progress: progress(client, namespace, name).await,
+        }
+    };
+    let args = job
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.spec.as_ref())
+        .and_then(|s| s.containers.first())
+        .and_then(|c| c.args.clone())
+        .unwrap_or_default();
+    let module_generation = job
+        .annotations()
+        .get(build::MODULE_GENERATION_ANNOTATION)
+        .and_then(|g| g.parse().ok());
+    Ok(Some(JobView {
+        name: name.to_owned(),
+        args,
+        module_generation,
+        state,
+    }))
+}
+
+fn job_pods_selector(job: &str) -> String {
+    format!("job-name={job}")
+}
+
+/// The last line the command wrote before it failed (`FallbackToLogsOnError`), from the most
+/// recent of the Job's pods.
+async fn termination_message(
+    client: &Client,
+    namespace: &str,
+    job: &str,
+) -> Result<Option<String>> {
+    let api: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let mut pods = api
+        .list(&ListParams::default().labels(&job_pods_selector(job)))
+        .await?
+        .items;
+    pods.sort_by(|a, b| {
+        a.metadata
+            .creation_timestamp
+            .cmp(&b.metadata.creation_timestamp)
+    });
+    Ok(pods.iter().rev().find_map(|pod| {
+        pod.status
+            .as_ref()?
+            .container_statuses
+            .iter()
+            .flatten()
+            .find(|c| c.name == build::PLACEMENT_CONTAINER)?
+            .state
+            .as_ref()?
+            .terminated
+            .as_ref()?
+            .message
+            .as_deref()
+            .map(str::trim)
+            .and_then(|m| m.lines().last())
+            .map(str::to_owned)
+    }))
+}
+
+/// The last progress line of the Job's running pod; best effort, since the status only shows it.
+async fn progress(client: &Client, namespace: &str, job: &str) -> Option<String> {
+    let api: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let pods = api
+        .list(&ListParams::default().labels(&job_pods_selector(job)))
+        .await
+        .ok()?;
+    let running = pods
+        .items
+        .iter()
+        .find(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))?;
+    let params = LogParams {
+        container: Some(build::PLACEMENT_CONTAINER.to_owned()),
+        tail_lines: Some(1),
+        ..LogParams::default()
+    };
+    let log = api.logs(&running.name_any(), &params).await.ok()?;
+    log.lines()
+        .last()
+        .map(|l| truncate(l.trim(), MAX_PROGRESS))
+        .filter(|l| !l.is_empty())
+}
+
+/// Force-deletes the pods whose node is lost (see `placement::lost_pods`), each only if it is
+/// still the pod that was seen.
+async fn delete_lost_pods(
+    client: &Client,
+    module: &Validated<'_>,
+    plan: &Plan,
+    pods: &[PodView],
+) -> Result<()> {
+    let api: Api<Pod> = Api::namespaced(client.clone(), module.namespace);
+    for name in &plan.delete_pods {
+        let uid = pods
+            .iter()
+            .find(|p| &p.name == name)
+            .and_then(|p| p.uid.clone());
+        let params = DeleteParams {
+            grace_period_seconds: Some(0),
+            preconditions: Some(Preconditions {
+                uid,
+                resource_version: None,
+            }),
+            ..DeleteParams::default()
+        };
+        info!(module = module.name, pod = %name, "deleting a pod whose node is lost");
+        ignore_not_found(api.delete(name, &params).await.map(|_| ()))?;
+    }
+    Ok(())
+}
+
+/// The Job actions of the plan, taken once the status records them.
+async fn run_placement_jobs(client: &Client, module: &Validated<'_>, plan: &Plan) -> Result<()> {
+    let api: Api<Job> = Api::namespaced(client.clone(), module.namespace);
+    // Background: the Job's pods go with it, and a new Job of the same name waits until the
+    // old one is gone (its create is retried by the next reconcile).
+    let background = DeleteParams::background();
+    for name in [&plan.delete_failed_job, &plan.delete_finished_job]
+        .into_iter()
+        .flatten()
+    {
+        ignore_not_found(api.delete(name, &background).await.map(|_| ()))?;
+    }
+    if let Some((from, to, name)) = &plan.run_job {
+        info!(module = module.name, job = %name, "running a placement change");
+        apply(
+            client,
+            module.namespace,
+            &build::placement_job(module, from, to, name),
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+fn ignore_not_found(result: kube::Result<()>) -> Result<()> {
+    match result {
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        other => Ok(other?),
+    }
 }
 
 /// Applies every child, configuration before the pods that read it, and returns the applied
@@ -331,7 +619,11 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<&str>) -> Result<()> {
         .owns(scoped::<StatefulSet>(&client, namespace), owned.clone())
         .owns(scoped::<Service>(&client, namespace), owned.clone())
         .owns(scoped::<ConfigMap>(&client, namespace), owned.clone())
-        .owns(scoped::<PodDisruptionBudget>(&client, namespace), owned)
+        .owns(
+            scoped::<PodDisruptionBudget>(&client, namespace),
+            owned.clone(),
+        )
+        .owns(scoped::<Job>(&client, namespace), owned)
         .shutdown_on_signal()
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{ResourceRequirements, Toleration};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -65,6 +65,12 @@ pub const GROUP: &str = "zenko.io";
         description = "Available, Progressing or Degraded"
     ),
     printcolumn(
+        name = "Placement",
+        type_ = "string",
+        json_path = ".status.placement.summary",
+        description = "The memcached servers, copies of each item, and the change under way"
+    ),
+    printcolumn(
         name = "Data",
         type_ = "string",
         json_path = ".status.endpoints.data",
@@ -99,6 +105,15 @@ pub struct ZenkoMemcachedModuleSpec {
     #[serde(default = "default_replicas")]
     #[schemars(range(min = 1, max = 64))]
     pub replicas: i32,
+
+    /// Servers that hold each item, on distinct storage nodes: with 2, losing any one pod, its
+    /// memory or its node loses nothing. Between 1 and replicas. When unset: the factor the
+    /// module's placement already records (status.placement.replicationFactor), so that an
+    /// existing module never changes factor by itself; for a new module 2 when replicas >= 2,
+    /// else 1. A change moves the data online, like a change of replicas.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 64))]
+    pub replication_factor: Option<i32>,
 
     /// The memcached server that holds every byte of data and metadata.
     #[serde(default)]
@@ -352,6 +367,14 @@ pub struct PlacementSpec {
     /// (needed with warm restart, whose memory file is per node). Preferred: spread when possible.
     #[serde(default)]
     pub spread: SpreadPolicy,
+
+    /// Seconds a pod's node may stay NotReady or Unknown before the operator deletes the pod so
+    /// that the StatefulSet recreates it on another storage node, where its memcached is refilled
+    /// from the other copies. Only with replicationFactor >= 2: with one copy the node's return
+    /// is the only way back to its data.
+    #[serde(default = "default_lost_node_grace_seconds")]
+    #[schemars(range(min = 10, max = 3600))]
+    pub lost_node_grace_seconds: i32,
 }
 
 /// Spreading of a module's pods across storage nodes.
@@ -462,6 +485,94 @@ pub struct ZenkoMemcachedModuleStatus {
     /// Available, Progressing and Degraded, with reasons and messages.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+
+    /// Which memcached servers hold the data, and the change under way, if any. The operator is
+    /// the one writer of the placement: this is the record it works from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub placement: Option<PlacementStatus>,
+}
+
+/// The placement of a module's data: its memcached servers, how many copies of each item, and
+/// the change in progress. The sidecars keep the same record in memcached; this one is the
+/// operator's, and it moves only once a change's Job has succeeded.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PlacementStatus {
+    /// Counts the changes the operator completed: 1 for a module's first placement, one more for
+    /// each change (the sidecars' own generations in memcached count finer steps).
+    pub generation: i64,
+
+    /// Servers that hold each item.
+    pub replication_factor: i32,
+
+    /// The servers of the placement and, during a change, those of its target, each with its
+    /// state.
+    #[serde(default)]
+    pub servers: Vec<ServerStatus>,
+
+    /// One line for `kubectl get zmm`: the servers, the factor, and what is happening.
+    #[serde(default)]
+    pub summary: String,
+
+    /// The change under way; unset when the data sits on `servers`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub change: Option<PlacementChange>,
+}
+
+/// One memcached server of the placement.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ServerStatus {
+    /// The server as every sidecar lists it (host:port).
+    pub name: String,
+
+    pub state: ServerState,
+
+    /// Only in the target of a change: the server is being filled and holds no item of the
+    /// current placement yet.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub joining: bool,
+
+    /// Why the server is not in sync, when it is not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// What a server holds.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum ServerState {
+    /// Holds every item it owns.
+    InSync,
+    /// Being filled: a new server of a change, or one that came back empty and is refilled from
+    /// the other copies.
+    CatchingUp,
+    /// Leaves with the change under way; its items are copied to the servers that stay.
+    Leaving,
+}
+
+/// A change of the placement, carried out by one Job running `zenko-memcached-sidecar placement
+/// change`.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PlacementChange {
+    /// The servers of the target placement, in the sidecars' order.
+    pub to: Vec<String>,
+
+    /// Servers that will hold each item.
+    pub replication_factor: i32,
+
+    /// The Job that carries the change out (in the module's namespace), once the operator has
+    /// decided to run it: unset while new servers are still starting, when the change can still
+    /// be taken back without a Job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job: Option<String>,
+
+    /// When the operator decided the change.
+    pub started_at: Time,
+
+    /// Where the change stands: waiting for the new servers, running, or why it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 /// The addresses CloudServer is configured with, as host:port: those of the module's role.
@@ -512,6 +623,9 @@ fn default_node_label_value() -> String {
 }
 fn default_max_unavailable() -> i32 {
     1
+}
+fn default_lost_node_grace_seconds() -> i32 {
+    30
 }
 
 // Defaults are spelled out once, in the serde default functions above, so that a spec parsed

@@ -9,6 +9,7 @@ pub mod error;
 pub mod leader;
 pub mod manifests;
 pub mod metrics;
+pub mod placement;
 pub mod role;
 pub mod run;
 pub mod server;

@@ -41,6 +41,7 @@ fn stack_command(args: &StackArgs) -> Result<()> {
         &read_input(&args.file)?,
         &args.namespace,
         &args.stack_network(),
+        args.current_servers,
     )?;
     match &args.output {
         None => print(&yaml),

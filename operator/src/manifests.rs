@@ -20,14 +20,25 @@ pub fn crd_yaml() -> Result<String> {
 pub fn manifests_yaml(text: &str, default_namespace: &str) -> Result<String> {
     let module = parse_module(text, default_namespace)?;
     let validated = validate(&module)?;
-    let children = build::build(&validated);
+    // A file has no status: the placement a new module starts with.
+    let children = build::build_initial(&validated);
     to_yaml(&children.to_json_values()?)
 }
 
 /// The Swarm stack for the module in `text`, on `network`. The namespace only names the node
 /// directory of the warm restart file (`<hostPath>/<namespace>/<module>`), as on Kubernetes.
-pub fn stack_yaml(text: &str, default_namespace: &str, network: &StackNetwork) -> Result<String> {
-    stack::to_yaml(&parse_module(text, default_namespace)?, network)
+/// `current_servers`: see `stack::build`.
+pub fn stack_yaml(
+    text: &str,
+    default_namespace: &str,
+    network: &StackNetwork,
+    current_servers: Option<u32>,
+) -> Result<String> {
+    stack::to_yaml(
+        &parse_module(text, default_namespace)?,
+        network,
+        current_servers,
+    )
 }
 
 /// The top-level fields naming the resource type.

@@ -5,6 +5,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 use crate::build::{self, labels};
 use crate::crd::{Phase, ZenkoMemcachedModule, ZenkoMemcachedModuleStatus};
+use crate::placement::{Health, Plan};
 use crate::validate::Validated;
 
 pub const AVAILABLE: &str = "Available";
@@ -14,10 +15,12 @@ pub const DEGRADED: &str = "Degraded";
 /// What the reconcile learned, as far as the status is concerned.
 #[derive(Debug, Clone, Copy)]
 pub enum Observation<'a> {
-    /// Every child was applied; the StatefulSet as the API server returned it.
+    /// Every child was applied; the StatefulSet as the API server returned it, and the
+    /// placement step decided.
     Applied {
         module: &'a Validated<'a>,
         stateful_set: &'a StatefulSet,
+        placement: &'a Plan,
     },
     /// The reconcile failed; `reason` is a CamelCase condition reason.
     Failed {
@@ -40,23 +43,37 @@ pub fn compute(
         conditions: previous.conditions.clone(),
         ..previous
     };
-    let desired = module.spec.replicas;
     match observation {
         Observation::Applied {
             module: validated,
             stateful_set,
+            placement,
         } => {
+            // The pods the StatefulSet runs (more than spec.replicas during a change), and the
+            // servers that hold the data now: CloudServer is served once those are ready.
+            let desired = placement.deployment.pods;
+            let serving = placement
+                .status
+                .servers
+                .iter()
+                .filter(|s| !s.joining)
+                .count();
+            let serving = i32::try_from(serving).unwrap_or(i32::MAX);
             let rollout = Rollout::of(stateful_set, desired);
             status.replicas = rollout.replicas;
             status.ready_replicas = rollout.ready;
             status.selector = Some(labels::selector_string(validated.name));
             status.endpoints = Some(build::endpoints(validated));
-            let all_ready = rollout.ready >= desired;
+            status.placement = Some(placement.status.clone());
+            let all_ready = rollout.ready >= serving;
             let available = if all_ready {
                 cond(
                     true,
                     "AllReplicasReady",
-                    format!("{desired} of {desired} pods ready; CloudServer can connect"),
+                    format!(
+                        "{} of {desired} pods ready; CloudServer can connect",
+                        rollout.ready
+                    ),
                 )
             } else {
                 cond(
@@ -74,7 +91,9 @@ pub fn compute(
                     ),
                 )
             };
-            let progressing = if rollout.complete() {
+            let progressing = if let Health::Changing(message) = &placement.health {
+                cond(true, "PlacementChanging", message.clone())
+            } else if rollout.complete() {
                 cond(
                     false,
                     "RolloutComplete",
@@ -90,11 +109,18 @@ pub fn compute(
                     ),
                 )
             };
-            let degraded = cond(
-                false,
-                "ReconcileSucceeded",
-                "all objects are applied".to_owned(),
-            );
+            let degraded = match &placement.health {
+                Health::Refused(message) => cond(true, "PlacementRefused", message.clone()),
+                Health::ChangeFailed(message) => {
+                    cond(true, "PlacementChangeFailed", message.clone())
+                }
+                Health::ServersLost(message) => cond(true, "ServersLost", message.clone()),
+                Health::InSync | Health::Changing(_) => cond(
+                    false,
+                    "ReconcileSucceeded",
+                    "all objects are applied".to_owned(),
+                ),
+            };
             set(
                 &mut status.conditions,
                 AVAILABLE,
@@ -226,6 +252,7 @@ fn phase(conditions: &[Condition]) -> Phase {
 mod tests {
     use super::*;
     use crate::crd::ZenkoMemcachedModuleSpec;
+    use crate::placement::{Observed, PodView};
     use crate::validate::validate;
     use k8s_openapi::api::apps::v1::StatefulSetStatus;
     use k8s_openapi::jiff::Timestamp;
@@ -258,6 +285,30 @@ mod tests {
         s
     }
 
+    /// The placement of a new module whose pods are all ready.
+    fn stable(module: &Validated<'_>) -> Plan {
+        let pods: Vec<PodView> = (0..module.module.spec.replicas)
+            .map(|i| PodView {
+                name: format!("store-{i}"),
+                uid: None,
+                ready: true,
+                memcached_ready: true,
+                node: Some(format!("node-{i}")),
+                node_lost_since: None,
+            })
+            .collect();
+        crate::placement::plan(
+            module,
+            Observed {
+                recorded: None,
+                adopted: None,
+                job: None,
+                pods: &pods,
+                now: &time(0),
+            },
+        )
+    }
+
     fn time(secs: i64) -> Time {
         Time(Timestamp::from_second(secs).unwrap_or(Timestamp::UNIX_EPOCH))
     }
@@ -279,6 +330,7 @@ mod tests {
             Observation::Applied {
                 module: &v,
                 stateful_set: &s,
+                placement: &stable(&v),
             },
             &time(10),
         );
@@ -303,6 +355,7 @@ mod tests {
             Observation::Applied {
                 module: &v,
                 stateful_set: &s,
+                placement: &stable(&v),
             },
             &time(10),
         );
@@ -323,6 +376,7 @@ mod tests {
             Observation::Applied {
                 module: &v,
                 stateful_set: &s,
+                placement: &stable(&v),
             },
             &time(10),
         );

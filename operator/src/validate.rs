@@ -76,6 +76,10 @@ pub enum Violation {
         max_unavailable: i32,
         replicas: i32,
     },
+    ReplicationFactorAboveReplicas {
+        factor: i32,
+        replicas: i32,
+    },
     OutOfRange {
         field: &'static str,
         value: i64,
@@ -159,6 +163,12 @@ impl fmt::Display for Violation {
                 f,
                 "podDisruptionBudget.maxUnavailable ({max_unavailable}) must be lower than replicas \
                  ({replicas}), otherwise a drain may take the whole module down"
+            ),
+            Self::ReplicationFactorAboveReplicas { factor, replicas } => write!(
+                f,
+                "replicationFactor ({factor}) must be at most replicas ({replicas}): each copy \
+                 of an item is on another server. Set replicas to at least {factor}, or \
+                 replicationFactor to {replicas} or less (the data is then moved to fewer copies)"
             ),
             Self::OutOfRange {
                 field,
@@ -290,9 +300,25 @@ fn violations(name: &str, module: &ZenkoMemcachedModule, settings: &Settings) ->
             replicas: spec.replicas,
         });
     }
+    if let Some(factor) = spec.replication_factor
+        && factor > spec.replicas
+        && (1..=64).contains(&factor)
+    {
+        found.push(Violation::ReplicationFactorAboveReplicas {
+            factor,
+            replicas: spec.replicas,
+        });
+    }
     // Settings the role does not use are `None`: their fields are refused above.
-    let ranges: [(&'static str, Option<i32>, i64, i64); 9] = [
+    let ranges: [(&'static str, Option<i32>, i64, i64); 11] = [
         ("replicas", Some(spec.replicas), 1, 64),
+        ("replicationFactor", spec.replication_factor, 1, 64),
+        (
+            "placement.lostNodeGraceSeconds",
+            Some(spec.placement.lost_node_grace_seconds),
+            10,
+            3600,
+        ),
         (
             "memcached.memoryLimitMiB",
             Some(settings.memory_limit_mib),
@@ -543,6 +569,56 @@ mod tests {
                 replicas: 2
             }]
         );
+    }
+
+    #[test]
+    fn a_replication_factor_above_replicas_or_out_of_range_is_refused_by_name() {
+        let m = module("store", |s| {
+            s.replicas = 2;
+            s.replication_factor = Some(3);
+        });
+        let v = violations_of(&m);
+        assert_eq!(
+            v,
+            vec![Violation::ReplicationFactorAboveReplicas {
+                factor: 3,
+                replicas: 2
+            }]
+        );
+        let message = v[0].to_string();
+        assert!(
+            message.starts_with("replicationFactor (3) must be at most replicas (2)"),
+            "{message}"
+        );
+        let m = module("store", |s| {
+            s.replicas = 3;
+            s.replication_factor = Some(0);
+            s.placement.lost_node_grace_seconds = 1;
+        });
+        assert_eq!(
+            violations_of(&m),
+            vec![
+                Violation::OutOfRange {
+                    field: "replicationFactor",
+                    value: 0,
+                    min: 1,
+                    max: 64
+                },
+                Violation::OutOfRange {
+                    field: "placement.lostNodeGraceSeconds",
+                    value: 1,
+                    min: 10,
+                    max: 3600
+                },
+            ]
+        );
+        for factor in [1, 3] {
+            let ok = module("store", |s| {
+                s.replicas = 3;
+                s.replication_factor = Some(factor);
+            });
+            assert!(validate(&ok).is_ok(), "factor {factor}");
+        }
     }
 
     #[test]

@@ -11,7 +11,7 @@ use zenko_memcached_operator::validate::validate;
 
 fn children(module: &ZenkoMemcachedModule) -> Children {
     let valid = validate(module).unwrap_or_else(|e| panic!("fixture should be valid: {e}"));
-    build::build(&valid)
+    build::build_initial(&valid)
 }
 
 fn pod(sts: &StatefulSet) -> &PodSpec {
@@ -331,11 +331,23 @@ fn sidecar_reads_its_configmap_and_reaches_every_memcached() {
         "registry.local/zenko-memcached-sidecar:1.2.3"
     );
 
+    // two copies of each item by default with several servers
+    assert_eq!(
+        data.get("ZMM_REPLICATION_FACTOR").map(String::as_str),
+        Some("2")
+    );
+
+    // A new single-pod module names its memcached as the others would, so that it can grow:
+    // a Job can reach it by that name to move the data.
     let single = children(&fixture("single.yaml"));
     let data = single.config_map.data.clone().unwrap_or_default();
     assert_eq!(
         data.get("ZMM_MEMCACHED").map(String::as_str),
-        Some("127.0.0.1:11211")
+        Some("store-0.store-headless.zenko.svc:11211")
+    );
+    assert_eq!(
+        data.get("ZMM_REPLICATION_FACTOR").map(String::as_str),
+        Some("1")
     );
 }
 
@@ -565,6 +577,7 @@ fn module_files_are_parsed_strictly() {
         &text,
         "default",
         &zenko_memcached_operator::stack::StackNetwork::Own,
+        None,
     );
     for answer in [manifests, stack] {
         let err = answer
@@ -627,4 +640,289 @@ fn manifests_refuse_an_invalid_module_with_the_reason() {
     assert!(err.to_string().contains("sidecar.chunkSizeBytes"), "{err}");
     let garbage = zenko_memcached_operator::manifests::manifests_yaml("spec: [", "default");
     assert!(garbage.is_err());
+}
+
+// ---- Placement: the Job, the status placement, the StatefulSet and ConfigMap during a change --
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use zenko_memcached_operator::crd::{ServerState, ZenkoMemcachedModuleStatus};
+use zenko_memcached_operator::placement::{
+    self, Health, JobState, JobView, Layout, Observed, Plan, PodView,
+};
+
+fn server(i: i32) -> String {
+    format!("store-{i}.store-headless.zenko.svc:11211")
+}
+
+fn layout(count: i32, replication_factor: i32) -> Layout {
+    Layout {
+        servers: (0..count).map(server).collect(),
+        replication_factor,
+    }
+}
+
+/// Pods `store-0`… with both containers ready, or only memcached (`ready: false`).
+fn pods(count: i32, ready: bool) -> Vec<PodView> {
+    (0..count)
+        .map(|i| PodView {
+            name: format!("store-{i}"),
+            uid: None,
+            ready,
+            memcached_ready: true,
+            node: Some(format!("node-{i}")),
+            node_lost_since: None,
+        })
+        .collect()
+}
+
+fn at(seconds: i64) -> Time {
+    Time(k8s_openapi::jiff::Timestamp::from_second(seconds).unwrap_or_else(|e| panic!("{e}")))
+}
+
+/// The step the operator takes for `module` with these pods and this Job.
+fn plan_of(module: &ZenkoMemcachedModule, pods: &[PodView], job: Option<&JobView>) -> Plan {
+    let valid = validate(module).unwrap_or_else(|e| panic!("{e}"));
+    placement::plan(
+        &valid,
+        Observed {
+            recorded: module.status.as_ref().and_then(|s| s.placement.as_ref()),
+            adopted: None,
+            job,
+            pods,
+            now: &at(1_800_000_000),
+        },
+    )
+}
+
+fn with_placement(module: &ZenkoMemcachedModule, plan: &Plan) -> ZenkoMemcachedModule {
+    let mut next = module.clone();
+    next.status = Some(ZenkoMemcachedModuleStatus {
+        placement: Some(plan.status.clone()),
+        ..ZenkoMemcachedModuleStatus::default()
+    });
+    next
+}
+
+#[test]
+fn the_placement_job_runs_the_change_command_in_the_sidecar_image() {
+    let module = fixture("scaling-down.yaml");
+    let valid = validate(&module).unwrap_or_else(|e| panic!("{e}"));
+    let job = json(&build::placement_job(
+        &valid,
+        &layout(3, 2),
+        &layout(2, 2),
+        "store-placement-4",
+    ));
+    assert_eq!(job["metadata"]["name"], "store-placement-4");
+    assert_eq!(
+        job["metadata"]["annotations"]["zenko.io/module-generation"],
+        "6"
+    );
+    assert_eq!(
+        job["metadata"]["ownerReferences"][0]["uid"],
+        "6d1c2a4e-0000-4000-8000-000000000007"
+    );
+    // not selected by the module's Services or StatefulSet
+    assert_eq!(
+        job["metadata"]["labels"]["app.kubernetes.io/component"],
+        "placement"
+    );
+    assert_eq!(
+        job["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/component"],
+        "placement"
+    );
+    let pod = &job["spec"]["template"]["spec"];
+    assert_eq!(pod["restartPolicy"], "Never");
+    assert_eq!(pod["automountServiceAccountToken"], false);
+    assert_eq!(
+        pod["securityContext"]["seccompProfile"]["type"],
+        "RuntimeDefault"
+    );
+    let container = &pod["containers"][0];
+    assert_eq!(container["name"], "placement");
+    assert_eq!(
+        container["image"],
+        "registry.local/zenko-memcached-sidecar:1.2.3"
+    );
+    assert_eq!(container["imagePullPolicy"], "IfNotPresent");
+    assert_eq!(
+        container["args"],
+        serde_json::json!([
+            "placement",
+            "change",
+            "--memcached",
+            format!("{},{},{}", server(0), server(1), server(2)),
+            "--to",
+            format!("{},{}", server(0), server(1)),
+            "--replication-factor",
+            "2",
+        ])
+    );
+    assert_eq!(
+        container["terminationMessagePolicy"],
+        "FallbackToLogsOnError"
+    );
+    assert_eq!(container["securityContext"]["runAsNonRoot"], true);
+    assert_eq!(container["securityContext"]["readOnlyRootFilesystem"], true);
+    assert_eq!(job["spec"]["backoffLimit"], 2);
+}
+
+#[test]
+fn during_a_change_the_statefulset_keeps_every_server_and_sidecars_get_the_target() {
+    let module = fixture("scaling-down.yaml");
+    let running = JobView {
+        name: "store-placement-4".into(),
+        args: placement::change_args(&layout(3, 2), &layout(2, 2)),
+        module_generation: Some(6),
+        state: JobState::Running { progress: None },
+    };
+    let plan = plan_of(&module, &pods(3, true), Some(&running));
+    assert_eq!(plan.deployment.pods, 3);
+    assert_eq!(plan.deployment.sidecar, layout(2, 2));
+    assert_eq!(plan.run_job, None, "one Job at a time");
+    assert!(
+        matches!(plan.health, Health::Changing(_)),
+        "{:?}",
+        plan.health
+    );
+    let valid = validate(&module).unwrap_or_else(|e| panic!("{e}"));
+    let built = build::build(&valid, &plan.deployment);
+    assert_eq!(built.stateful_set.spec.replicas, Some(3));
+    let env = sidecar_env(&built);
+    assert_eq!(
+        env.get("ZMM_MEMCACHED").cloned(),
+        Some(format!("{},{}", server(0), server(1)))
+    );
+    let states: Vec<ServerState> = plan.status.servers.iter().map(|s| s.state).collect();
+    assert_eq!(
+        states,
+        [
+            ServerState::InSync,
+            ServerState::InSync,
+            ServerState::Leaving
+        ]
+    );
+
+    // succeeded: generation 4 on two servers, the StatefulSet shrinks, the Job goes
+    let done = JobView {
+        state: JobState::Succeeded,
+        ..running
+    };
+    let plan = plan_of(&module, &pods(3, true), Some(&done));
+    assert_eq!(plan.status.generation, 4);
+    assert_eq!(plan.status.change, None);
+    assert_eq!(plan.deployment.pods, 2);
+    assert_eq!(
+        plan.delete_finished_job.as_deref(),
+        Some("store-placement-4")
+    );
+    assert_eq!(plan.status.summary, "2 servers, R2, in sync");
+}
+
+#[test]
+fn a_change_of_servers_does_not_roll_the_pods() {
+    let module = fixture("ha.yaml");
+    let valid = validate(&module).unwrap_or_else(|e| panic!("{e}"));
+    let three = build::build(&valid, &placement::Deployment::stable(layout(3, 2)));
+    let four = build::build(&valid, &placement::Deployment::stable(layout(4, 2)));
+    let three_factor_3 = build::build(&valid, &placement::Deployment::stable(layout(3, 3)));
+    // the sidecars started from now on get the new list and factor …
+    assert_ne!(three.config_map, four.config_map);
+    assert_ne!(three.config_map, three_factor_3.config_map);
+    // … but the pod template is the same: no memcached restarts
+    for other in [&four, &three_factor_3] {
+        assert_eq!(
+            three.stateful_set.spec.template,
+            other.stateful_set.spec.template
+        );
+    }
+    assert_eq!(four.stateful_set.spec.replicas, Some(4));
+}
+
+#[test]
+fn a_scale_up_waits_for_the_new_memcached_and_can_be_taken_back_until_its_job_runs() {
+    let mut module = fixture("ha.yaml");
+    module.spec.replicas = 2;
+    let first = plan_of(&module, &pods(2, true), None);
+    assert_eq!(first.status.generation, 1);
+    assert_eq!(first.status.replication_factor, 2);
+
+    module.spec.replicas = 3;
+    let module = with_placement(&module, &first);
+    // the third pod does not exist yet
+    let waiting = plan_of(&module, &pods(2, true), None);
+    assert_eq!(waiting.deployment.pods, 3);
+    assert_eq!(waiting.run_job, None);
+    let change = waiting
+        .status
+        .change
+        .clone()
+        .unwrap_or_else(|| panic!("no change"));
+    assert_eq!(change.job, None);
+    assert_eq!(
+        change.message.as_deref(),
+        Some(format!("waiting for the memcached of {} to be ready", server(2)).as_str())
+    );
+    let joining = &waiting.status.servers[2];
+    assert!(joining.joining && joining.state == ServerState::CatchingUp);
+    assert_eq!(waiting.status.summary, "2 servers, R2 -> 3 servers, R2");
+
+    // taken back while the pod was still starting: nothing ran, nothing to undo
+    let mut back = with_placement(&module, &waiting);
+    back.spec.replicas = 2;
+    let cancelled = plan_of(&back, &pods(3, false), None);
+    assert_eq!(cancelled.status.change, None);
+    assert_eq!(cancelled.deployment.pods, 2);
+    assert_eq!(cancelled.status.generation, 1);
+
+    // the new memcached is ready (its sidecar waits for the change): the Job runs
+    let started = plan_of(
+        &with_placement(&module, &waiting),
+        &{
+            let mut p = pods(2, true);
+            p.extend(pods(3, false).into_iter().skip(2));
+            p
+        },
+        None,
+    );
+    let (from, to, name) = started.run_job.clone().unwrap_or_else(|| panic!("no Job"));
+    assert_eq!(
+        (from, to, name.as_str()),
+        (layout(2, 2), layout(3, 2), "store-placement-2")
+    );
+    assert_eq!(
+        started
+            .status
+            .change
+            .as_ref()
+            .and_then(|c| c.job.as_deref()),
+        Some("store-placement-2")
+    );
+}
+
+#[test]
+fn a_change_of_factor_alone_is_a_placement_change() {
+    let mut module = fixture("ha.yaml");
+    module.spec.replication_factor = Some(2);
+    let first = plan_of(&module, &pods(3, true), None);
+    let mut module = with_placement(&module, &first);
+    module.spec.replication_factor = Some(3);
+    let plan = plan_of(&module, &pods(3, true), None);
+    let (from, to, _) = plan.run_job.unwrap_or_else(|| panic!("no Job"));
+    assert_eq!((from, to), (layout(3, 2), layout(3, 3)));
+    assert_eq!(plan.deployment.sidecar, layout(3, 3));
+    // a module recorded with one copy keeps it when the spec leaves the factor unset, although
+    // the default for three servers is two: a factor never changes by itself
+    let mut single_copy = fixture("ha.yaml");
+    single_copy.spec.replication_factor = Some(1);
+    let recorded = plan_of(&single_copy, &pods(3, true), None);
+    single_copy.spec.replication_factor = None;
+    let kept = plan_of(
+        &with_placement(&single_copy, &recorded),
+        &pods(3, true),
+        None,
+    );
+    assert_eq!(kept.status.change, None);
+    assert_eq!(kept.status.replication_factor, 1);
+    assert_eq!(kept.deployment.sidecar, layout(3, 1));
 }

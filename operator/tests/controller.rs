@@ -52,6 +52,65 @@ async fn finish(task: tokio::task::JoinHandle<Result<Action>>) -> Result<Action>
         .unwrap_or_else(|e| panic!("reconcile panicked: {e}"))
 }
 
+const PODS: &str = "/api/v1/namespaces/zenko/pods";
+
+/// A pod of the module as the API server lists it: `ready` both containers, or memcached only.
+fn pod(ordinal: i32, ready: bool, memcached_ready: bool) -> serde_json::Value {
+    let status = if ready { "True" } else { "False" };
+    json!({
+        "metadata": {"name": format!("store-{ordinal}"), "namespace": "zenko",
+            "uid": format!("pod-uid-{ordinal}")},
+        "spec": {"nodeName": format!("node-{ordinal}"), "containers": []},
+        "status": {
+            "phase": "Running",
+            "conditions": [{"type": "Ready", "status": status,
+                "lastTransitionTime": "2026-01-01T00:00:00Z"}],
+            "containerStatuses": [
+                {"name": "memcached", "ready": memcached_ready, "restartCount": 0, "image": "m",
+                    "imageID": ""},
+                {"name": "sidecar", "ready": ready, "restartCount": 0, "image": "s",
+                    "imageID": ""},
+            ],
+        },
+    })
+}
+
+/// `count` pods, all ready.
+fn ready_pods(count: i32) -> Vec<serde_json::Value> {
+    (0..count).map(|i| pod(i, true, true)).collect()
+}
+
+fn list(kind: &str, items: Vec<serde_json::Value>) -> serde_json::Value {
+    json!({"apiVersion": "v1", "kind": kind, "metadata": {"resourceVersion": "1"}, "items": items})
+}
+
+/// Answers what a reconcile reads before it applies anything: the sidecars' ConfigMap when
+/// the module has no placement recorded yet (`None`: there is none), then the module's pods.
+async fn expect_observation(
+    api: &mut ApiServer,
+    config_map: Option<Option<serde_json::Value>>,
+    pods: Vec<serde_json::Value>,
+) {
+    if let Some(config_map) = config_map {
+        let get = api
+            .expect(Method::GET, &format!("{CORE}/configmaps/store-sidecar"))
+            .await;
+        match config_map {
+            Some(body) => get.respond_json(StatusCode::OK, &body),
+            None => get.respond_status(404, "NotFound"),
+        }
+    }
+    let listed = api.expect(Method::GET, PODS).await;
+    assert!(
+        listed
+            .uri
+            .contains("labelSelector=app.kubernetes.io%2Fcomponent%3Dstorage"),
+        "{}",
+        listed.uri
+    );
+    listed.respond_json(StatusCode::OK, &list("PodList", pods));
+}
+
 /// Answers the server-side applies of the ConfigMap and the three Services, checking each.
 async fn expect_config_and_services(api: &mut ApiServer, uid: &str) {
     expect_config_and_role_services(api, uid, &["store-data", "store-metadata"]).await;
@@ -111,6 +170,7 @@ async fn a_new_module_gets_its_objects_applied_then_a_progressing_status() {
     let module = fixture("single.yaml");
     let task = start(&module, &ctx);
 
+    expect_observation(&mut api, Some(None), vec![]).await;
     expect_config_and_services(&mut api, "6d1c2a4e-0000-4000-8000-000000000001").await;
     let sts = api.expect(Method::PATCH, STS).await;
     assert_apply(&sts.uri);
@@ -139,11 +199,21 @@ async fn a_new_module_gets_its_objects_applied_then_a_progressing_status() {
     assert_eq!(condition(s, "Available")["status"], "False");
     assert_eq!(condition(s, "Progressing")["reason"], "RollingOut");
     assert_eq!(condition(s, "Degraded")["status"], "False");
+    // a new module starts on its own pods' servers, generation 1
+    assert_eq!(s["placement"]["generation"], 1);
+    assert_eq!(s["placement"]["replicationFactor"], 1);
+    assert_eq!(
+        s["placement"]["servers"][0]["name"],
+        "store-0.store-headless.zenko.svc:11211"
+    );
+    assert_eq!(s["placement"]["servers"][0]["state"], "CatchingUp");
+    assert!(s["placement"].get("change").is_none());
     respond_module(status, &module);
 
+    // the pod is not there yet: looked at again soon
     assert_eq!(
         finish(task).await.ok(),
-        Some(Action::requeue(Duration::from_secs(30)))
+        Some(Action::requeue(Duration::from_secs(10)))
     );
     drop(ctx);
     api.expect_no_more().await;
@@ -168,6 +238,7 @@ async fn a_single_role_module_gets_only_its_service_and_endpoint() {
         let Harness { ctx, mut api, .. } = harness();
         let module = fixture(file);
         let task = start(&module, &ctx);
+        expect_observation(&mut api, Some(None), ready_pods(1)).await;
         expect_config_and_role_services(&mut api, uid, &[service]).await;
         api.expect(Method::PATCH, STS).await.respond_with_body();
         api.expect(Method::GET, PDB)
@@ -188,6 +259,7 @@ async fn status_becomes_available_once_the_pods_are_ready() {
     let module = fixture("ha.yaml");
     let task = start(&module, &ctx);
 
+    expect_observation(&mut api, Some(None), ready_pods(3)).await;
     expect_config_and_services(&mut api, "6d1c2a4e-0000-4000-8000-000000000002").await;
     let sts = api.expect(Method::PATCH, STS).await;
     let mut applied = sts.body.clone();
@@ -217,6 +289,7 @@ async fn status_becomes_available_once_the_pods_are_ready() {
     assert_eq!(s["endpoints"]["metadata"], "store-metadata.zenko.svc:19990");
     assert_eq!(condition(&s, "Available")["reason"], "AllReplicasReady");
     assert_eq!(condition(&s, "Progressing")["status"], "False");
+    assert_eq!(s["placement"]["summary"], "3 servers, R2, in sync");
     respond_module(status, &module);
 
     assert_eq!(
@@ -236,6 +309,9 @@ async fn an_unchanged_status_is_not_written_again() {
     let mut written = None;
     for round in 0..2 {
         let task = start(&module, &ctx);
+        // once the placement is recorded, the ConfigMap is not read again
+        let config_map = (round == 0).then_some(None);
+        expect_observation(&mut api, config_map, ready_pods(3)).await;
         expect_config_and_services(&mut api, "6d1c2a4e-0000-4000-8000-000000000002").await;
         let sts = api.expect(Method::PATCH, STS).await;
         let mut applied = sts.body.clone();
@@ -268,11 +344,20 @@ async fn a_child_deleted_behind_the_operators_back_is_applied_again() {
     })).unwrap_or_else(|e| panic!("{e}")));
     let task = start(&module, &ctx);
 
-    // the ConfigMap and headless Service are still there
-    for path in [
-        format!("{CORE}/configmaps/store-sidecar"),
-        format!("{CORE}/services/store-headless"),
-    ] {
+    // a module of an earlier release: its sidecars list memcached as 127.0.0.1, and that is
+    // the placement the operator records
+    let legacy = json!({"apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "store-sidecar", "namespace": "zenko"},
+        "data": {"ZMM_MEMCACHED": "127.0.0.1:11211", "ZMM_ROLE": "combined"}});
+    expect_observation(&mut api, Some(Some(legacy)), ready_pods(1)).await;
+    let config_map = api
+        .expect(Method::PATCH, &format!("{CORE}/configmaps/store-sidecar"))
+        .await;
+    assert_eq!(config_map.body["data"]["ZMM_MEMCACHED"], "127.0.0.1:11211");
+    assert_eq!(config_map.body["data"]["ZMM_REPLICATION_FACTOR"], "1");
+    config_map.respond_with_body();
+    // the headless Service is still there
+    for path in [format!("{CORE}/services/store-headless")] {
         api.expect(Method::PATCH, &path).await.respond_with_body();
     }
     // the data Service was deleted: the watch on owned Services woke the controller, and the
@@ -314,6 +399,10 @@ async fn a_child_deleted_behind_the_operators_back_is_applied_again() {
     assert_eq!(
         condition(&s, "Available")["lastTransitionTime"],
         "2026-01-01T00:00:00Z"
+    );
+    assert_eq!(
+        s["placement"]["servers"],
+        json!([{"name": "127.0.0.1:11211", "state": "InSync"}])
     );
     respond_module(status, &module);
     assert!(finish(task).await.is_ok());
@@ -383,6 +472,7 @@ async fn an_api_error_is_reported_and_retried_with_backoff() {
     let module = fixture("single.yaml");
     let task = start(&module, &ctx);
 
+    expect_observation(&mut api, Some(None), ready_pods(1)).await;
     expect_config_and_services(&mut api, "6d1c2a4e-0000-4000-8000-000000000001").await;
     api.expect(Method::PATCH, STS)
         .await
@@ -426,6 +516,7 @@ async fn scaling_down_to_one_replica_removes_the_budget_the_module_owns() {
     let module = fixture("single.yaml");
     let task = start(&module, &ctx);
 
+    expect_observation(&mut api, Some(None), ready_pods(1)).await;
     expect_config_and_services(&mut api, "6d1c2a4e-0000-4000-8000-000000000001").await;
     api.expect(Method::PATCH, STS).await.respond_with_body();
     let get = api.expect(Method::GET, PDB).await;
@@ -452,6 +543,7 @@ async fn a_budget_someone_else_owns_is_left_alone() {
     let module = fixture("single.yaml");
     let task = start(&module, &ctx);
 
+    expect_observation(&mut api, Some(None), ready_pods(1)).await;
     expect_config_and_services(&mut api, "6d1c2a4e-0000-4000-8000-000000000001").await;
     api.expect(Method::PATCH, STS).await.respond_with_body();
     api.expect(Method::GET, PDB).await.respond_json(
@@ -478,4 +570,521 @@ async fn a_module_being_deleted_is_left_to_garbage_collection() {
     assert_eq!(action, Some(Action::await_change()));
     drop(ctx);
     api.expect_no_more().await;
+}
+
+// ---- Placement: changes of servers run as Jobs, lost nodes ----------------------------------
+
+/// A fresh operator (as after a restart) reconciling `module`, whose placement is recorded,
+/// past the list of its pods.
+async fn begin(
+    module: &ZenkoMemcachedModule,
+    pods: Vec<serde_json::Value>,
+) -> (
+    Arc<Context>,
+    ApiServer,
+    tokio::task::JoinHandle<Result<Action>>,
+) {
+    let Harness { ctx, mut api, .. } = harness();
+    let task = start(module, &ctx);
+    expect_observation(&mut api, None, pods).await;
+    (ctx, api, task)
+}
+
+/// The reconcile ends well and sends nothing more.
+async fn end(task: tokio::task::JoinHandle<Result<Action>>, ctx: Arc<Context>, api: ApiServer) {
+    assert!(finish(task).await.is_ok());
+    drop(ctx);
+    api.expect_no_more().await;
+}
+
+/// Scaled from 3 to 2 pods, the change's Job created.
+fn scaling_down() -> ZenkoMemcachedModule {
+    ha_module(
+        2,
+        changing(stable_placement(1, 3, 2), 2, Some("store-placement-2")),
+    )
+}
+
+/// A Job that gave up.
+fn failed() -> serde_json::Value {
+    json!({"failed": 3, "conditions": [{"type": "Failed", "status": "True",
+        "reason": "BackoffLimitExceeded", "message": "Job has reached the specified backoff limit"}]})
+}
+
+const HA_UID: &str = "6d1c2a4e-0000-4000-8000-000000000002";
+
+fn server(ordinal: i32) -> String {
+    format!("store-{ordinal}.store-headless.zenko.svc:11211")
+}
+
+fn servers(count: i32) -> Vec<String> {
+    (0..count).map(server).collect()
+}
+
+/// The ha.yaml module with `replicas`, whose placement (recorded by an earlier reconcile) is
+/// `placement`.
+fn ha_module(replicas: i32, placement: serde_json::Value) -> ZenkoMemcachedModule {
+    let mut module = fixture("ha.yaml");
+    module.spec.replicas = replicas;
+    module.status = Some(
+        serde_json::from_value(json!({"placement": placement})).unwrap_or_else(|e| panic!("{e}")),
+    );
+    module
+}
+
+/// A placement stable on the first `count` servers with factor `factor`.
+fn stable_placement(generation: i64, count: i32, factor: i32) -> serde_json::Value {
+    let servers: Vec<serde_json::Value> = servers(count)
+        .into_iter()
+        .map(|name| json!({"name": name, "state": "InSync"}))
+        .collect();
+    json!({"generation": generation, "replicationFactor": factor, "servers": servers,
+        "summary": ""})
+}
+
+/// `placement` with a change to the first `to` servers, run by `job` when given.
+fn changing(mut placement: serde_json::Value, to: i32, job: Option<&str>) -> serde_json::Value {
+    placement["change"] = json!({"to": servers(to), "replicationFactor": 2,
+        "startedAt": "2026-01-01T00:00:00Z"});
+    if let Some(job) = job {
+        placement["change"]["job"] = json!(job);
+    }
+    placement
+}
+
+/// Answers the applies of the ConfigMap, the Services, the StatefulSet and the budget of a
+/// module of several replicas; returns the ConfigMap's data and the StatefulSet's replicas.
+async fn expect_children(api: &mut ApiServer) -> (serde_json::Value, i64) {
+    let config_map = api
+        .expect(Method::PATCH, &format!("{CORE}/configmaps/store-sidecar"))
+        .await;
+    let data = config_map.body["data"].clone();
+    config_map.respond_with_body();
+    for service in ["store-headless", "store-data", "store-metadata"] {
+        api.expect(Method::PATCH, &format!("{CORE}/services/{service}"))
+            .await
+            .respond_with_body();
+    }
+    let sts = api.expect(Method::PATCH, STS).await;
+    let replicas = sts.body["spec"]["replicas"].as_i64().unwrap_or_default();
+    sts.respond_with_body();
+    api.expect(Method::PATCH, PDB).await.respond_with_body();
+    (data, replicas)
+}
+
+/// Answers the GET of the Job `store-placement-2` with `status`, its container changing the
+/// first `from` servers into the first `to`.
+async fn expect_job(api: &mut ApiServer, (from, to): (i32, i32), status: serde_json::Value) {
+    let name = "store-placement-2";
+    let args = change_args(from, to);
+    let get = api.expect(Method::GET, &format!("{JOBS}/{name}")).await;
+    get.respond_json(
+        StatusCode::OK,
+        &json!({
+            "apiVersion": "batch/v1", "kind": "Job",
+            "metadata": {"name": name, "namespace": "zenko",
+                "annotations": {"zenko.io/module-generation": "4"}},
+            "spec": {"template": {"spec": {"restartPolicy": "Never",
+                "containers": [{"name": "placement", "args": args}]}}},
+            "status": status,
+        }),
+    );
+}
+
+fn change_args(from: i32, to: i32) -> Vec<String> {
+    [
+        "placement",
+        "change",
+        "--memcached",
+        &servers(from).join(","),
+        "--to",
+        &servers(to).join(","),
+        "--replication-factor",
+        "2",
+    ]
+    .map(str::to_owned)
+    .to_vec()
+}
+
+fn deleted() -> serde_json::Value {
+    json!({"kind": "Status", "apiVersion": "v1", "status": "Success", "metadata": {}})
+}
+
+/// The status the reconcile writes; answered with the module as it is then stored.
+async fn expect_status(api: &mut ApiServer, module: &ZenkoMemcachedModule) -> serde_json::Value {
+    let status = api.expect(Method::PATCH, STATUS).await;
+    let written = status.body["status"].clone();
+    respond_module(status, module);
+    written
+}
+
+fn with_status(
+    mut module: ZenkoMemcachedModule,
+    status: &serde_json::Value,
+) -> ZenkoMemcachedModule {
+    module.status = Some(serde_json::from_value(status.clone()).unwrap_or_else(|e| panic!("{e}")));
+    module
+}
+
+const JOBS: &str = "/apis/batch/v1/namespaces/zenko/jobs";
+
+/// Answers the apply that creates the Job `store-placement-2`, checking which change it runs;
+/// returns the Job.
+async fn expect_job_created(api: &mut ApiServer, (from, to): (i32, i32)) -> serde_json::Value {
+    let job = api
+        .expect(Method::PATCH, &format!("{JOBS}/store-placement-2"))
+        .await;
+    assert_apply(&job.uri);
+    assert_eq!(
+        job.body["spec"]["template"]["spec"]["containers"][0]["args"],
+        json!(change_args(from, to))
+    );
+    let body = job.body.clone();
+    job.respond_with_body();
+    body
+}
+
+#[tokio::test]
+async fn scaling_up_adds_the_pod_then_runs_the_change_as_a_job() {
+    let Harness { ctx, mut api, .. } = harness();
+    let module = ha_module(3, stable_placement(1, 2, 2));
+
+    // first: the StatefulSet grows first, the sidecars are given the target list, no Job yet
+    let task = start(&module, &ctx);
+    expect_observation(&mut api, None, ready_pods(2)).await;
+    let (config, replicas) = expect_children(&mut api).await;
+    assert_eq!(replicas, 3);
+    assert_eq!(config["ZMM_MEMCACHED"], servers(3).join(","));
+    assert_eq!(config["ZMM_REPLICATION_FACTOR"], "2");
+    let s = expect_status(&mut api, &module).await;
+    let change = &s["placement"]["change"];
+    assert_eq!(change["to"], json!(servers(3)));
+    assert!(change.get("job").is_none(), "{change}");
+    assert_eq!(
+        change["message"],
+        format!("waiting for the memcached of {} to be ready", server(2))
+    );
+    assert_eq!(s["placement"]["generation"], 1);
+    assert_eq!(s["placement"]["servers"][2]["joining"], true);
+    assert_eq!(s["placement"]["servers"][2]["state"], "CatchingUp");
+    assert_eq!(condition(&s, "Progressing")["reason"], "PlacementChanging");
+    assert!(finish(task).await.is_ok());
+
+    // then: the new pod's memcached is ready (its sidecar waits for the change): the Job runs
+    let module = with_status(module, &s);
+    let task = start(&module, &ctx);
+    let mut pods = ready_pods(2);
+    pods.push(pod(2, false, true));
+    expect_observation(&mut api, None, pods).await;
+    api.expect(Method::GET, "/api/v1/nodes/node-2")
+        .await
+        .respond_json(
+            StatusCode::OK,
+            &json!({"metadata": {"name": "node-2"},
+            "status": {"conditions": [{"type": "Ready", "status": "True"}]}}),
+        );
+    let (_, replicas) = expect_children(&mut api).await;
+    assert_eq!(replicas, 3);
+    let s = expect_status(&mut api, &module).await;
+    assert_eq!(s["placement"]["change"]["job"], "store-placement-2");
+    let job = expect_job_created(&mut api, (2, 3)).await;
+    let container = &job["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(
+        container["image"],
+        "registry.local/zenko-memcached-sidecar:1.2.3"
+    );
+    assert_eq!(
+        container["terminationMessagePolicy"],
+        "FallbackToLogsOnError"
+    );
+    assert_eq!(job["metadata"]["ownerReferences"][0]["uid"], HA_UID);
+    assert_eq!(
+        job["metadata"]["annotations"]["zenko.io/module-generation"],
+        "4"
+    );
+    assert_eq!(
+        finish(task).await.ok(),
+        Some(Action::requeue(Duration::from_secs(10)))
+    );
+}
+
+#[tokio::test]
+async fn a_succeeded_job_moves_the_placement_to_its_target() {
+    let module = ha_module(
+        3,
+        changing(stable_placement(1, 2, 2), 3, Some("store-placement-2")),
+    );
+    let (ctx, mut api, task) = begin(&module, ready_pods(3)).await;
+    expect_job(&mut api, (2, 3), json!({"succeeded": 1})).await;
+    let (config, replicas) = expect_children(&mut api).await;
+    assert_eq!(replicas, 3);
+    assert_eq!(config["ZMM_MEMCACHED"], servers(3).join(","));
+    let s = expect_status(&mut api, &module).await;
+    let placement = &s["placement"];
+    assert_eq!(placement["generation"], 2);
+    assert!(placement.get("change").is_none(), "{placement}");
+    let states: Vec<&str> = placement["servers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|s| s["state"].as_str())
+        .collect();
+    assert_eq!(states, ["InSync"; 3]);
+    assert_eq!(placement["summary"], "3 servers, R2, in sync");
+    assert_eq!(condition(&s, "Degraded")["status"], "False");
+    // the Job is cleaned up once the status no longer needs it
+    let delete = api
+        .expect(Method::DELETE, &format!("{JOBS}/store-placement-2"))
+        .await;
+    assert_eq!(delete.body["propagationPolicy"], "Background");
+    delete.respond_json(StatusCode::OK, &deleted());
+    end(task, ctx, api).await;
+}
+
+#[tokio::test]
+async fn scaling_down_keeps_the_pods_until_the_job_succeeds_across_operator_restarts() {
+    // first reconcile: every server is there, so the Job runs at once
+    let module = ha_module(2, stable_placement(1, 3, 2));
+    let (ctx, mut api, task) = begin(&module, ready_pods(3)).await;
+    let (config, replicas) = expect_children(&mut api).await;
+    assert_eq!(replicas, 3, "no pod goes before its data has moved");
+    assert_eq!(config["ZMM_MEMCACHED"], servers(2).join(","));
+    let s = expect_status(&mut api, &module).await;
+    assert_eq!(s["placement"]["servers"][2]["state"], "Leaving");
+    expect_job_created(&mut api, (3, 2)).await;
+    assert!(finish(task).await.is_ok());
+    drop(ctx);
+
+    // the operator restarts: a fresh controller finds the running Job through the status,
+    // creates nothing, and shows the Job's progress
+    let module = with_status(module, &s);
+    let (ctx, mut api, task) = begin(&module, ready_pods(3)).await;
+    expect_job(&mut api, (3, 2), json!({"active": 1})).await;
+    let job_pods = api.expect(Method::GET, PODS).await;
+    assert!(
+        job_pods
+            .uri
+            .contains("labelSelector=job-name%3Dstore-placement-2"),
+        "{}",
+        job_pods.uri
+    );
+    job_pods.respond_json(
+        StatusCode::OK,
+        &list(
+            "PodList",
+            vec![json!({"metadata": {"name": "store-placement-2-x7k2p"},
+            "status": {"phase": "Running"}})],
+        ),
+    );
+    let log = api
+        .expect(Method::GET, &format!("{PODS}/store-placement-2-x7k2p/log"))
+        .await;
+    assert!(log.uri.contains("tailLines=1"), "{}", log.uri);
+    log.respond_text("placement generation 5: copying\ncopying: 1200 of 5000 items\n");
+    let (_, replicas) = expect_children(&mut api).await;
+    assert_eq!(replicas, 3);
+    let s = expect_status(&mut api, &module).await;
+    assert_eq!(
+        s["placement"]["change"]["message"],
+        "running: copying: 1200 of 5000 items"
+    );
+    let progressing = condition(&s, "Progressing");
+    assert_eq!(progressing["reason"], "PlacementChanging");
+    assert!(
+        progressing["message"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("moving the data from 3 servers, 2 copies of each item to 2 servers"),
+        "{progressing}"
+    );
+    end(task, ctx, api).await;
+
+    // the Job succeeded: only now does the StatefulSet shrink
+    let module = with_status(module, &s);
+    let (ctx, mut api, task) = begin(&module, ready_pods(3)).await;
+    expect_job(&mut api, (3, 2), json!({"succeeded": 1})).await;
+    let (_, replicas) = expect_children(&mut api).await;
+    assert_eq!(replicas, 2);
+    let s = expect_status(&mut api, &module).await;
+    assert_eq!(s["placement"]["generation"], 2);
+    assert_eq!(s["placement"]["summary"], "2 servers, R2, in sync");
+    api.expect(Method::DELETE, &format!("{JOBS}/store-placement-2"))
+        .await
+        .respond_json(StatusCode::OK, &deleted());
+    end(task, ctx, api).await;
+}
+
+#[tokio::test]
+async fn a_job_the_status_names_but_that_is_gone_is_created_again() {
+    // the operator stopped after writing the status and before creating the Job
+    let module = scaling_down();
+    let (ctx, mut api, task) = begin(&module, ready_pods(3)).await;
+    api.expect(Method::GET, &format!("{JOBS}/store-placement-2"))
+        .await
+        .respond_status(404, "NotFound");
+    let (_, replicas) = expect_children(&mut api).await;
+    assert_eq!(replicas, 3);
+    let _ = expect_status(&mut api, &module).await;
+    expect_job_created(&mut api, (3, 2)).await;
+    end(task, ctx, api).await;
+}
+
+#[tokio::test]
+async fn a_failed_job_shows_its_reason_and_changes_nothing() {
+    let module = scaling_down();
+    let (ctx, mut api, task) = begin(&module, ready_pods(3)).await;
+    expect_job(&mut api, (3, 2), failed()).await;
+    let refusal = "refused: the data needs 3.1 GiB with 2 copies, the target servers hold 2.0 GiB";
+    let terminated = |name: &str, at: &str, message: &str| {
+        json!({"metadata": {"name": name, "creationTimestamp": at},
+            "status": {"phase": "Failed", "containerStatuses": [{"name": "placement",
+                "ready": false, "restartCount": 0, "image": "s", "imageID": "",
+                "state": {"terminated": {"exitCode": 1, "message": message}}}]}})
+    };
+    api.expect(Method::GET, PODS).await.respond_json(
+        StatusCode::OK,
+        &list(
+            "PodList",
+            vec![
+                terminated(
+                    "store-placement-2-b",
+                    "2026-01-01T00:02:00Z",
+                    &format!("copying\n{refusal}\n"),
+                ),
+                terminated("store-placement-2-a", "2026-01-01T00:01:00Z", "older"),
+            ],
+        ),
+    );
+    let (config, replicas) = expect_children(&mut api).await;
+    assert_eq!(replicas, 3, "the StatefulSet stays as it is");
+    assert_eq!(config["ZMM_MEMCACHED"], servers(2).join(","));
+    let s = expect_status(&mut api, &module).await;
+    let degraded = condition(&s, "Degraded");
+    assert_eq!(degraded["status"], "True");
+    assert_eq!(degraded["reason"], "PlacementChangeFailed");
+    let message = degraded["message"].as_str().unwrap_or_default();
+    assert!(message.contains(refusal), "{message}");
+    assert_eq!(s["phase"], "Degraded");
+    assert_eq!(s["placement"]["generation"], 1);
+    assert_eq!(s["placement"]["summary"], "3 servers, R2, change failed");
+    // no Job deleted or created: the same spec would fail the same way
+    end(task, ctx, api).await;
+}
+
+#[tokio::test]
+async fn replicas_below_the_recorded_factor_are_refused_in_status() {
+    let module = ha_module(1, stable_placement(1, 2, 2));
+    let (ctx, mut api, task) = begin(&module, ready_pods(2)).await;
+    expect_config_and_services(&mut api, HA_UID).await;
+    let sts = api.expect(Method::PATCH, STS).await;
+    assert_eq!(sts.body["spec"]["replicas"], 2, "both servers keep running");
+    sts.respond_with_body();
+    api.expect(Method::GET, PDB)
+        .await
+        .respond_status(404, "NotFound");
+    let s = expect_status(&mut api, &module).await;
+    let degraded = condition(&s, "Degraded");
+    assert_eq!(degraded["reason"], "PlacementRefused");
+    let message = degraded["message"].as_str().unwrap_or_default();
+    assert!(
+        message.starts_with("replicas (1) is below the module's replication factor (2"),
+        "{message}"
+    );
+    assert!(message.contains("spec.replicationFactor"), "{message}");
+    assert!(s["placement"].get("change").is_none());
+    end(task, ctx, api).await;
+}
+
+/// A pod not ready on a node NotReady since 2026-01-01 (long past any grace period).
+async fn expect_pods_with_a_lost_node(api: &mut ApiServer) {
+    expect_observation(
+        api,
+        None,
+        vec![pod(0, true, true), pod(1, false, false), pod(2, true, true)],
+    )
+    .await;
+    api.expect(Method::GET, "/api/v1/nodes/node-1")
+        .await
+        .respond_json(
+            StatusCode::OK,
+            &json!({"metadata": {"name": "node-1"},
+            "status": {"conditions": [{"type": "Ready", "status": "Unknown",
+                "lastTransitionTime": "2026-01-01T00:00:00Z"}]}}),
+        );
+}
+
+#[tokio::test]
+async fn a_pod_on_a_lost_node_is_deleted_when_the_other_copies_cover_it() {
+    let Harness { ctx, mut api, .. } = harness();
+    let module = ha_module(3, stable_placement(1, 3, 2));
+    let task = start(&module, &ctx);
+    expect_pods_with_a_lost_node(&mut api).await;
+    let (_, replicas) = expect_children(&mut api).await;
+    assert_eq!(replicas, 3);
+    let delete = api.expect(Method::DELETE, &format!("{PODS}/store-1")).await;
+    assert_eq!(delete.body["gracePeriodSeconds"], 0);
+    assert_eq!(delete.body["preconditions"]["uid"], "pod-uid-1");
+    delete.respond_json(StatusCode::OK, &deleted());
+    let s = expect_status(&mut api, &module).await;
+    let lost = &s["placement"]["servers"][1];
+    assert_eq!(lost["state"], "CatchingUp");
+    assert!(
+        lost["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("node node-1 unreachable"),
+        "{lost}"
+    );
+    assert_eq!(s["placement"]["summary"], "3 servers, R2, 1 catching up");
+    assert_eq!(condition(&s, "Degraded")["status"], "False");
+    end(task, ctx, api).await;
+}
+
+#[tokio::test]
+async fn with_one_copy_a_lost_node_is_reported_not_deleted() {
+    let Harness { ctx, mut api, .. } = harness();
+    let mut module = ha_module(3, stable_placement(1, 3, 1));
+    module.spec.replication_factor = Some(1);
+    let task = start(&module, &ctx);
+    expect_pods_with_a_lost_node(&mut api).await;
+    let _ = expect_children(&mut api).await;
+    // no DELETE: straight to the status
+    let s = expect_status(&mut api, &module).await;
+    let degraded = condition(&s, "Degraded");
+    assert_eq!(degraded["reason"], "ServersLost");
+    let message = degraded["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("their share of the data is on them alone"),
+        "{message}"
+    );
+    assert!(
+        message.contains("zenko-memcached-sidecar placement accept --memcached"),
+        "{message}"
+    );
+    end(task, ctx, api).await;
+}
+
+#[tokio::test]
+async fn a_failed_change_is_tried_again_once_the_spec_changes() {
+    let mut module = scaling_down();
+    // more memory, say: the spec's generation is past the Job's (4)
+    module.metadata.generation = Some(5);
+    let (ctx, mut api, task) = begin(&module, ready_pods(3)).await;
+    expect_job(&mut api, (3, 2), failed()).await;
+    api.expect(Method::GET, PODS)
+        .await
+        .respond_json(StatusCode::OK, &list("PodList", vec![]));
+    let (_, replicas) = expect_children(&mut api).await;
+    assert_eq!(replicas, 3);
+    let s = expect_status(&mut api, &module).await;
+    let message = s["placement"]["change"]["message"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(message.starts_with("trying again after: "), "{message}");
+    assert_eq!(condition(&s, "Degraded")["status"], "False");
+    // the old Job goes first; the next reconcile creates it again, from the new spec
+    api.expect(Method::DELETE, &format!("{JOBS}/store-placement-2"))
+        .await
+        .respond_json(StatusCode::OK, &deleted());
+    end(task, ctx, api).await;
 }

@@ -37,7 +37,14 @@ fn crd_has_short_name_status_and_printer_columns() {
     assert_eq!(
         columns,
         [
-            "Role", "Ready", "Replicas", "Phase", "Data", "Metadata", "Age"
+            "Role",
+            "Ready",
+            "Replicas",
+            "Phase",
+            "Placement",
+            "Data",
+            "Metadata",
+            "Age"
         ]
     );
     let spec = &version["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"];
@@ -48,6 +55,13 @@ fn crd_has_short_name_status_and_printer_columns() {
         serde_json::json!(["Required", "Preferred"])
     );
     assert!(spec["memcached"]["properties"]["evictions"]["description"].is_string());
+    // no schema default for the factor: unset means "the recorded one" (see crd.rs)
+    assert!(spec["replicationFactor"]["default"].is_null());
+    assert_eq!(spec["replicationFactor"]["minimum"], 1.0);
+    assert_eq!(
+        spec["placement"]["properties"]["lostNodeGraceSeconds"]["default"],
+        30
+    );
 }
 
 #[test]

@@ -7,7 +7,7 @@
 
 use proptest::prelude::*;
 use serde_json::{Map, Value, json};
-use zenko_memcached_operator::build::build;
+use zenko_memcached_operator::build::build_initial;
 use zenko_memcached_operator::crd::ZenkoMemcachedModule;
 use zenko_memcached_operator::error::Error;
 use zenko_memcached_operator::manifests::{manifests_yaml, stack_yaml};
@@ -78,6 +78,7 @@ fn spec() -> BoxedStrategy<Value> {
     object(vec![
         ("role", one_of(&["Combined", "Data", "Metadata"]).boxed()),
         ("replicas", int().boxed()),
+        ("replicationFactor", int().boxed()),
         (
             "memcached",
             object(vec![
@@ -131,6 +132,7 @@ fn spec() -> BoxedStrategy<Value> {
                     .boxed(),
                 ),
                 ("spread", one_of(&["Required", "Preferred"]).boxed()),
+                ("lostNodeGraceSeconds", int().boxed()),
             ]),
         ),
         (
@@ -224,7 +226,7 @@ proptest! {
                 // A field of the other role never passes.
                 prop_assert!(spec.role.serves_data() || spec.sidecar.chunk_size_bytes.is_none());
                 prop_assert!(spec.role.serves_metadata() || spec.services.metadata_port.is_none());
-                let children = build(&validated);
+                let children = build_initial(&validated);
                 prop_assert_eq!(children.data_service.is_some(), spec.role.serves_data());
                 prop_assert_eq!(children.metadata_service.is_some(), spec.role.serves_metadata());
                 let objects = children.to_json_values().unwrap();
@@ -233,14 +235,14 @@ proptest! {
                     children.stateful_set.spec.replicas,
                     Some(spec.replicas)
                 );
-                let stack = stack::to_yaml(&module, &StackNetwork::Own);
+                let stack = stack::to_yaml(&module, &StackNetwork::Own, None);
                 prop_assert!(stack.is_ok(), "{:?}", stack.err());
             }
             Err(Error::InvalidSpec(violations)) => {
                 prop_assert!(!violations.0.is_empty());
                 prop_assert!(!violations.to_string().is_empty());
                 // The Swarm generator refuses it too, with an answer.
-                prop_assert!(stack::to_yaml(&module, &StackNetwork::Own).is_err());
+                prop_assert!(stack::to_yaml(&module, &StackNetwork::Own, None).is_err());
             }
             Err(Error::MissingObjectKey(_)) => {
                 prop_assert!(module.metadata.name.is_none() || module.metadata.namespace.is_none());
@@ -268,7 +270,7 @@ proptest! {
         let text = String::from_utf8_lossy(&bytes);
         // Any answer is fine; a panic is not.
         let _ = manifests_yaml(&text, "default");
-        let _ = stack_yaml(&text, "default", &StackNetwork::Own);
+        let _ = stack_yaml(&text, "default", &StackNetwork::Own, None);
     }
 }
 

@@ -75,7 +75,7 @@ fn generate(input: &Path) -> String {
 }
 
 fn generate_on(input: &Path, network: &StackNetwork) -> String {
-    stack_yaml(&read(input), "default", network)
+    stack_yaml(&read(input), "default", network, None)
         .unwrap_or_else(|e| panic!("{}: {e}", input.display()))
 }
 
@@ -211,7 +211,7 @@ fn valid_module_is_written_to_the_output_file() {
 }
 
 fn compose(name: &str) -> ComposeFile {
-    stack::build(&fixture(name), &StackNetwork::Own).unwrap_or_else(|e| panic!("{name}: {e}"))
+    stack::build(&fixture(name), &StackNetwork::Own, None).unwrap_or_else(|e| panic!("{name}: {e}"))
 }
 
 #[test]
@@ -271,7 +271,7 @@ fn memcached_and_sidecar_settings_are_the_kubernetes_ones() {
     ] {
         let module = fixture(name);
         let valid = validate(&module).unwrap_or_else(|e| panic!("{name}: {e}"));
-        let kube = build::build(&valid);
+        let kube = build::build_initial(&valid);
         let stack = compose(name);
         assert_eq!(
             stack.services["memcached-0"].command,
@@ -414,7 +414,7 @@ fn the_production_stacks_deploy_side_by_side_on_one_shared_network() {
         let text = read(&repo_root().join("examples").join(example));
         let module = zenko_memcached_operator::manifests::parse_module(&text, "default")
             .unwrap_or_else(|e| panic!("{example}: {e}"));
-        stack::build(&module, &network).unwrap_or_else(|e| panic!("{example}: {e}"))
+        stack::build(&module, &network, None).unwrap_or_else(|e| panic!("{example}: {e}"))
     };
     let data = build("production-data.yaml");
     let metadata = build("production-metadata.yaml");
@@ -494,4 +494,37 @@ fn the_production_stacks_deploy_side_by_side_on_one_shared_network() {
         .output()
         .unwrap_or_else(|e| panic!("{OPERATOR}: {e}"));
     assert!(!bad.status.success());
+}
+
+#[test]
+fn during_a_scale_up_the_stack_adds_memcached_and_the_sidecars_keep_the_current_list() {
+    let mut module = fixture("ha.yaml");
+    module.spec.replicas = 4;
+    // the store is on three servers until `placement change` has moved the data
+    let during =
+        stack::build(&module, &StackNetwork::Own, Some(3)).unwrap_or_else(|e| panic!("{e}"));
+    assert!(during.services.contains_key("memcached-3"));
+    let env = &during.services["sidecar"].environment;
+    assert_eq!(
+        env.get("ZMM_MEMCACHED").map(String::as_str),
+        Some("store-memcached-0:11211,store-memcached-1:11211,store-memcached-2:11211")
+    );
+    assert_eq!(
+        env.get("ZMM_REPLICATION_FACTOR").map(String::as_str),
+        Some("2")
+    );
+    // afterwards, the sidecars get the four servers
+    let after = stack::build(&module, &StackNetwork::Own, None).unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        after.services["sidecar"].environment["ZMM_MEMCACHED"].contains("store-memcached-3:11211")
+    );
+    // a scale-down keeps the leaving server until the data has moved: the old stack does that,
+    // and so does the new one given the current count
+    module.spec.replicas = 2;
+    let down = stack::build(&module, &StackNetwork::Own, Some(3)).unwrap_or_else(|e| panic!("{e}"));
+    assert!(down.services.contains_key("memcached-2"));
+    assert_eq!(
+        down.services["sidecar"].environment["ZMM_MEMCACHED"],
+        "store-memcached-0:11211,store-memcached-1:11211,store-memcached-2:11211"
+    );
 }

@@ -1,4 +1,5 @@
-//! The ConfigMap holding the sidecar's environment, and the hash that rolls the pods when it changes.
+//! The ConfigMap holding the sidecar's environment, and the hash that rolls the pods when it
+//! changes (except for the placement, which changes without restarting anything).
 
 use std::collections::BTreeMap;
 
@@ -6,7 +7,8 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use sha2::{Digest, Sha256};
 
 use super::labels::Component;
-use super::{MEMCACHED_PORT, names, object_meta};
+use super::{names, object_meta};
+use crate::placement::Layout;
 use crate::validate::Validated;
 
 /// Pod template annotation carrying the hash of the ConfigMap data: `envFrom` is only read at
@@ -16,8 +18,14 @@ pub const CONFIG_HASH_ANNOTATION: &str = "zenko.io/config-hash";
 /// Seconds the sidecar waits for memcached at start: both containers start together.
 pub const STARTUP_WAIT_SECONDS: u32 = 60;
 
-pub fn build(module: &Validated<'_>) -> ConfigMap {
-    let data = sidecar_env(module, &memcached_servers(module));
+/// The keys of the placement, left out of the hash: a change of servers must not restart a
+/// memcached (it would come back empty without its memory file, or at least pause), and the
+/// running sidecars follow the change through the record in memcached. A sidecar started later
+/// reads the new list, which it accepts during the change and after it.
+pub const PLACEMENT_KEYS: [&str; 2] = ["ZMM_MEMCACHED", "ZMM_REPLICATION_FACTOR"];
+
+pub fn build(module: &Validated<'_>, placement: &Layout) -> ConfigMap {
+    let data = sidecar_env(module, placement);
     ConfigMap {
         metadata: object_meta(module, names::config_map(module.name), Component::Storage),
         data: Some(data),
@@ -27,17 +35,18 @@ pub fn build(module: &Validated<'_>) -> ConfigMap {
 
 /// The sidecar's environment, shared by Kubernetes (this ConfigMap) and Swarm (the stack's
 /// `environment`): only the list of memcached servers differs, because only the way a sidecar
-/// reaches each memcached differs. The order of `memcached_servers` is the key routing order and
-/// must be the same for every sidecar of a module. Settings of an API the role does not serve
-/// are left out.
-pub fn sidecar_env(
-    module: &Validated<'_>,
-    memcached_servers: &[String],
-) -> BTreeMap<String, String> {
+/// reaches each memcached differs. Every sidecar of a module lists the same servers (it is
+/// checked against the placement recorded in memcached). Settings of an API the role does not
+/// serve are left out.
+pub fn sidecar_env(module: &Validated<'_>, placement: &Layout) -> BTreeMap<String, String> {
     let settings = &module.settings;
     let sidecar = &module.module.spec.sidecar;
     let mut env = BTreeMap::from([
-        ("ZMM_MEMCACHED".to_owned(), memcached_servers.join(",")),
+        ("ZMM_MEMCACHED".to_owned(), placement.server_list()),
+        (
+            "ZMM_REPLICATION_FACTOR".to_owned(),
+            placement.replication_factor.to_string(),
+        ),
         (
             "ZMM_ROLE".to_owned(),
             settings.role.sidecar_role().to_owned(),
@@ -79,30 +88,11 @@ pub fn sidecar_env(
     env
 }
 
-/// The memcached servers every sidecar uses. With several pods each sidecar must list all of
-/// them, in the same order, so that every sidecar maps a key to the same server; the headless
-/// Service's per-pod names are stable and resolve before the pods are ready.
-fn memcached_servers(module: &Validated<'_>) -> Vec<String> {
-    let replicas = module.module.spec.replicas;
-    if replicas <= 1 {
-        return vec![format!("127.0.0.1:{MEMCACHED_PORT}")];
-    }
-    let sts = names::stateful_set(module.name);
-    let headless = names::headless_service(module.name);
-    (0..replicas)
-        .map(|i| {
-            format!(
-                "{sts}-{i}.{headless}.{}.svc:{MEMCACHED_PORT}",
-                module.namespace
-            )
-        })
-        .collect()
-}
-
-/// Hex SHA-256 over the ConfigMap's sorted keys and values.
+/// Hex SHA-256 over the ConfigMap's sorted keys and values, but the placement's.
 pub fn config_hash(config_map: &ConfigMap) -> String {
     let mut hasher = Sha256::new();
-    for (key, value) in config_map.data.iter().flatten() {
+    let data = config_map.data.iter().flatten();
+    for (key, value) in data.filter(|(key, _)| !PLACEMENT_KEYS.contains(&key.as_str())) {
         hasher.update(key.as_bytes());
         hasher.update([0]);
         hasher.update(value.as_bytes());

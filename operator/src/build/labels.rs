@@ -21,6 +21,8 @@ pub enum Component {
     Data,
     /// The Service CloudServer's metadataClient connects to.
     Metadata,
+    /// The Jobs that move the data between placements.
+    Placement,
 }
 
 impl Component {
@@ -29,6 +31,7 @@ impl Component {
             Self::Storage => "storage",
             Self::Data => "data",
             Self::Metadata => "metadata",
+            Self::Placement => "placement",
         }
     }
 }

@@ -4,6 +4,7 @@
 //! `manifests` command prints it, so both always agree.
 
 mod configmap;
+mod job;
 pub mod labels;
 mod pdb;
 mod services;
@@ -16,9 +17,13 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::Serialize;
 
 use crate::crd::Endpoints;
+use crate::placement::Deployment;
 use crate::validate::Validated;
 
-pub use configmap::{CONFIG_HASH_ANNOTATION, STARTUP_WAIT_SECONDS, config_hash, sidecar_env};
+pub use configmap::{
+    CONFIG_HASH_ANNOTATION, PLACEMENT_KEYS, STARTUP_WAIT_SECONDS, config_hash, sidecar_env,
+};
+pub use job::{MODULE_GENERATION_ANNOTATION, PLACEMENT_CONTAINER, placement_job};
 pub use statefulset::{
     ADMIN_PORT, DATA_PORT, MEMCACHED_PORT, MEMCACHED_UID, METADATA_PORT, SIDECAR_UID,
     TERMINATION_GRACE_SECONDS, WARM_MOUNT, memcached_args, memcached_resources,
@@ -39,18 +44,28 @@ pub struct Children {
     pub pod_disruption_budget: Option<PodDisruptionBudget>,
 }
 
-/// Builds every child of the module.
-pub fn build(module: &Validated<'_>) -> Children {
-    let config_map = configmap::build(module);
+/// Builds every child of the module, for the placement the operator decided (the servers the
+/// sidecars list and the pods the StatefulSet runs).
+pub fn build(module: &Validated<'_>, placement: &Deployment) -> Children {
+    let config_map = configmap::build(module, &placement.sidecar);
     let hash = config_hash(&config_map);
     Children {
         headless_service: services::headless(module),
         data_service: services::data(module),
         metadata_service: services::metadata(module),
-        stateful_set: statefulset::build(module, &hash),
+        stateful_set: statefulset::build(module, &hash, placement.pods),
         pod_disruption_budget: pdb::build(module),
         config_map,
     }
+}
+
+/// The children of a module without a recorded placement, as it starts: what `manifests`
+/// prints for a file.
+pub fn build_initial(module: &Validated<'_>) -> Children {
+    build(
+        module,
+        &Deployment::stable(crate::placement::initial(module)),
+    )
 }
 
 impl Children {

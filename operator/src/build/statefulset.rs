@@ -70,7 +70,9 @@ pub fn memcached_args(module: &Validated<'_>) -> Vec<String> {
     args
 }
 
-pub fn build(module: &Validated<'_>, config_hash: &str) -> StatefulSet {
+/// `pods`: every server of the placement and of its target, which differs from spec.replicas
+/// during a change.
+pub fn build(module: &Validated<'_>, config_hash: &str, pods: i32) -> StatefulSet {
     let spec = &module.module.spec;
     let mut template_annotations =
         BTreeMap::from([(CONFIG_HASH_ANNOTATION.to_owned(), config_hash.to_owned())]);
@@ -81,7 +83,7 @@ pub fn build(module: &Validated<'_>, config_hash: &str) -> StatefulSet {
     StatefulSet {
         metadata: object_meta(module, names::stateful_set(module.name), Component::Storage),
         spec: StatefulSetSpec {
-            replicas: Some(spec.replicas),
+            replicas: Some(pods),
             service_name: Some(names::headless_service(module.name)),
             // Pods do not depend on each other to start; ordered start would only slow recovery.
             pod_management_policy: Some("Parallel".to_owned()),
@@ -108,14 +110,7 @@ pub fn build(module: &Validated<'_>, config_hash: &str) -> StatefulSet {
                         .then(|| vec![warm_dir_init_container(module)]),
                     containers: vec![memcached_container(module), sidecar_container(module)],
                     volumes: warm.then(|| vec![warm_volume(module)]),
-                    // runAsNonRoot is set per container: the opt-in init container is root.
-                    security_context: Some(PodSecurityContext {
-                        seccomp_profile: Some(SeccompProfile {
-                            type_: "RuntimeDefault".to_owned(),
-                            ..SeccompProfile::default()
-                        }),
-                        ..PodSecurityContext::default()
-                    }),
+                    security_context: Some(pod_security_context()),
                     // The sidecar never calls the Kubernetes API.
                     automount_service_account_token: Some(false),
                     termination_grace_period_seconds: Some(TERMINATION_GRACE_SECONDS),
@@ -262,6 +257,18 @@ fn sidecar_container(module: &Validated<'_>) -> Container {
     }
 }
 
+/// The RuntimeDefault seccomp profile; runAsNonRoot is set per container, because the opt-in
+/// init container is root.
+pub(super) fn pod_security_context() -> PodSecurityContext {
+    PodSecurityContext {
+        seccomp_profile: Some(SeccompProfile {
+            type_: "RuntimeDefault".to_owned(),
+            ..SeccompProfile::default()
+        }),
+        ..PodSecurityContext::default()
+    }
+}
+
 /// Opt-in (`warmRestart.prepareDirectory`): hostPath directories are created root-owned, and
 /// memcached runs unprivileged and must own its memory file directory. This is the module's only
 /// root container, with CHOWN as its only capability and a read-only root filesystem; by default
@@ -389,10 +396,10 @@ fn sidecar_default_resources() -> ResourceRequirements {
     }
 }
 
-/// Every long-running container: a fixed unprivileged uid (so that runAsNonRoot can be checked
+/// Every container but the opt-in init container: a fixed unprivileged uid (so that runAsNonRoot can be checked
 /// by the kubelet even for images that name their user), no writable root filesystem, no
 /// capabilities, no way to gain privileges.
-fn restricted_security_context(uid: i64) -> SecurityContext {
+pub(super) fn restricted_security_context(uid: i64) -> SecurityContext {
     SecurityContext {
         allow_privilege_escalation: Some(false),
         read_only_root_filesystem: Some(true),

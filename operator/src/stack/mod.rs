@@ -38,6 +38,7 @@ use crate::build::{
 };
 use crate::crd::{ServiceType, SpreadPolicy, ZenkoMemcachedModule};
 use crate::error::{Error, Result};
+use crate::placement::{Layout, default_replication_factor};
 use crate::validate::{Validated, Violation, Violations, validate};
 
 /// Where the sidecar image (the `sidecar` target of the top-level Dockerfile) installs its binary.
@@ -102,14 +103,29 @@ impl NetworkName {
 }
 
 /// The stack of a module, or why the module cannot be deployed.
-pub fn build(module: &ZenkoMemcachedModule, network: &StackNetwork) -> Result<ComposeFile> {
+///
+/// `current_servers`: during a change of replicas, how many memcached servers the store is on
+/// now. The stack then runs the memcached services of both the current and the new count, and
+/// gives the sidecars the current list, so that a new memcached exists before
+/// `zenko-memcached-sidecar placement change` moves the data onto it and no sidecar restarts
+/// with a list the store does not have yet (it would refuse to serve). Deploying the stack
+/// without it afterwards gives the sidecars the new list (see the README, "Scaling a stack").
+pub fn build(
+    module: &ZenkoMemcachedModule,
+    network: &StackNetwork,
+    current_servers: Option<u32>,
+) -> Result<ComposeFile> {
     let valid = validate(module)?;
     let replicas = u32::try_from(valid.module.spec.replicas).unwrap_or(1);
+    let listed = current_servers.unwrap_or(replicas);
     let mut services = BTreeMap::new();
-    for slot in 0..replicas {
+    for slot in 0..replicas.max(listed) {
         services.insert(memcached_service(slot), memcached(&valid, slot)?);
     }
-    services.insert(SIDECAR_SERVICE.to_owned(), sidecar(&valid, replicas)?);
+    services.insert(
+        SIDECAR_SERVICE.to_owned(),
+        sidecar(&valid, replicas, listed)?,
+    );
     Ok(ComposeFile {
         version: COMPOSE_VERSION.to_owned(),
         services,
@@ -131,8 +147,12 @@ pub fn build(module: &ZenkoMemcachedModule, network: &StackNetwork) -> Result<Co
 }
 
 /// The `docker-stack.yml` text of a module, headed by a comment saying where it comes from.
-pub fn to_yaml(module: &ZenkoMemcachedModule, network: &StackNetwork) -> Result<String> {
-    let compose = build(module, network)?;
+pub fn to_yaml(
+    module: &ZenkoMemcachedModule,
+    network: &StackNetwork,
+    current_servers: Option<u32>,
+) -> Result<String> {
+    let compose = build(module, network, current_servers)?;
     let body = serde_saphyr::to_string(&compose).map_err(|e| Error::YamlWrite(e.to_string()))?;
     let name = module.metadata.name.as_deref().unwrap_or_default();
     Ok(format!(
@@ -198,11 +218,20 @@ fn memcached(module: &Validated<'_>, slot: u32) -> Result<Service> {
     })
 }
 
-fn sidecar(module: &Validated<'_>, replicas: u32) -> Result<Service> {
+/// `listed`: how many memcached servers the sidecars list (the store's current placement).
+fn sidecar(module: &Validated<'_>, replicas: u32, listed: u32) -> Result<Service> {
     let spec = &module.module.spec;
-    let servers: Vec<String> = (0..replicas)
-        .map(|slot| format!("{}:{MEMCACHED_PORT}", memcached_host(module.name, slot)))
-        .collect();
+    // Swarm has no operator to record a placement: the stack is the placement, and a change of
+    // it is made with `zenko-memcached-sidecar placement change` before the stack is deployed
+    // with the new list (see the README). Its factor follows the same rule as on Kubernetes.
+    let placement = Layout {
+        servers: (0..listed)
+            .map(|slot| format!("{}:{MEMCACHED_PORT}", memcached_host(module.name, slot)))
+            .collect(),
+        replication_factor: spec
+            .replication_factor
+            .unwrap_or_else(|| default_replication_factor(spec.replicas)),
+    };
     let role = module.role();
     let mut aliases = Vec::new();
     if role.serves_data() {
@@ -225,7 +254,7 @@ fn sidecar(module: &Validated<'_>, replicas: u32) -> Result<Service> {
     Ok(Service {
         image: spec.sidecar.image.clone(),
         command: Vec::new(),
-        environment: sidecar_env(module, &servers),
+        environment: sidecar_env(module, &placement),
         networks: network(aliases),
         ports: published_ports(module)?,
         volumes: Vec::new(),

@@ -49,6 +49,16 @@ impl Received {
         );
     }
 
+    /// Answers with plain text, as the API server answers a pod's log.
+    pub fn respond_text(self, text: &str) {
+        self.respond.send_response(
+            Response::builder()
+                .status(StatusCode::OK)
+                .body(Body::from(text.as_bytes().to_vec()))
+                .unwrap_or_else(|e| panic!("{e}")),
+        );
+    }
+
     /// Answers as the API server does to an apply: with the object it now stores.
     pub fn respond_with_body(self) {
         let body = self.body.clone();
