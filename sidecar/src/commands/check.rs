@@ -1,12 +1,10 @@
 //! `zenko-memcached-sidecar check`: the operator's check of the metadata kept in memcached.
 
 use std::io::Write;
-use std::sync::Arc;
 
+use super::store;
 use crate::config::CheckArgs;
-use crate::items::{MemcachedStore, SharedItemStore};
 use crate::ordered::{MemcachedOrderedStore, TreeConfig};
-use crate::placement::{self, ReplicatedStore};
 
 /// What the check found, for the exit code.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -19,24 +17,7 @@ pub enum Verdict {
 
 /// Run the check, printing to `out`.
 pub async fn check(args: &CheckArgs, out: &mut impl Write) -> Result<Verdict, String> {
-    let list = &args.servers.memcached;
-    let servers = list.join(",");
-    let unreachable = |error| format!("cannot reach memcached at {servers}: {error}");
-    // Read as the sidecars read it: a store with replicas has a header in every value.
-    let factor = placement::recorded(list)
-        .await
-        .map_err(unreachable)?
-        .map_or(1, |placement| placement.replication_factor as usize);
-    let items: SharedItemStore = if factor > 1 {
-        Arc::new(
-            ReplicatedStore::connect(list, factor)
-                .await
-                .map_err(unreachable)?,
-        )
-    } else {
-        Arc::new(MemcachedStore::connect(list).await.map_err(unreachable)?)
-    };
-    items.ping().await.map_err(unreachable)?;
+    let items = store::open(&args.servers.memcached).await?.items;
     let store = MemcachedOrderedStore::open(items, TreeConfig::default())
         .await
         .map_err(|error| error.to_string())?;

@@ -167,8 +167,9 @@ pub async fn refill(
 }
 
 /// Every key a server holds, from memcached's `lru_crawler metadump all` (keys come
-/// URL-encoded; `BUSY` while its crawler is running: asked again).
-async fn dump_keys(server: &str) -> ItemResult<Vec<ItemKey>> {
+/// URL-encoded; `BUSY` while its crawler is running: asked again). Also what an export
+/// enumerates blobs with.
+pub async fn dump_keys(server: &str) -> ItemResult<Vec<ItemKey>> {
     let unavailable = |error: std::io::Error| ItemError::Unavailable(format!("{server}: {error}"));
     for _ in 0..100 {
         let mut stream = TcpStream::connect(server).await.map_err(unavailable)?;
