@@ -80,6 +80,30 @@ fn write_failed(destination: &str) -> impl Fn(io::Error) -> String + '_ {
     move |error| format!("cannot write {destination}: {error}")
 }
 
+/// The published blobs each server lists (by their head items), with their CAS values.
+type Listing = Vec<Vec<(BlobKey, u64)>>;
+
+async fn list_blobs(servers: &[String]) -> Result<Listing, String> {
+    let mut listing = Vec::with_capacity(servers.len());
+    for server in servers {
+        let items = placement::dump(server)
+            .await
+            .map_err(|error| format!("cannot list the keys of {server}: {error}"))?;
+        listing.push(
+            items
+                .into_iter()
+                .filter_map(|item| Some((blob_head(&item.key)?, item.cas)))
+                .collect(),
+        );
+    }
+    Ok(listing)
+}
+
+/// The blob whose head item (manifest or whole small blob) `key` is.
+pub(super) fn blob_head(key: &ItemKey) -> Option<BlobKey> {
+    key.as_str().strip_prefix("b:")?.parse().ok()
+}
+
 /// Run the export; the one-line summary.
 pub async fn export(args: &ExportArgs) -> Result<String, String> {
     let servers = &args.servers.memcached;
@@ -154,8 +178,9 @@ pub async fn export(args: &ExportArgs) -> Result<String, String> {
         destination,
     };
     let result = async {
+        let first = list_blobs(servers).await?;
         export.databases().await?;
-        export.blobs(servers).await
+        export.blobs(servers, first).await
     }
     .await;
     export.progress.finish();
@@ -307,22 +332,43 @@ impl Export {
         }
     }
 
-    /// Every published blob, found in the servers' key listings.
-    async fn blobs(&mut self, servers: &[String]) -> Result<(), String> {
+    /// Every blob published when the export started, found in the servers' key listings:
+    /// the first listing's (taken at the start), then those that later listings find with a
+    /// CAS value no newer than the first listing's newest on their server (missed by it,
+    /// since memcached's crawler can miss an item moving between its LRUs), until a listing
+    /// finds none. Blobs written after the start are not chased, so an export ends under
+    /// any write load.
+    async fn blobs(&mut self, servers: &[String], first: Listing) -> Result<(), String> {
+        let marks: Vec<u64> = first
+            .iter()
+            .map(|blobs| {
+                blobs
+                    .iter()
+                    .map(|(_, cas)| *cas)
+                    .filter(|cas| *cas != u64::MAX)
+                    .max()
+                    .unwrap_or(0)
+            })
+            .collect();
         let mut seen = HashSet::new();
-        for _ in 0..BLOB_PASSES {
-            let mut fresh = Vec::new();
-            for server in servers {
-                let keys = placement::dump_keys(server)
-                    .await
-                    .map_err(|error| format!("cannot list the keys of {server}: {error}"))?;
-                fresh.extend(
-                    keys.iter()
-                        .filter_map(|key| key.as_str().strip_prefix("b:")?.parse::<BlobKey>().ok())
-                        .filter(|key| seen.insert(*key)),
-                );
-            }
-            if fresh.is_empty() {
+        let mut listing = Some(first);
+        for pass in 0..BLOB_PASSES {
+            let listed = match listing.take() {
+                Some(listed) => listed,
+                None => list_blobs(servers).await?,
+            };
+            let fresh: Vec<BlobKey> = listed
+                .iter()
+                .zip(&marks)
+                .flat_map(|(blobs, mark)| {
+                    blobs
+                        .iter()
+                        .filter(move |(_, cas)| pass == 0 || cas <= mark)
+                        .map(|(key, _)| *key)
+                })
+                .filter(|key| seen.insert(*key))
+                .collect();
+            if fresh.is_empty() && pass > 0 {
                 break;
             }
             self.blob_batch(fresh).await?;

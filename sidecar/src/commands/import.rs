@@ -16,6 +16,7 @@ use indicatif::{BinaryBytes, HumanCount};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
+use super::export::blob_head;
 use super::store;
 use crate::blob::BlobStore;
 use crate::config::{Force, ImportArgs};
@@ -201,15 +202,10 @@ async fn holdings(
     }
     let mut blobs = HashSet::new();
     for server in servers {
-        let keys = placement::dump_keys(server)
+        let items = placement::dump(server)
             .await
             .map_err(|error| format!("cannot list the keys of {server}: {error}"))?;
-        blobs.extend(
-            keys.iter()
-                .filter_map(|key| key.as_str().strip_prefix("b:"))
-                .filter(|rest| !rest.contains(':'))
-                .map(str::to_owned),
-        );
+        blobs.extend(items.iter().filter_map(|item| blob_head(&item.key)));
     }
     if !blobs.is_empty() {
         held.push(format!("{} blobs", blobs.len()));

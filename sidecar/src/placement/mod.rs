@@ -17,5 +17,5 @@ mod refill;
 mod replicas;
 
 pub use record::{PLACEMENT_ITEM, Placement, Verdict, accept, describe, establish, recorded};
-pub use refill::{RefillRate, dump_keys, refill, watch as watch_refills};
+pub use refill::{Dumped, RefillRate, dump, refill, watch as watch_refills};
 pub use replicas::ReplicatedStore;

@@ -166,10 +166,28 @@ pub async fn refill(
     Ok(())
 }
 
-/// Every key a server holds, from memcached's `lru_crawler metadump all` (keys come
+/// Every key a server holds, from memcached's `lru_crawler metadump all`.
+async fn dump_keys(server: &str) -> ItemResult<Vec<ItemKey>> {
+    Ok(dump(server)
+        .await?
+        .into_iter()
+        .map(|item| item.key)
+        .collect())
+}
+
+/// One item as memcached's key listing gives it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Dumped {
+    pub key: ItemKey,
+    /// memcached's CAS value of the item: the server's counter when the item was last
+    /// written, so it tells items written before a point from those written after.
+    pub cas: u64,
+}
+
+/// Every item a server holds, from memcached's `lru_crawler metadump all` (keys come
 /// URL-encoded; `BUSY` while its crawler is running: asked again). Also what an export
 /// enumerates blobs with.
-pub async fn dump_keys(server: &str) -> ItemResult<Vec<ItemKey>> {
+pub async fn dump(server: &str) -> ItemResult<Vec<Dumped>> {
     let unavailable = |error: std::io::Error| ItemError::Unavailable(format!("{server}: {error}"));
     for _ in 0..100 {
         let mut stream = TcpStream::connect(server).await.map_err(unavailable)?;
@@ -197,14 +215,18 @@ pub async fn dump_keys(server: &str) -> ItemResult<Vec<ItemKey>> {
             if line == "END" {
                 break;
             }
-            let Some(encoded) = line.split(' ').find_map(|field| field.strip_prefix("key=")) else {
+            let field = |name: &str| line.split(' ').find_map(|field| field.strip_prefix(name));
+            let Some(encoded) = field("key=") else {
                 return Err(ItemError::Protocol(format!(
                     "{server}: metadump answered {line:?}"
                 )));
             };
+            let cas = field("cas=")
+                .and_then(|cas| cas.parse().ok())
+                .unwrap_or(u64::MAX);
             let text = percent_encoding::percent_decode_str(encoded).decode_utf8_lossy();
             if let Ok(key) = ItemKey::new(text.into_owned()) {
-                keys.push(key);
+                keys.push(Dumped { key, cas });
             }
         }
         if !busy {
