@@ -208,10 +208,16 @@ pub struct ExportArgs {
     #[command(flatten)]
     pub servers: Servers,
 
-    /// The file to write, or `-` for standard output. A file is written under PATH.partial
-    /// and renamed once complete, so PATH is never a cut-short export.
+    /// The file to write, `-` for standard output, or a directory, where the file is named
+    /// `zmm-export-<UTC time>.zmm`. A file is written under PATH.partial and renamed once
+    /// complete, so PATH is never a cut-short export.
     #[arg(long, value_name = "PATH")]
     pub out: std::path::PathBuf,
+
+    /// With --out a directory: once the export is complete, delete the older
+    /// `zmm-export-*.zmm` files there, keeping this many (the new one included).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub keep: Option<u32>,
 
     /// Most bytes read from memcached per second (e.g. 64MiB, 500KB, unlimited).
     #[arg(long, default_value = "64MiB")]

@@ -317,7 +317,10 @@ async fn an_export_under_load_restores_what_was_acknowledged() {
     let written = writer.await.unwrap();
     assert!(summary.starts_with("exported 5 databases"), "{summary}");
     // The blobs the load deleted after the listing are left out, not an error.
-    assert!(summary.contains("deleted during the export left out"), "{summary}");
+    assert!(
+        summary.contains("deleted during the export left out"),
+        "{summary}"
+    );
     eprintln!("{summary}");
     assert!(!dir.path().join("store.zmm.partial").exists());
 
@@ -424,6 +427,16 @@ async fn damaged_files_and_stores_with_data_are_refused() {
     assert!(output.status.success(), "{}", stderr(&output));
     assert!(stderr(&output).contains("exported 1 databases (1 keys) and 2 blobs"));
     let good = output.stdout;
+
+    // Into a directory, keeping the newest files (names carry the time, to the second).
+    let backups = dir.path().join("backups");
+    std::fs::create_dir(&backups).unwrap();
+    for _ in 0..2 {
+        let summary = export(&[&source], &backups, &["--keep", "1"]).await;
+        assert!(summary.contains("/zmm-export-"), "{summary}");
+        tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    }
+    assert_eq!(std::fs::read_dir(&backups).unwrap().count(), 1);
 
     let target = Memcached::start(&[]);
     let cases: Vec<(String, Vec<u8>, &str)> = vec![

@@ -7,7 +7,7 @@
 //! only a blob deleted meanwhile (an object overwritten or deleted during the export) is left
 //! out.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::HashSet;
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -110,8 +110,7 @@ pub async fn export(args: &ExportArgs) -> Result<String, String> {
     let opened = store::open(servers).await?;
     let source = match &opened.placement {
         Some(recorded) => {
-            let listed: BTreeSet<String> = servers.iter().cloned().collect();
-            if recorded.servers != listed {
+            if !store::same_servers(recorded, servers) {
                 return Err(format!(
                     "the store records the servers {} and --memcached lists {}: give the \
                      recorded list (keys are read where the recorded placement puts them)",
@@ -152,13 +151,24 @@ pub async fn export(args: &ExportArgs) -> Result<String, String> {
         .map(|stats| stats.used_bytes / u64::from(source.replication_factor.max(1)))
         .ok();
 
-    let (sink, destination, partial) = open_sink(&args.out)?;
-    let started = Instant::now();
-    let mut writer =
-        Writer::new(BufWriter::with_capacity(4 << 20, sink)).map_err(write_failed(&destination))?;
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |since| since.as_secs());
+    let directory = args.out.is_dir().then(|| args.out.clone());
+    let target = match &directory {
+        Some(dir) => dir.join(format!(
+            "{EXPORT_PREFIX}{}{EXPORT_SUFFIX}",
+            rfc3339(now).replace(['-', ':'], "")
+        )),
+        None if args.keep.is_some() => {
+            return Err("--keep needs --out to be a directory".into());
+        }
+        None => args.out.clone(),
+    };
+    let (sink, destination, partial) = open_sink(&target)?;
+    let started = Instant::now();
+    let mut writer =
+        Writer::new(BufWriter::with_capacity(4 << 20, sink)).map_err(write_failed(&destination))?;
     writer
         .write(&Record::Header(Header {
             format: FORMAT,
@@ -192,7 +202,7 @@ pub async fn export(args: &ExportArgs) -> Result<String, String> {
             .map_err(|error| write_failed(&destination)(error.into_error()))?;
         if let (Sink::File(file), Some(partial)) = (&sink, &partial) {
             file.sync_all().map_err(write_failed(&destination))?;
-            std::fs::rename(partial, &args.out).map_err(write_failed(&destination))?;
+            std::fs::rename(partial, &target).map_err(write_failed(&destination))?;
         }
         Ok(totals)
     });
@@ -206,7 +216,41 @@ pub async fn export(args: &ExportArgs) -> Result<String, String> {
             return Err(error);
         }
     };
-    Ok(summary(&totals, export.gone, started, &export.destination))
+    let mut line = summary(&totals, export.gone, started, &export.destination);
+    if let (Some(dir), Some(keep)) = (&directory, args.keep) {
+        let removed = prune(dir, keep as usize)?;
+        if removed > 0 {
+            line.push_str(&format!("; {removed} older exports removed"));
+        }
+    }
+    Ok(line)
+}
+
+/// Names of the files an export writes into a directory: they sort by the time they name.
+const EXPORT_PREFIX: &str = "zmm-export-";
+const EXPORT_SUFFIX: &str = ".zmm";
+
+/// Delete all but the newest `keep` exports in `dir`; how many were deleted.
+fn prune(dir: &Path, keep: usize) -> Result<usize, String> {
+    let failed =
+        |error: io::Error| format!("cannot remove older exports in {}: {error}", dir.display());
+    let mut exports: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(failed)?
+        .filter_map(|entry| entry.ok().map(|entry| entry.path()))
+        .filter(|path| {
+            path.file_name()
+                .and_then(|name| name.to_str())
+                .is_some_and(|name| {
+                    name.starts_with(EXPORT_PREFIX) && name.ends_with(EXPORT_SUFFIX)
+                })
+        })
+        .collect();
+    exports.sort();
+    let old = exports.len().saturating_sub(keep);
+    for path in &exports[..old] {
+        std::fs::remove_file(path).map_err(failed)?;
+    }
+    Ok(old)
 }
 
 fn summary(totals: &Totals, gone: u64, started: Instant, destination: &str) -> String {

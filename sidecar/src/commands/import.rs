@@ -93,12 +93,16 @@ pub async fn import(args: &ImportArgs) -> Result<String, String> {
     }
     // The placement and epoch a sidecar's first start would write, so that the sidecars
     // serving the store afterwards find it theirs.
-    match placement::establish(servers, factor)
-        .await
-        .map_err(store::unreachable(servers))?
-    {
-        Verdict::Agreed(_) => {}
-        Verdict::Refused(why) => return Err(why),
+    match &recorded {
+        // One server by another name (see `store::same_servers`): its record stays.
+        Some(recorded) if store::same_servers(recorded, servers) && servers.len() == 1 => {}
+        _ => match placement::establish(servers, factor)
+            .await
+            .map_err(store::unreachable(servers))?
+        {
+            Verdict::Agreed(_) => {}
+            Verdict::Refused(why) => return Err(why),
+        },
     }
     Health::default()
         .establish_epoch(&items)

@@ -50,3 +50,12 @@ pub async fn open_with_factor(servers: &[String], factor: u32) -> Result<SharedI
     items.ping().await.map_err(unreachable(servers))?;
     Ok(items)
 }
+
+/// Whether `listed` names the servers `recorded` lists. Names route keys, so they must be the
+/// same, except for a single server, which holds every key whatever its name: a tool run in
+/// another pod reaches a one-pod module's memcached by another name than its sidecar's
+/// `127.0.0.1:11211`.
+pub fn same_servers(recorded: &Placement, listed: &[String]) -> bool {
+    let named: std::collections::BTreeSet<String> = listed.iter().cloned().collect();
+    recorded.servers == named || (recorded.servers.len() == 1 && named.len() == 1)
+}
