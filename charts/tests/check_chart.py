@@ -55,6 +55,7 @@ REQUIRED = {
     ("", "services"): {"get", "list", "watch", "create", "patch"},
     ("", "configmaps"): {"get", "list", "watch", "create", "patch"},
     ("policy", "poddisruptionbudgets"): {"get", "list", "watch", "create", "patch", "delete"},
+    ("batch", "cronjobs"): {"get", "list", "watch", "create", "patch", "delete"},
     ("events.k8s.io", "events"): {"create", "patch"},
 }
 LEASES = {("coordination.k8s.io", "leases"): {"get", "create", "update"}}
@@ -117,6 +118,7 @@ def operator_facts() -> dict:
             consts["COMPONENT_KEY"]: "storage",
         },
         "instance_key": consts["INSTANCE_KEY"],
+        "component_key": consts["COMPONENT_KEY"],
         "ports": ports,
     }
 
@@ -445,7 +447,11 @@ def check_network_policies(objects: list[dict], values: dict, facts: dict) -> No
         want = {
             ports["METADATA_PORT"]: [cloudserver],
             ports["DATA_PORT"]: [cloudserver],
-            ports["MEMCACHED_PORT"]: [{"podSelector": {"matchLabels": want_pods}}],
+            # The module's pods, and its scheduled exports (spec.backup, component backup).
+            ports["MEMCACHED_PORT"]: [
+                {"podSelector": {"matchLabels": want_pods}},
+                {"podSelector": {"matchLabels": {**want_pods, facts["component_key"]: "backup"}}},
+            ],
             ports["ADMIN_PORT"]: [scraper],
         }
         expect(admitted == want, f"{kind_name(policy)} admits {admitted}, expected {want}")

@@ -87,16 +87,7 @@ fn memcached_servers(module: &Validated<'_>) -> Vec<String> {
     if replicas <= 1 {
         return vec![format!("127.0.0.1:{MEMCACHED_PORT}")];
     }
-    let sts = names::stateful_set(module.name);
-    let headless = names::headless_service(module.name);
-    (0..replicas)
-        .map(|i| {
-            format!(
-                "{sts}-{i}.{headless}.{}.svc:{MEMCACHED_PORT}",
-                module.namespace
-            )
-        })
-        .collect()
+    super::backup::memcached_by_pod(module)
 }
 
 /// Hex SHA-256 over the ConfigMap's sorted keys and values.

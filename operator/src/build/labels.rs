@@ -21,6 +21,8 @@ pub enum Component {
     Data,
     /// The Service CloudServer's metadataClient connects to.
     Metadata,
+    /// The scheduled exports (`spec.backup`).
+    Backup,
 }
 
 impl Component {
@@ -29,6 +31,7 @@ impl Component {
             Self::Storage => "storage",
             Self::Data => "data",
             Self::Metadata => "metadata",
+            Self::Backup => "backup",
         }
     }
 }

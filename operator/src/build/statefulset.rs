@@ -392,7 +392,7 @@ fn sidecar_default_resources() -> ResourceRequirements {
 /// Every long-running container: a fixed unprivileged uid (so that runAsNonRoot can be checked
 /// by the kubelet even for images that name their user), no writable root filesystem, no
 /// capabilities, no way to gain privileges.
-fn restricted_security_context(uid: i64) -> SecurityContext {
+pub(super) fn restricted_security_context(uid: i64) -> SecurityContext {
     SecurityContext {
         allow_privilege_escalation: Some(false),
         read_only_root_filesystem: Some(true),
