@@ -55,6 +55,7 @@ REQUIRED = {
     ("", "services"): {"get", "list", "watch", "create", "patch"},
     ("", "configmaps"): {"get", "list", "watch", "create", "patch"},
     ("policy", "poddisruptionbudgets"): {"get", "list", "watch", "create", "patch", "delete"},
+    ("batch", "cronjobs"): {"get", "list", "watch", "create", "patch", "delete"},
     ("events.k8s.io", "events"): {"create", "patch"},
     # placement changes (operator/src/controller.rs): their Jobs, the module's pods (readiness,
     # lost nodes), a Job's progress line, and whether a node is lost
@@ -455,9 +456,11 @@ def check_network_policies(objects: list[dict], values: dict, facts: dict) -> No
         want = {
             ports["METADATA_PORT"]: [cloudserver],
             ports["DATA_PORT"]: [cloudserver],
+            # The module's pods, its placement Jobs and its scheduled exports (spec.backup).
             ports["MEMCACHED_PORT"]: [
                 {"podSelector": {"matchLabels": want_pods}},
                 {"podSelector": {"matchLabels": want_jobs}},
+                {"podSelector": {"matchLabels": {**want_pods, facts["component_key"]: "backup"}}},
             ],
             ports["ADMIN_PORT"]: [scraper],
         }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -455,7 +455,21 @@ async fn apply_children(
         Some(pdb) => {
             apply(client, ns, pdb).await?;
         }
-        None => delete_owned_pdb(client, module).await?,
+        None => {
+            delete_owned::<PodDisruptionBudget>(
+                client,
+                module,
+                &names::pod_disruption_budget(module.name),
+            )
+            .await?
+        }
+    }
+    // `spec.backup` removed: its CronJob goes (the export files on the volume stay).
+    match &children.backup {
+        Some(backup) => {
+            apply(client, ns, backup).await?;
+        }
+        None => delete_owned::<CronJob>(client, module, &names::backup(module.name)).await?,
     }
     Ok(stateful_set)
 }
@@ -478,12 +492,18 @@ where
     Ok(api.patch(name, &params, &Patch::Apply(object)).await?)
 }
 
-/// Scaling down to one replica leaves a budget that would block every drain of that node;
-/// only a budget this module owns is removed.
-async fn delete_owned_pdb(client: &Client, module: &Validated<'_>) -> Result<()> {
-    let api: Api<PodDisruptionBudget> = Api::namespaced(client.clone(), module.namespace);
-    let name = names::pod_disruption_budget(module.name);
-    let Some(existing) = api.get_opt(&name).await? else {
+/// Remove a child the spec no longer asks for (scaling down to one replica leaves a budget
+/// that would block every drain of that node; a removed `spec.backup` leaves its CronJob);
+/// only an object this module owns is removed.
+async fn delete_owned<K>(client: &Client, module: &Validated<'_>, name: &str) -> Result<()>
+where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + Debug
+        + DeserializeOwned,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), module.namespace);
+    let Some(existing) = api.get_opt(name).await? else {
         return Ok(());
     };
     let owner_uid = module.module.metadata.uid.as_deref();
@@ -494,12 +514,12 @@ async fn delete_owned_pdb(client: &Client, module: &Validated<'_>) -> Result<()>
     if owned {
         let params = DeleteParams {
             preconditions: Some(Preconditions {
-                uid: existing.metadata.uid.clone(),
+                uid: existing.meta().uid.clone(),
                 resource_version: None,
             }),
             ..DeleteParams::default()
         };
-        api.delete(&name, &params).await?;
+        api.delete(name, &params).await?;
     }
     Ok(())
 }
@@ -623,7 +643,8 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<&str>) -> Result<()> {
             scoped::<PodDisruptionBudget>(&client, namespace),
             owned.clone(),
         )
-        .owns(scoped::<Job>(&client, namespace), owned)
+        .owns(scoped::<Job>(&client, namespace), owned.clone())
+        .owns(scoped::<CronJob>(&client, namespace), owned)
         .shutdown_on_signal()
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {

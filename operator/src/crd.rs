@@ -138,6 +138,39 @@ pub struct ZenkoMemcachedModuleSpec {
     /// Prometheus scraping of the sidecar's /metrics endpoint.
     #[serde(default)]
     pub metrics: MetricsSpec,
+
+    /// Scheduled exports of the module's store (every metadata database, the deployment id and
+    /// every blob) to files on a volume: a CronJob running the sidecar image's `export`.
+    /// Restore with `zenko-memcached-sidecar import` (see the README's Backups section).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<BackupSpec>,
+}
+
+/// Scheduled exports of a module, kept on a PersistentVolumeClaim.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupSpec {
+    /// When to export, in cron syntax (five fields, or @daily, @hourly...), e.g. "0 3 * * *".
+    #[schemars(length(min = 1))]
+    pub schedule: String,
+
+    /// The PersistentVolumeClaim, in the module's namespace, that the export files are written
+    /// to (created beforehand, writable by uid 65532). Files are named
+    /// zmm-export-<UTC time>.zmm.
+    #[schemars(length(min = 1, max = 253))]
+    pub volume_claim: String,
+
+    /// Export files kept on the volume: after each complete export, older ones beyond this
+    /// many are deleted.
+    #[serde(default = "default_backup_keep")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub keep: i32,
+
+    /// Most bytes read from memcached per second, so that an export does not slow the module
+    /// down (e.g. 64MiB, 500KB, unlimited).
+    #[serde(default = "default_backup_rate")]
+    #[schemars(length(min = 1))]
+    pub rate: String,
 }
 
 /// memcached settings. The defaults favour not losing data: no evictions and a warm restart file.
@@ -599,6 +632,12 @@ pub enum Phase {
 
 fn default_replicas() -> i32 {
     1
+}
+fn default_backup_keep() -> i32 {
+    7
+}
+fn default_backup_rate() -> String {
+    "64MiB".to_owned()
 }
 fn default_true() -> bool {
     true

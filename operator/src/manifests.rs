@@ -86,7 +86,10 @@ fn check_type(text: &str) -> Result<()> {
 pub fn parse_module(text: &str, default_namespace: &str) -> Result<ZenkoMemcachedModule> {
     let mut unknown = Vec::new();
     let mut module: ZenkoMemcachedModule = serde_saphyr::with_deserializer_from_str(text, |yaml| {
-        serde_ignored::deserialize(yaml, |path| unknown.push(path.to_string()))
+        // An optional section (`spec.backup`) shows in the path as `?`: not a field name.
+        serde_ignored::deserialize(yaml, |path| {
+            unknown.push(path.to_string().replace(".?", ""))
+        })
     })
     .map_err(|e| Error::YamlRead(e.to_string()))?;
     // The resource type's own derive reads `apiVersion` and `kind` by skipping them: they are

@@ -46,6 +46,12 @@ impl Validated<'_> {
 /// One problem in a spec.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Violation {
+    BackupSchedule {
+        schedule: String,
+    },
+    BackupVolumeClaim {
+        claim: String,
+    },
     NameInvalid {
         name: String,
     },
@@ -170,6 +176,16 @@ impl fmt::Display for Violation {
                  of an item is on another server. Set replicas to at least {factor}, or \
                  replicationFactor to {replicas} or less (the data is then moved to fewer copies)"
             ),
+            Self::BackupSchedule { schedule } => write!(
+                f,
+                "backup.schedule {schedule:?} is not a cron schedule: give five fields (minute \
+                 hour day-of-month month day-of-week, e.g. \"0 3 * * *\") or @daily, @hourly..."
+            ),
+            Self::BackupVolumeClaim { claim } => write!(
+                f,
+                "backup.volumeClaim {claim:?} is not a PersistentVolumeClaim name (lowercase \
+                 letters, digits, '-' and '.')"
+            ),
             Self::OutOfRange {
                 field,
                 value,
@@ -293,6 +309,19 @@ fn violations(name: &str, module: &ZenkoMemcachedModule, settings: &Settings) ->
             found.push(Violation::ExtraArgConflicts { arg: arg.clone() });
         }
     }
+    if let Some(backup) = &spec.backup {
+        let fields = backup.schedule.split_whitespace().count();
+        if !(fields == 5 || (fields == 1 && backup.schedule.starts_with('@'))) {
+            found.push(Violation::BackupSchedule {
+                schedule: backup.schedule.clone(),
+            });
+        }
+        if !is_dns_subdomain(&backup.volume_claim) {
+            found.push(Violation::BackupVolumeClaim {
+                claim: backup.volume_claim.clone(),
+            });
+        }
+    }
     let pdb = &spec.pod_disruption_budget;
     if spec.replicas > 1 && pdb.enabled && pdb.max_unavailable >= spec.replicas {
         found.push(Violation::MaxUnavailableTooHigh {
@@ -352,6 +381,12 @@ fn violations(name: &str, module: &ZenkoMemcachedModule, settings: &Settings) ->
             1,
             64,
         ),
+        (
+            "backup.keep",
+            spec.backup.as_ref().map(|backup| backup.keep),
+            1,
+            1000,
+        ),
     ];
     for (field, value, min, max) in ranges {
         let Some(value) = value else {
@@ -371,6 +406,20 @@ fn violations(name: &str, module: &ZenkoMemcachedModule, settings: &Settings) ->
         });
     }
     found
+}
+
+/// A Kubernetes object name (RFC 1123 subdomain).
+fn is_dns_subdomain(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        })
 }
 
 fn is_short_dns_label(name: &str) -> bool {

@@ -926,3 +926,85 @@ fn a_change_of_factor_alone_is_a_placement_change() {
     assert_eq!(kept.status.replication_factor, 1);
     assert_eq!(kept.deployment.sidecar, layout(3, 1));
 }
+
+#[test]
+fn a_backup_is_a_cronjob_exporting_to_its_claim() {
+    let single = children(&fixture("single.yaml"));
+    assert!(single.backup.is_none(), "no spec.backup, no CronJob");
+    let module = fixture("backup.yaml");
+    let cronjob = children(&module)
+        .backup
+        .unwrap_or_else(|| panic!("no CronJob for spec.backup"));
+    let cronjob = json(&cronjob);
+    assert_eq!(cronjob["metadata"]["name"], "store-backup");
+    assert_eq!(
+        cronjob["metadata"]["ownerReferences"][0]["uid"],
+        "6d1c2a4e-0000-4000-8000-000000000001"
+    );
+    assert_eq!(cronjob["spec"]["schedule"], "0 3 * * *");
+    assert_eq!(cronjob["spec"]["concurrencyPolicy"], "Forbid");
+    let pod = &cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"];
+    let container = &pod["containers"][0];
+    assert_eq!(container["image"], json(&module.spec.sidecar.image));
+    // The one pod's memcached by its pod name (the export runs in a pod of its own).
+    assert_eq!(
+        container["args"],
+        serde_json::json!([
+            "export",
+            "--memcached",
+            "store-0.store-headless.zenko.svc:11211",
+            "--out",
+            "/backups",
+            "--keep",
+            "5",
+            "--rate",
+            "64MiB",
+            "--progress",
+            "lines"
+        ])
+    );
+    assert_eq!(container["volumeMounts"][0]["mountPath"], "/backups");
+    assert_eq!(
+        pod["volumes"][0]["persistentVolumeClaim"]["claimName"],
+        "zmm-backups"
+    );
+    assert_eq!(container["securityContext"]["runAsNonRoot"], true);
+    assert_eq!(container["securityContext"]["readOnlyRootFilesystem"], true);
+    assert_eq!(pod["automountServiceAccountToken"], false);
+    assert_eq!(pod["restartPolicy"], "Never");
+}
+
+#[test]
+fn backup_fields_are_checked_and_misspelt_ones_named() {
+    let text = fixture_text("backup.yaml");
+    for (from, to, named) in [
+        ("keep", "kep", "unknown field spec.backup.kep"),
+        ("volumeClaim", "volumeClam", "missing field `volumeClaim`"),
+    ] {
+        let misspelt = text.replace(from, to);
+        let err = zenko_memcached_operator::manifests::manifests_yaml(&misspelt, "default")
+            .err()
+            .unwrap_or_else(|| panic!("misspelt backup field {to} accepted"))
+            .to_string();
+        assert!(err.contains(named), "{err}");
+    }
+    let wrong = text
+        .replace("\"0 3 * * *\"", "every night")
+        .replace("zmm-backups", "Backups!")
+        .replace("keep: 5", "keep: 0");
+    let module = zenko_memcached_operator::manifests::parse_module(&wrong, "default")
+        .unwrap_or_else(|e| panic!("{e}"));
+    let err = validate(&module)
+        .err()
+        .unwrap_or_else(|| panic!("a bad backup accepted"))
+        .to_string();
+    assert!(
+        err.contains("backup.schedule \"every night\" is not a cron schedule"),
+        "{err}"
+    );
+    assert!(err.contains("backup.volumeClaim \"Backups!\""), "{err}");
+    assert!(
+        err.contains("backup.keep (0) must be between 1 and 1000"),
+        "{err}"
+    );
+}

@@ -19,6 +19,7 @@ const CORE: &str = "/api/v1/namespaces/zenko";
 const STS: &str = "/apis/apps/v1/namespaces/zenko/statefulsets/store";
 const PDB: &str = "/apis/policy/v1/namespaces/zenko/poddisruptionbudgets/store";
 const STATUS: &str = "/apis/zenko.io/v1alpha1/namespaces/zenko/zenkomemcachedmodules/store/status";
+const CRONJOB: &str = "/apis/batch/v1/namespaces/zenko/cronjobs/store-backup";
 const EVENTS: &str = "/apis/events.k8s.io/v1/namespaces/zenko/events";
 
 struct Harness {
@@ -135,6 +136,13 @@ async fn expect_config_and_role_services(api: &mut ApiServer, uid: &str, service
     }
 }
 
+/// Answers the look for a backup CronJob of a module without `spec.backup`: there is none.
+async fn expect_no_backup(api: &mut ApiServer) {
+    api.expect(Method::GET, CRONJOB)
+        .await
+        .respond_status(404, "NotFound");
+}
+
 /// Answers a status apply as the API server does: with the whole module, new status included.
 fn respond_module(request: common::Received, module: &ZenkoMemcachedModule) {
     let mut body = serde_json::to_value(module).unwrap_or_else(|e| panic!("{e}"));
@@ -183,6 +191,7 @@ async fn a_new_module_gets_its_objects_applied_then_a_progressing_status() {
     api.expect(Method::GET, PDB)
         .await
         .respond_status(404, "NotFound");
+    expect_no_backup(&mut api).await;
 
     let status = api.expect(Method::PATCH, STATUS).await;
     assert_apply(&status.uri);
@@ -244,6 +253,7 @@ async fn a_single_role_module_gets_only_its_service_and_endpoint() {
         api.expect(Method::GET, PDB)
             .await
             .respond_status(404, "NotFound");
+        expect_no_backup(&mut api).await;
         let status = api.expect(Method::PATCH, STATUS).await;
         assert_eq!(status.body["status"]["endpoints"], endpoints, "{file}");
         respond_module(status, &module);
@@ -274,6 +284,7 @@ async fn status_becomes_available_once_the_pods_are_ready() {
     assert_apply(&pdb.uri);
     assert_eq!(pdb.body["spec"]["maxUnavailable"], 1);
     pdb.respond_with_body();
+    expect_no_backup(&mut api).await;
 
     let status = api.expect(Method::PATCH, STATUS).await;
     let s = status.body["status"].clone();
@@ -319,6 +330,7 @@ async fn an_unchanged_status_is_not_written_again() {
         applied["status"] = ready.clone();
         sts.respond_json(StatusCode::OK, &applied);
         api.expect(Method::PATCH, PDB).await.respond_with_body();
+        expect_no_backup(&mut api).await;
         if round == 0 {
             let status = api.expect(Method::PATCH, STATUS).await;
             written = Some(status.body["status"].clone());
@@ -391,6 +403,7 @@ async fn a_child_deleted_behind_the_operators_back_is_applied_again() {
     api.expect(Method::GET, PDB)
         .await
         .respond_status(404, "NotFound");
+    expect_no_backup(&mut api).await;
 
     let status = api.expect(Method::PATCH, STATUS).await;
     let s = status.body["status"].clone();
@@ -533,6 +546,7 @@ async fn scaling_down_to_one_replica_removes_the_budget_the_module_owns() {
         StatusCode::OK,
         &json!({"kind": "Status", "apiVersion": "v1", "status": "Success", "metadata": {}}),
     );
+    expect_no_backup(&mut api).await;
     respond_module(api.expect(Method::PATCH, STATUS).await, &module);
     assert!(finish(task).await.is_ok());
 }
@@ -553,6 +567,7 @@ async fn a_budget_someone_else_owns_is_left_alone() {
             "metadata": {"name": "store", "namespace": "zenko", "uid": "theirs"},
         }),
     );
+    expect_no_backup(&mut api).await;
     // straight to the status: no DELETE
     respond_module(api.expect(Method::PATCH, STATUS).await, &module);
     assert!(finish(task).await.is_ok());
@@ -1087,4 +1102,54 @@ async fn a_failed_change_is_tried_again_once_the_spec_changes() {
         .await
         .respond_json(StatusCode::OK, &deleted());
     end(task, ctx, api).await;
+
+#[tokio::test]
+async fn a_backup_gets_its_cronjob_and_loses_it_when_removed() {
+    let Harness { ctx, mut api, .. } = harness();
+    let mut module = fixture("single.yaml");
+    module.spec.backup = Some(
+        serde_json::from_value(json!({
+            "schedule": "0 3 * * *", "volumeClaim": "zmm-backups", "keep": 5,
+        }))
+        .unwrap_or_else(|e| panic!("{e}")),
+    );
+    let uid = "6d1c2a4e-0000-4000-8000-000000000001";
+    let task = start(&module, &ctx);
+    expect_config_and_services(&mut api, uid).await;
+    api.expect(Method::PATCH, STS).await.respond_with_body();
+    api.expect(Method::GET, PDB)
+        .await
+        .respond_status(404, "NotFound");
+    let cronjob = api.expect(Method::PATCH, CRONJOB).await;
+    assert_apply(&cronjob.uri);
+    assert_eq!(cronjob.body["kind"], "CronJob");
+    assert_eq!(cronjob.body["spec"]["schedule"], "0 3 * * *");
+    assert_eq!(cronjob.body["metadata"]["ownerReferences"][0]["uid"], uid);
+    cronjob.respond_with_body();
+    respond_module(api.expect(Method::PATCH, STATUS).await, &module);
+    assert!(finish(task).await.is_ok());
+
+    // spec.backup removed: the CronJob the module owns goes.
+    module.spec.backup = None;
+    let task = start(&module, &ctx);
+    expect_config_and_services(&mut api, uid).await;
+    api.expect(Method::PATCH, STS).await.respond_with_body();
+    api.expect(Method::GET, PDB)
+        .await
+        .respond_status(404, "NotFound");
+    api.expect(Method::GET, CRONJOB).await.respond_json(StatusCode::OK, &json!({
+        "apiVersion": "batch/v1", "kind": "CronJob",
+        "metadata": {"name": "store-backup", "namespace": "zenko", "uid": "cron-uid",
+            "ownerReferences": [{"apiVersion": "zenko.io/v1alpha1", "kind": "ZenkoMemcachedModule",
+                "name": "store", "uid": uid, "controller": true}]},
+        "spec": {"schedule": "0 3 * * *", "jobTemplate": {}},
+    }));
+    let delete = api.expect(Method::DELETE, CRONJOB).await;
+    assert_eq!(delete.body["preconditions"]["uid"], "cron-uid");
+    delete.respond_json(
+        StatusCode::OK,
+        &json!({"kind": "Status", "apiVersion": "v1", "status": "Success", "metadata": {}}),
+    );
+    respond_module(api.expect(Method::PATCH, STATUS).await, &module);
+    assert!(finish(task).await.is_ok());
 }

@@ -193,6 +193,76 @@ pub enum Command {
     /// Show or set the placement recorded in the store (the servers and replication factor
     /// it is written under).
     Placement(PlacementArgs),
+    /// Write every metadata database (each at one consistent snapshot), the catalog, the
+    /// deployment id and every published blob to one checksummed file: a backup, or the
+    /// first half of a migration. Reads at a bounded rate; safe next to serving sidecars.
+    Export(ExportArgs),
+    /// Verify an export file whole, then write it into a store: blobs keep their keys, the
+    /// store takes the export's deployment id. Refuses a damaged file before writing
+    /// anything, and a store that holds data unless told --force.
+    Import(ImportArgs),
+}
+
+#[derive(Clone, Debug, clap::Args)]
+pub struct ExportArgs {
+    #[command(flatten)]
+    pub servers: Servers,
+
+    /// The file to write, `-` for standard output, or a directory, where the file is named
+    /// `zmm-export-<UTC time>.zmm`. A file is written under PATH.partial and renamed once
+    /// complete, so PATH is never a cut-short export.
+    #[arg(long, value_name = "PATH")]
+    pub out: std::path::PathBuf,
+
+    /// With --out a directory: once the export is complete, delete the older
+    /// `zmm-export-*.zmm` files there, keeping this many (the new one included).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub keep: Option<u32>,
+
+    /// Most bytes read from memcached per second (e.g. 64MiB, 500KB, unlimited).
+    #[arg(long, default_value = "64MiB")]
+    pub rate: crate::transfer::Rate,
+
+    /// How progress is shown on standard error.
+    #[arg(long, value_enum, default_value_t = crate::transfer::ProgressMode::Auto)]
+    pub progress: crate::transfer::ProgressMode,
+}
+
+#[derive(Clone, Debug, clap::Args)]
+pub struct ImportArgs {
+    #[command(flatten)]
+    pub servers: Servers,
+
+    /// The export file to read (a file: it is read twice, once to verify it whole, then to
+    /// write it).
+    #[arg(long = "in", value_name = "PATH")]
+    pub input: std::path::PathBuf,
+
+    /// Most bytes written to memcached per second (e.g. 64MiB, 500KB, unlimited).
+    #[arg(long, default_value = "unlimited")]
+    pub rate: crate::transfer::Rate,
+
+    /// What to do with a store that already holds data (databases, blobs or a deployment
+    /// id); without it such a store is refused.
+    #[arg(long, value_enum, value_name = "WHAT")]
+    pub force: Option<Force>,
+
+    /// Replication factor of a store that has no placement yet (a fresh one); a store with
+    /// a placement keeps its own, and a different value here is refused.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub replication_factor: Option<u32>,
+
+    /// How progress is shown on standard error.
+    #[arg(long, value_enum, default_value_t = crate::transfer::ProgressMode::Auto)]
+    pub progress: crate::transfer::ProgressMode,
+}
+
+/// What `import --force` does with a store that already holds data.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Force {
+    /// Write everything of the export over what is there: its keys, blobs and deployment id
+    /// replace those of the same names; keys, databases and blobs it does not hold stay.
+    Overwrite,
 }
 
 #[derive(Clone, Debug, clap::Args)]

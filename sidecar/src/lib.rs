@@ -17,3 +17,4 @@ pub mod probe;
 #[cfg(test)]
 mod proptest_cases;
 pub mod server;
+pub mod transfer;

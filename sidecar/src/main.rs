@@ -53,12 +53,40 @@ fn main() -> ExitCode {
             }
         };
     }
+    if let Some(Command::Export(args)) = &config.command {
+        let result = runtime.block_on(commands::export(args));
+        // With the export on standard output, the summary goes to standard error.
+        let to_stdout = args.out.as_os_str() != "-";
+        return finish("export", result, to_stdout);
+    }
+    if let Some(Command::Import(args)) = &config.command {
+        let result = runtime.block_on(commands::import(args));
+        return finish("import", result, true);
+    }
     init_logging(&config);
     match runtime.block_on(server::run(config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!("{error}");
             eprintln!("zenko-memcached-sidecar: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Print a tool's one-line summary, or its error; the exit code.
+fn finish(tool: &str, result: Result<String, String>, to_stdout: bool) -> ExitCode {
+    match result {
+        Ok(summary) if to_stdout => {
+            println!("{summary}");
+            ExitCode::SUCCESS
+        }
+        Ok(summary) => {
+            eprintln!("{summary}");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("zenko-memcached-sidecar {tool}: {error}");
             ExitCode::FAILURE
         }
     }

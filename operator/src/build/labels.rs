@@ -23,6 +23,8 @@ pub enum Component {
     Metadata,
     /// The Jobs that move the data between placements.
     Placement,
+    /// The scheduled exports (`spec.backup`).
+    Backup,
 }
 
 impl Component {
@@ -32,6 +34,7 @@ impl Component {
             Self::Data => "data",
             Self::Metadata => "metadata",
             Self::Placement => "placement",
+            Self::Backup => "backup",
         }
     }
 }

@@ -3,6 +3,7 @@
 //! Nothing here talks to the API server: the controller applies what these return, and the
 //! `manifests` command prints it, so both always agree.
 
+mod backup;
 mod configmap;
 mod job;
 pub mod labels;
@@ -11,6 +12,7 @@ mod services;
 mod statefulset;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::batch::v1::CronJob;
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -42,6 +44,8 @@ pub struct Children {
     pub stateful_set: StatefulSet,
     /// Only with more than one replica: with one pod, a budget would block every node drain.
     pub pod_disruption_budget: Option<PodDisruptionBudget>,
+    /// Only with `spec.backup`.
+    pub backup: Option<CronJob>,
 }
 
 /// Builds every child of the module, for the placement the operator decided (the servers the
@@ -55,6 +59,7 @@ pub fn build(module: &Validated<'_>, placement: &Deployment) -> Children {
         metadata_service: services::metadata(module),
         stateful_set: statefulset::build(module, &hash, placement.pods),
         pod_disruption_budget: pdb::build(module),
+        backup: backup::build(module, &placement.sidecar),
         config_map,
     }
 }
@@ -85,6 +90,9 @@ impl Children {
         if let Some(pdb) = &self.pod_disruption_budget {
             out.push(serde_json::to_value(pdb)?);
         }
+        if let Some(backup) = &self.backup {
+            out.push(serde_json::to_value(backup)?);
+        }
         Ok(out)
     }
 }
@@ -108,6 +116,9 @@ pub mod names {
     }
     pub fn pod_disruption_budget(module: &str) -> String {
         module.to_owned()
+    }
+    pub fn backup(module: &str) -> String {
+        format!("{module}-backup")
     }
 }
 

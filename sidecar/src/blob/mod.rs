@@ -83,6 +83,23 @@ impl Blob {
             Blob::Chunked { manifest, .. } => manifest.size,
         }
     }
+
+    /// How the blob is cut into items, which a restore repeats.
+    pub fn shape(&self) -> Shape {
+        match self {
+            Blob::Inline(_) => Shape::Inline,
+            Blob::Chunked { manifest, .. } => Shape::Chunked {
+                chunk_size: manifest.chunk_size,
+            },
+        }
+    }
+}
+
+/// How a blob's bytes are cut into items: whole in its head item, or in chunks of a size.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Shape {
+    Inline,
+    Chunked { chunk_size: u64 },
 }
 
 #[derive(Clone)]
@@ -113,6 +130,44 @@ impl BlobStore {
             Layout::Chunked
         };
         let key = BlobKey::random(layout);
+        self.write(key, layout, body, declared).await?;
+        Ok(key)
+    }
+
+    /// Store a blob under the key it had in another store, cut as it was there (a restore:
+    /// CloudServer's metadata names blobs by key, so a restored blob must keep its key). A
+    /// blob of that key already here is replaced.
+    pub async fn restore<S, E>(
+        &self,
+        key: BlobKey,
+        shape: Shape,
+        body: S,
+        declared: u64,
+    ) -> Result<(), BlobError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Send,
+        E: Display,
+    {
+        match shape {
+            Shape::Inline => self.write(key, Layout::Inline, body, declared).await,
+            Shape::Chunked { chunk_size } => {
+                let store = BlobStore::new(self.items.clone(), chunk_size.max(1));
+                store.write(key, Layout::Chunked, body, declared).await
+            }
+        }
+    }
+
+    async fn write<S, E>(
+        &self,
+        key: BlobKey,
+        layout: Layout,
+        body: S,
+        declared: u64,
+    ) -> Result<(), BlobError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Send,
+        E: Display,
+    {
         let mut upload = Upload {
             store: self.clone(),
             key,
@@ -120,13 +175,12 @@ impl BlobStore {
             published: false,
         };
         match layout {
-            Layout::Inline => upload.put_inline(body, declared).await?,
+            Layout::Inline => upload.put_inline(body, declared).await,
             Layout::Chunked => {
                 let manifest = upload.receive(body, declared).await?;
-                upload.publish(manifest).await?;
+                upload.publish(manifest).await
             }
         }
-        Ok(key)
     }
 
     fn decode_head(&self, key: &BlobKey, bytes: Bytes) -> Result<Head, BlobError> {

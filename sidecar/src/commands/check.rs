@@ -1,12 +1,10 @@
 //! `zenko-memcached-sidecar check`: the operator's check of the metadata kept in memcached.
 
 use std::io::Write;
-use std::sync::Arc;
 
+use super::store;
 use crate::config::CheckArgs;
-use crate::items::{MemcachedStore, SharedItemStore};
 use crate::ordered::{MemcachedOrderedStore, TreeConfig};
-use crate::placement::{self, ReplicatedStore};
 
 /// What the check found, for the exit code.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -19,20 +17,7 @@ pub enum Verdict {
 
 /// Run the check, printing to `out`.
 pub async fn check(args: &CheckArgs, out: &mut impl Write) -> Result<Verdict, String> {
-    let list = &args.servers.memcached;
-    let servers = list.join(",");
-    let unreachable = |error| format!("cannot reach memcached at {servers}: {error}");
-    // Read as the sidecars read it: a versioned store has a header in every value, and its
-    // record says where each item is.
-    let items: SharedItemStore = match placement::recorded(list).await.map_err(unreachable)? {
-        Some(placement) if placement.is_versioned() => Arc::new(
-            ReplicatedStore::open(&placement)
-                .await
-                .map_err(unreachable)?,
-        ),
-        _ => Arc::new(MemcachedStore::connect(list).await.map_err(unreachable)?),
-    };
-    items.ping().await.map_err(unreachable)?;
+    let items = store::open(&args.servers.memcached).await?.items;
     let store = MemcachedOrderedStore::open(items, TreeConfig::default())
         .await
         .map_err(|error| error.to_string())?;

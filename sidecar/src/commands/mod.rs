@@ -1,7 +1,12 @@
 //! The tools the binary runs instead of serving (`zenko-memcached-sidecar <command>`).
 
 mod check;
+mod export;
+mod import;
 mod placement;
+mod store;
 
 pub use check::{Verdict, check};
+pub use export::export;
+pub use import::import;
 pub use placement::placement;

@@ -16,11 +16,15 @@ pub(super) const BATCH: usize = 64;
 /// How long a metadump may go quiet before the server counts as unreachable.
 const DUMP_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// One key of a server's listing.
-pub(super) struct Dumped {
+/// One item as memcached's key listing gives it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Dumped {
     pub key: ItemKey,
     /// Whether the item expires (memcached's `exp` is not -1).
     pub expires: bool,
+    /// memcached's CAS value of the item: the server's counter when the item was last
+    /// written, so it tells items written before a point from those written after.
+    pub cas: u64,
 }
 
 /// Keeps copies at most `rate` bytes per second since the start.
@@ -112,7 +116,8 @@ pub(super) async fn copy_batch(
 
 /// Every key a server holds, from memcached's `lru_crawler metadump all` (keys come
 /// URL-encoded; `BUSY` while its crawler is running: asked again).
-pub(super) async fn dump(server: &str) -> ItemResult<Vec<Dumped>> {
+/// Also what an export enumerates blobs with.
+pub async fn dump(server: &str) -> ItemResult<Vec<Dumped>> {
     let unavailable = |error: std::io::Error| ItemError::Unavailable(format!("{server}: {error}"));
     for _ in 0..100 {
         let mut stream = TcpStream::connect(server).await.map_err(unavailable)?;
@@ -140,18 +145,19 @@ pub(super) async fn dump(server: &str) -> ItemResult<Vec<Dumped>> {
             if line == "END" {
                 break;
             }
-            let Some(encoded) = line.split(' ').find_map(|field| field.strip_prefix("key=")) else {
+            let field = |name: &str| line.split(' ').find_map(|field| field.strip_prefix(name));
+            let Some(encoded) = field("key=") else {
                 return Err(ItemError::Protocol(format!(
                     "{server}: metadump answered {line:?}"
                 )));
             };
             let text = percent_encoding::percent_decode_str(encoded).decode_utf8_lossy();
-            let expires = line
-                .split(' ')
-                .find_map(|field| field.strip_prefix("exp="))
-                .is_some_and(|exp| exp != "-1");
+            let expires = field("exp=").is_some_and(|exp| exp != "-1");
+            let cas = field("cas=")
+                .and_then(|cas| cas.parse().ok())
+                .unwrap_or(u64::MAX);
             if let Ok(key) = ItemKey::new(text.into_owned()) {
-                keys.push(Dumped { key, expires });
+                keys.push(Dumped { key, expires, cas });
             }
         }
         if !busy {
