@@ -339,7 +339,7 @@ fn violations(name: &str, module: &ZenkoMemcachedModule, settings: &Settings) ->
         });
     }
     // Settings the role does not use are `None`: their fields are refused above.
-    let ranges: [(&'static str, Option<i32>, i64, i64); 11] = [
+    let ranges: [(&'static str, Option<i32>, i64, i64); 12] = [
         ("replicas", Some(spec.replicas), 1, 64),
         ("replicationFactor", spec.replication_factor, 1, 64),
         (
