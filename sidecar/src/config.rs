@@ -314,7 +314,8 @@ pub struct ChangeArgs {
     #[arg(long, default_value_t = 64)]
     pub rate_mib: u64,
 
-    /// How long to wait for every sidecar to adopt each step, in seconds.
+    /// How long to wait for every sidecar to adopt each step, and for an export or import
+    /// under way to end, in seconds.
     #[arg(long, default_value_t = 300)]
     pub adopt_timeout_secs: u64,
 }

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use faults_common::mixed_load::{Load, list, placement_sidecar};
 use faults_common::{BINARY, admin_get, eventually};
+use zenko_memcached_sidecar::items::{Expiry, ItemKey, ItemStore, MemcachedStore};
 use zenko_memcached_testkit::Memcached;
 
 /// One of these tests at a time: each runs three memcached servers, sidecars and their load.
@@ -28,6 +29,7 @@ const WARM_UP: Duration = Duration::from_secs(3);
 fn change(from: &str, to: &str, factor: Option<u32>) -> (bool, String) {
     let mut command = Command::new(BINARY);
     command.args(["placement", "change", "--memcached", from, "--to", to]);
+    command.args(["--adopt-timeout-secs", "60"]);
     if let Some(factor) = factor {
         command.args(["--replication-factor", &factor.to_string()]);
     }
@@ -202,6 +204,37 @@ async fn changes_that_cannot_hold_the_data_are_refused_before_anything_moves() {
     let (ok, output) = tokio::task::block_in_place(|| change(&list(&[&small]), &two, None));
     assert!(!ok && output.contains("refused"), "{output}");
     assert!(data_items(&small).is_empty(), "{:?}", data_items(&small));
+    // An export under way (its lease on a server) holds a change back, here for longer than
+    // the change waits.
+    let lease = ItemKey::new("zmm:placement:driver").unwrap();
+    let raw = MemcachedStore::connect(&[servers[1].address()])
+        .await
+        .unwrap();
+    raw.set(
+        &lease,
+        "export on elsewhere".into(),
+        Expiry::After(Duration::from_secs(60)),
+    )
+    .await
+    .unwrap();
+    let output = Command::new(BINARY)
+        .args([
+            "placement",
+            "change",
+            "--memcached",
+            &two,
+            "--to",
+            &list(&[&servers[0]]),
+        ])
+        .args(["--replication-factor", "1", "--adopt-timeout-secs", "3"])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !output.status.success() && said.contains("export on elsewhere holds the lease"),
+        "{said}"
+    );
+    assert!(raw.delete(&lease).await.unwrap());
     assert!(
         load.progress(3, Duration::from_secs(30)).await,
         "the refusals stopped the load"

@@ -18,12 +18,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use bytes::Bytes;
 use futures::{TryStreamExt, stream};
 use zenko_memcached_sidecar::blob::{BlobError, BlobKey, BlobStore};
-use zenko_memcached_sidecar::items::{MemcachedStore, SharedItemStore};
+use zenko_memcached_sidecar::items::SharedItemStore;
 use zenko_memcached_sidecar::metadata::uuid::DeploymentUuid;
 use zenko_memcached_sidecar::ordered::{
     Batch, KeyRange, MemcachedOrderedStore, OrderedStore, Sublevel, TreeConfig,
 };
-use zenko_memcached_sidecar::placement::{self, ReplicatedStore};
+use zenko_memcached_sidecar::placement;
 use zenko_memcached_testkit::{Memcached, Sidecar, pseudo_random_bytes};
 
 use ordered_common::db;
@@ -50,18 +50,13 @@ fn list(servers: &[&Memcached]) -> String {
         .join(",")
 }
 
-/// The store of `servers` as its sidecars read it (the factor its placement records).
+/// The store of `servers` as its sidecars read it (as its placement record lays it out).
 async fn store(servers: &[&Memcached]) -> SharedItemStore {
     let names: Vec<String> = servers.iter().map(|server| server.address()).collect();
-    let factor = placement::recorded(&names)
+    zenko_memcached_sidecar::commands::open_store(&names)
         .await
         .unwrap()
-        .map_or(1, |placement| placement.replication_factor as usize);
-    if factor > 1 {
-        Arc::new(ReplicatedStore::connect(&names, factor).await.unwrap())
-    } else {
-        Arc::new(MemcachedStore::connect(&names).await.unwrap())
-    }
+        .items
 }
 
 async fn ordered(items: SharedItemStore) -> MemcachedOrderedStore {

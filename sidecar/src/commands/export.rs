@@ -104,11 +104,23 @@ pub(super) fn blob_head(key: &ItemKey) -> Option<BlobKey> {
     key.as_str().strip_prefix("b:")?.parse().ok()
 }
 
-/// Run the export; the one-line summary.
+/// Run the export; the one-line summary. No placement change runs meanwhile (the lease).
 pub async fn export(args: &ExportArgs) -> Result<String, String> {
+    let servers = &args.servers.memcached;
+    crate::placement::exclusively(servers, "export", export_alone(args)).await
+}
+
+async fn export_alone(args: &ExportArgs) -> Result<String, String> {
     let servers = &args.servers.memcached;
     let opened = store::open(servers).await?;
     let source = match &opened.placement {
+        Some(recorded) if recorded.change.is_some() => {
+            return Err(
+                "a placement change is under way (an earlier one stopped part way): finish it \
+                 first (placement change with the same arguments), then export"
+                    .into(),
+            );
+        }
         Some(recorded) => {
             if !store::same_servers(recorded, servers) {
                 return Err(format!(

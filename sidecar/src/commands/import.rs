@@ -33,8 +33,13 @@ const IN_FLIGHT: usize = 8;
 /// Blob data records queued for a blob's writer.
 const BLOB_QUEUE: usize = 4;
 
-/// Run the import; the one-line summary.
+/// Run the import; the one-line summary. No placement change runs meanwhile (the lease).
 pub async fn import(args: &ImportArgs) -> Result<String, String> {
+    let servers = &args.servers.memcached;
+    crate::placement::exclusively(servers, "import", import_alone(args)).await
+}
+
+async fn import_alone(args: &ImportArgs) -> Result<String, String> {
     let path = &args.input;
     if path.as_os_str() == "-" {
         return Err(
@@ -67,6 +72,16 @@ pub async fn import(args: &ImportArgs) -> Result<String, String> {
              {}",
             servers.len()
         ));
+    }
+    if recorded
+        .as_ref()
+        .is_some_and(|recorded| recorded.change.is_some())
+    {
+        return Err(
+            "a placement change is under way (an earlier one stopped part way): finish it \
+             first (placement change with the same arguments), then import"
+                .into(),
+        );
     }
     let items = match &recorded {
         Some(_) => store::open(servers).await?.items,

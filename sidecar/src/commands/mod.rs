@@ -10,3 +10,4 @@ pub use check::{Verdict, check};
 pub use export::export;
 pub use import::import;
 pub use placement::placement;
+pub use store::open as open_store;

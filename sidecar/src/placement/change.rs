@@ -123,7 +123,8 @@ pub async fn change(
     if recorded.change.is_none() && !wanted(&recorded) {
         check_memory(&recorded, target).await?;
     }
-    let lease = Lease::take(&named).await?;
+    // An export or import under way finishes first.
+    let lease = Lease::take(&named, "placement change", options.adopt_timeout).await?;
     let result = async {
         if reverting {
             revert(&mut recorded, &named, progress).await?;
@@ -552,6 +553,23 @@ async fn clean_up(
     Ok(())
 }
 
+/// Run `work` holding the lease a placement change holds, so that neither runs while the
+/// other does: an export or an import reads or writes the store where its placement puts
+/// items, and a change moves them.
+pub async fn exclusively<T>(
+    servers: &[String],
+    purpose: &str,
+    work: impl Future<Output = Result<T, String>>,
+) -> Result<T, String> {
+    let named: BTreeSet<String> = servers.iter().cloned().collect();
+    let lease = Lease::take(&named, purpose, Duration::ZERO)
+        .await
+        .map_err(|error| error.to_string())?;
+    let result = work.await;
+    lease.release().await;
+    result
+}
+
 /// The driver's lease, on every server it changes, kept alive in the background.
 struct Lease {
     servers: std::sync::Arc<Vec<MemcachedStore>>,
@@ -560,10 +578,29 @@ struct Lease {
 }
 
 impl Lease {
-    async fn take(named: &BTreeSet<String>) -> Result<Lease, ChangeError> {
+    /// Take the lease on every server, waiting up to `wait` for another holder to let go.
+    async fn take(
+        named: &BTreeSet<String>,
+        purpose: &str,
+        wait: Duration,
+    ) -> Result<Lease, ChangeError> {
+        let deadline = Instant::now() + wait;
+        loop {
+            match Self::try_take(named, purpose).await? {
+                Ok(lease) => return Ok(lease),
+                Err(why) if Instant::now() >= deadline => return Err(ChangeError::Refused(why)),
+                Err(_) => tokio::time::sleep(Duration::from_secs(2)).await,
+            }
+        }
+    }
+
+    async fn try_take(
+        named: &BTreeSet<String>,
+        purpose: &str,
+    ) -> Result<Result<Lease, String>, ChangeError> {
         let id = format!(
-            "{}-{}",
-            std::env::var("HOSTNAME").unwrap_or_else(|_| "driver".into()),
+            "{purpose} on {}-{}",
+            std::env::var("HOSTNAME").unwrap_or_else(|_| "host".into()),
             hex::encode(rand::random::<[u8; 4]>())
         );
         let lease_key = key(DRIVER_ITEM)?;
@@ -581,9 +618,9 @@ impl Lease {
                     keeper: None,
                 };
                 taken.release().await;
-                return Err(ChangeError::Refused(format!(
-                    "another placement change is running ({} holds the lease on {name}; it \
-                     lapses {} s after that change stops)",
+                return Ok(Err(format!(
+                    "a placement change, export or import is running ({} holds the lease on \
+                     {name}; it lapses {} s after that stops)",
                     String::from_utf8_lossy(&holder),
                     LEASE.as_secs()
                 )));
@@ -602,11 +639,11 @@ impl Lease {
                 }
             })
         };
-        Ok(Lease {
+        Ok(Ok(Lease {
             servers,
             id,
             keeper: Some(keeper),
-        })
+        }))
     }
 
     /// Fails once the lease is not this driver's any more (it lapsed, another took it).

@@ -20,9 +20,9 @@ mod record;
 mod refill;
 mod replicas;
 
-pub use change::{ChangeError, ChangeOptions, Target, change};
+pub use change::{ChangeError, ChangeOptions, Target, change, exclusively};
+pub use copy::{Dumped, dump};
 pub use follow::{Follower, Following, Report, Reports, read_reports};
 pub use record::{PLACEMENT_ITEM, Placement, Verdict, accept, describe, establish, recorded};
-pub use copy::{Dumped, dump};
 pub use refill::{RefillRate, refill, watch as watch_refills};
 pub use replicas::ReplicatedStore;
