@@ -1008,3 +1008,62 @@ fn backup_fields_are_checked_and_misspelt_ones_named() {
         "{err}"
     );
 }
+
+#[test]
+fn a_backups_export_reads_the_servers_the_sidecars_list() {
+    let mut module = fixture("backup.yaml");
+    module.spec.replicas = 3;
+    let valid = validate(&module).unwrap_or_else(|e| panic!("{e}"));
+    let export_servers = |deployment: &placement::Deployment| -> serde_json::Value {
+        let built = build::build(&valid, deployment);
+        let cronjob = json(
+            &built
+                .backup
+                .as_ref()
+                .unwrap_or_else(|| panic!("no CronJob for spec.backup")),
+        );
+        let args =
+            &cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["args"];
+        assert_eq!(args[1], "--memcached");
+        // the same list as the sidecars'
+        assert_eq!(
+            args[2].as_str(),
+            sidecar_env(&built).get("ZMM_MEMCACHED").map(String::as_str)
+        );
+        args[2].clone()
+    };
+    // a module started as it is: its three pods
+    assert_eq!(
+        export_servers(&placement::Deployment::stable(placement::initial(&valid))),
+        serde_json::json!(format!("{},{},{}", server(0), server(1), server(2)))
+    );
+    // during a scale from 3 to 4 (four pods run): the target list the sidecars are given
+    let changing = placement::Deployment {
+        sidecar: layout(4, 2),
+        pods: 4,
+    };
+    assert_eq!(
+        export_servers(&changing),
+        serde_json::json!(layout(4, 2).server_list())
+    );
+
+    // a one-pod module of an earlier release lists its memcached as 127.0.0.1, which the
+    // export's own pod cannot reach: its pod's name instead
+    let mut single = fixture("backup.yaml");
+    single.spec.replicas = 1;
+    let valid = validate(&single).unwrap_or_else(|e| panic!("{e}"));
+    let legacy = placement::Deployment::stable(Layout {
+        servers: vec![placement::LOOPBACK_SERVER.to_owned()],
+        replication_factor: 1,
+    });
+    let built = build::build(&valid, &legacy);
+    assert_eq!(
+        sidecar_env(&built).get("ZMM_MEMCACHED").map(String::as_str),
+        Some(placement::LOOPBACK_SERVER)
+    );
+    let cronjob = json(&built.backup.unwrap_or_else(|| panic!("no CronJob")));
+    assert_eq!(
+        cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["args"][2],
+        server(0)
+    );
+}

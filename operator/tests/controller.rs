@@ -668,7 +668,7 @@ fn changing(mut placement: serde_json::Value, to: i32, job: Option<&str>) -> ser
 }
 
 /// Answers the applies of the ConfigMap, the Services, the StatefulSet and the budget of a
-/// module of several replicas; returns the ConfigMap's data and the StatefulSet's replicas.
+/// module of several replicas, and the look for a backup CronJob it does not have; returns the ConfigMap's data and the StatefulSet's replicas.
 async fn expect_children(api: &mut ApiServer) -> (serde_json::Value, i64) {
     let config_map = api
         .expect(Method::PATCH, &format!("{CORE}/configmaps/store-sidecar"))
@@ -684,6 +684,7 @@ async fn expect_children(api: &mut ApiServer) -> (serde_json::Value, i64) {
     let replicas = sts.body["spec"]["replicas"].as_i64().unwrap_or_default();
     sts.respond_with_body();
     api.expect(Method::PATCH, PDB).await.respond_with_body();
+    expect_no_backup(api).await;
     (data, replicas)
 }
 
@@ -997,6 +998,7 @@ async fn replicas_below_the_recorded_factor_are_refused_in_status() {
     api.expect(Method::GET, PDB)
         .await
         .respond_status(404, "NotFound");
+    expect_no_backup(&mut api).await;
     let s = expect_status(&mut api, &module).await;
     let degraded = condition(&s, "Degraded");
     assert_eq!(degraded["reason"], "PlacementRefused");
@@ -1102,6 +1104,7 @@ async fn a_failed_change_is_tried_again_once_the_spec_changes() {
         .await
         .respond_json(StatusCode::OK, &deleted());
     end(task, ctx, api).await;
+}
 
 #[tokio::test]
 async fn a_backup_gets_its_cronjob_and_loses_it_when_removed() {
@@ -1115,6 +1118,7 @@ async fn a_backup_gets_its_cronjob_and_loses_it_when_removed() {
     );
     let uid = "6d1c2a4e-0000-4000-8000-000000000001";
     let task = start(&module, &ctx);
+    expect_observation(&mut api, Some(None), ready_pods(1)).await;
     expect_config_and_services(&mut api, uid).await;
     api.expect(Method::PATCH, STS).await.respond_with_body();
     api.expect(Method::GET, PDB)
@@ -1125,6 +1129,11 @@ async fn a_backup_gets_its_cronjob_and_loses_it_when_removed() {
     assert_eq!(cronjob.body["kind"], "CronJob");
     assert_eq!(cronjob.body["spec"]["schedule"], "0 3 * * *");
     assert_eq!(cronjob.body["metadata"]["ownerReferences"][0]["uid"], uid);
+    // the export reads the servers of the placement, by their pods' names
+    let args =
+        &cronjob.body["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["args"];
+    assert_eq!(args[1], "--memcached");
+    assert_eq!(args[2], server(0));
     cronjob.respond_with_body();
     respond_module(api.expect(Method::PATCH, STATUS).await, &module);
     assert!(finish(task).await.is_ok());
@@ -1132,6 +1141,7 @@ async fn a_backup_gets_its_cronjob_and_loses_it_when_removed() {
     // spec.backup removed: the CronJob the module owns goes.
     module.spec.backup = None;
     let task = start(&module, &ctx);
+    expect_observation(&mut api, Some(None), ready_pods(1)).await;
     expect_config_and_services(&mut api, uid).await;
     api.expect(Method::PATCH, STS).await.respond_with_body();
     api.expect(Method::GET, PDB)
@@ -1152,4 +1162,47 @@ async fn a_backup_gets_its_cronjob_and_loses_it_when_removed() {
     );
     respond_module(api.expect(Method::PATCH, STATUS).await, &module);
     assert!(finish(task).await.is_ok());
+}
+
+#[tokio::test]
+async fn a_backup_during_a_scale_up_exports_the_servers_the_sidecars_list() {
+    let mut module = ha_module(3, stable_placement(1, 2, 2));
+    module.spec.backup = Some(
+        serde_json::from_value(json!({
+            "schedule": "0 3 * * *", "volumeClaim": "zmm-backups", "keep": 5,
+        }))
+        .unwrap_or_else(|e| panic!("{e}")),
+    );
+    // the third pod's memcached is ready: the change starts at once
+    let (ctx, mut api, task) = begin(&module, ready_pods(3)).await;
+    let config_map = api
+        .expect(Method::PATCH, &format!("{CORE}/configmaps/store-sidecar"))
+        .await;
+    assert_eq!(
+        config_map.body["data"]["ZMM_MEMCACHED"],
+        servers(3).join(",")
+    );
+    config_map.respond_with_body();
+    for service in ["store-headless", "store-data", "store-metadata"] {
+        api.expect(Method::PATCH, &format!("{CORE}/services/{service}"))
+            .await
+            .respond_with_body();
+    }
+    api.expect(Method::PATCH, STS).await.respond_with_body();
+    api.expect(Method::PATCH, PDB).await.respond_with_body();
+    // the CronJob is applied with the children, before the status and the Job
+    let cronjob = api.expect(Method::PATCH, CRONJOB).await;
+    assert_apply(&cronjob.uri);
+    let args =
+        &cronjob.body["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["args"];
+    assert_eq!(args[2], servers(3).join(","));
+    assert_eq!(
+        cronjob.body["metadata"]["ownerReferences"][0]["uid"],
+        HA_UID
+    );
+    cronjob.respond_with_body();
+    let s = expect_status(&mut api, &module).await;
+    assert_eq!(s["placement"]["change"]["job"], "store-placement-2");
+    expect_job_created(&mut api, (2, 3)).await;
+    end(task, ctx, api).await;
 }

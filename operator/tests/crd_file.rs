@@ -62,6 +62,13 @@ fn crd_has_short_name_status_and_printer_columns() {
         spec["placement"]["properties"]["lostNodeGraceSeconds"]["default"],
         30
     );
+    // spec.backup (scheduled exports) next to the placement's fields
+    let backup = &spec["backup"]["properties"];
+    for field in ["schedule", "volumeClaim", "keep", "rate"] {
+        assert!(backup[field].is_object(), "spec.backup.{field}");
+    }
+    let status = &version["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"];
+    assert!(status["placement"].is_object());
 }
 
 #[test]
