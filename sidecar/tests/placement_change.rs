@@ -241,3 +241,53 @@ async fn changes_that_cannot_hold_the_data_are_refused_before_anything_moves() {
     );
     load.stop_and_verify(&sidecar, &sidecar, &two).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_server_restarted_empty_in_the_middle_of_a_change_loses_nothing() {
+    let _serial = SERIAL.lock().await;
+    let mut servers = [(); 3].map(|()| Memcached::start(&MEMORY));
+    let two = list(&[&servers[0], &servers[1]]);
+    let three = list(&servers.iter().collect::<Vec<_>>());
+    let first = placement_sidecar(&two, 2);
+    let second = placement_sidecar(&two, 2);
+    let load = Load::start(&[&first, &second]);
+    tokio::time::sleep(WARM_UP).await;
+
+    // A slow copy, and the second server killed and back empty while it runs.
+    let (from, to) = (two.clone(), three.clone());
+    let running = std::thread::spawn(move || {
+        let output = Command::new(BINARY)
+            .args(["placement", "change", "--memcached", &from, "--to", &to])
+            .args(["--rate-mib", "4"])
+            .env("ZMM_LOG_LEVEL", "warn")
+            .output()
+            .unwrap();
+        (
+            output.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            ),
+        )
+    });
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    println!("[{:.3}] server 1 killed mid-change", load.blobs.elapsed());
+    tokio::task::block_in_place(|| servers[1].restart());
+    let (ok, output) = tokio::task::block_in_place(|| running.join().unwrap());
+    println!("first run (ok: {ok}):\n{output}");
+    // Stopped part way or not, the same command finishes it.
+    changed(&two, &three, None);
+    assert!(
+        load.progress(3, Duration::from_secs(60)).await,
+        "writes did not go on after the change"
+    );
+    // The emptied server is refilled by the sidecars (its record is the refill's to write).
+    assert!(
+        eventually(Duration::from_secs(90), || {
+            faults_common::recorded(&three, &servers[1])
+        }),
+        "the emptied server was not refilled"
+    );
+    load.stop_and_verify(&first, &second, &three).await;
+}

@@ -646,14 +646,29 @@ impl Lease {
         }))
     }
 
-    /// Fails once the lease is not this driver's any more (it lapsed, another took it).
+    /// Fails once the lease is another's (it lapsed and was taken); a server that lost it
+    /// (restarted empty) gets it back, since the others still hold it for this driver.
     async fn refresh(&self) -> ItemResult<()> {
         let lease_key = key(DRIVER_ITEM)?;
         for store in self.servers.iter() {
-            if store.get(&lease_key).await?.as_deref() != Some(self.id.as_bytes()) {
-                return Err(ItemError::Unavailable(
-                    "the change's lease lapsed: another change may be running".into(),
-                ));
+            let held = match store.get(&lease_key).await? {
+                Some(holder) => holder,
+                None => {
+                    let id = bytes::Bytes::from(self.id.clone());
+                    if store
+                        .add(&lease_key, id.clone(), Expiry::After(LEASE))
+                        .await?
+                    {
+                        continue;
+                    }
+                    store.get(&lease_key).await?.unwrap_or_default()
+                }
+            };
+            if held != self.id.as_bytes() {
+                return Err(ItemError::Unavailable(format!(
+                    "the change's lease lapsed and {} holds it now",
+                    String::from_utf8_lossy(&held)
+                )));
             }
         }
         Ok(())
