@@ -170,11 +170,22 @@ async fn drive(
                 change: Some(Change {
                     servers: target.servers.clone(),
                     replication_factor: target.replication_factor,
-                    phase: Phase::Copying,
+                    phase: Phase::Preparing,
                 }),
                 ..recorded.clone()
             },
             Some(change) => match change.phase {
+                Phase::Preparing => {
+                    await_reports(named, recorded.generation, options, progress).await?;
+                    Placement {
+                        generation: recorded.generation + 1,
+                        change: Some(Change {
+                            phase: Phase::Copying,
+                            ..change.clone()
+                        }),
+                        ..recorded.clone()
+                    }
+                }
                 Phase::Copying => {
                     await_reports(named, recorded.generation, options, progress).await?;
                     let view = view_of(recorded).await?;
@@ -207,6 +218,7 @@ async fn drive(
             "generation {}: {}",
             next.generation,
             match next.change.as_ref().map(|change| change.phase) {
+                Some(Phase::Preparing) => "deletes go to the old and the new servers",
                 Some(Phase::Copying) => "writes go to the old and the new servers; copying",
                 Some(Phase::Switching) => "reads go to the new servers",
                 None => "the store is on the new servers",
@@ -216,8 +228,9 @@ async fn drive(
     }
 }
 
-/// Turn a change back towards the layout it started from. While copying, reads still go to
-/// that layout and writes to both: it is stable again at once. While switching, reads go to
+/// Turn a change back towards the layout it started from. While preparing or copying, reads
+/// still go to that layout and writes to it: it is stable again at once (what reached the
+/// target is cleaned up). While switching, reads go to
 /// the target: the way back is a change from the target to the start, which copies back what
 /// was written meanwhile.
 async fn revert(
@@ -229,7 +242,7 @@ async fn revert(
         return Ok(());
     };
     let next = match change.phase {
-        Phase::Copying => Placement {
+        Phase::Preparing | Phase::Copying => Placement {
             generation: recorded.generation + 1,
             change: None,
             ..recorded.clone()

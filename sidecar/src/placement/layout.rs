@@ -143,6 +143,7 @@ impl View {
                     change.replication_factor,
                 );
                 match change.phase {
+                    Phase::Preparing => (current, Some(target), Some(Phase::Preparing)),
                     Phase::Copying => (current, Some(target), Some(Phase::Copying)),
                     Phase::Switching => (target, Some(current), Some(Phase::Switching)),
                 }
@@ -175,8 +176,17 @@ impl View {
         self.read.owners(key)
     }
 
-    /// Every server a write goes to: the read owners first, then the other layout's.
+    /// Every server a write goes to: the read owners first, then the other layout's (not yet
+    /// while preparing).
     pub fn write_owners(&self, key: &ItemKey) -> Vec<usize> {
+        if self.phase == Some(Phase::Preparing) {
+            return self.read.owners(key);
+        }
+        self.removal_owners(key)
+    }
+
+    /// Every server a delete or an expiry change goes to: the owners under every layout.
+    pub fn removal_owners(&self, key: &ItemKey) -> Vec<usize> {
         let mut owners = self.read.owners(key);
         if let Some(other) = &self.other {
             for server in other.owners(key) {

@@ -72,6 +72,10 @@ pub struct Change {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Phase {
+    /// Deletes and expiry changes go to both layouts, everything else to the current one: so
+    /// that once writes reach the target, no sidecar removes anything from the current layout
+    /// alone (a delete that missed the target would let a copy there come back).
+    Preparing,
     /// Writes go to both layouts, reads to the current one; the driver copies.
     Copying,
     /// Reads go to the target layout; writes still to both.
@@ -350,7 +354,8 @@ pub async fn describe(servers: &[String]) -> ItemResult<Vec<String>> {
                         list(&change.servers),
                         change.replication_factor,
                         match change.phase {
-                            Phase::Copying => "copying",
+                            Phase::Preparing => "preparing",
+                        Phase::Copying => "copying",
                             Phase::Switching => "switching",
                         }
                     ))

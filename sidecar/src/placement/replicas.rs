@@ -339,19 +339,18 @@ impl ReplicatedStore {
             .remove(&(key.clone(), token.0))
     }
 
-    /// Run `op` on every server a write of `key` goes to; every one must succeed. The results
-    /// in owner order.
+    /// Run `op` on every server of `owners`; every one must succeed. The results in owner
+    /// order.
     async fn on_all<'a, T, F, Fut>(
         &self,
         view: &'a View,
-        key: &ItemKey,
+        owners: Vec<usize>,
         op: F,
     ) -> ItemResult<Vec<T>>
     where
         F: Fn(&'a MemcachedStore) -> Fut,
         Fut: std::future::Future<Output = ItemResult<T>>,
     {
-        let owners = view.write_owners(key);
         futures::future::try_join_all(owners.iter().map(|server| op(&view.servers[*server].store)))
             .await
     }
@@ -448,7 +447,17 @@ pub(super) async fn converge(
                 }
             }
             Some((held, token)) => {
-                if open(held).0 >= version {
+                let held_version = open(held.clone()).0;
+                // The same version with other contents: another commit took this one's place
+                // (its primary restarted empty after the swap): this one is lost, and must not
+                // be acknowledged.
+                if held_version == version && held != *stored {
+                    return Err(ItemError::Unavailable(format!(
+                        "{key} version {version} on {} is another commit's: this one is lost",
+                        server.name
+                    )));
+                }
+                if held_version >= version {
                     return Ok(());
                 }
                 if store.cas(key, stored.clone(), token, expiry).await? == CasOutcome::Stored {
@@ -575,7 +584,7 @@ impl ItemStore for ReplicatedStore {
         let mut sealed_parts = Vec::with_capacity(parts.len() + 1);
         sealed_parts.push(header(0));
         sealed_parts.extend(parts);
-        self.on_all(&view, key, |store| {
+        self.on_all(&view, view.write_owners(key), |store| {
             let parts = sealed_parts.clone();
             async move { store.set_parts(key, parts, expiry).await }
         })
@@ -654,11 +663,9 @@ impl ItemStore for ReplicatedStore {
     async fn touch(&self, key: &ItemKey, expiry: Expiry) -> ItemResult<bool> {
         let view = self.view()?;
         let touched = self
-            .on_all(
-                &view,
-                key,
-                |store| async move { store.touch(key, expiry).await },
-            )
+            .on_all(&view, view.removal_owners(key), |store| async move {
+                store.touch(key, expiry).await
+            })
             .await?;
         Ok(touched.into_iter().any(|t| t))
     }
@@ -668,7 +675,7 @@ impl ItemStore for ReplicatedStore {
         // One pipelined batch per server, of the keys it owns.
         let mut batches: Vec<Vec<usize>> = vec![Vec::new(); view.servers.len()];
         for (index, key) in keys.iter().enumerate() {
-            for server in view.write_owners(key) {
+            for server in view.removal_owners(key) {
                 batches[server].push(index);
             }
         }
@@ -706,7 +713,7 @@ impl ItemStore for ReplicatedStore {
             return view.servers[owners[0]].store.delete(key).await;
         }
         let deleted = self
-            .on_all(&view, key, |store| async move {
+            .on_all(&view, view.removal_owners(key), |store| async move {
                 let existed = store.delete(key).await?;
                 // A set, not an add: it also replaces a copy written back since the delete.
                 match store
