@@ -355,7 +355,7 @@ pub async fn describe(servers: &[String]) -> ItemResult<Vec<String>> {
                         change.replication_factor,
                         match change.phase {
                             Phase::Preparing => "preparing",
-                        Phase::Copying => "copying",
+                            Phase::Copying => "copying",
                             Phase::Switching => "switching",
                         }
                     ))
