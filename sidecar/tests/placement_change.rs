@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use faults_common::mixed_load::{Load, list, placement_sidecar};
 use faults_common::{BINARY, admin_get, eventually};
 use zenko_memcached_sidecar::items::{Expiry, ItemKey, ItemStore, MemcachedStore};
-use zenko_memcached_testkit::Memcached;
+use zenko_memcached_testkit::{Memcached, Sidecar};
 
 /// One of these tests at a time: each runs three memcached servers, sidecars and their load.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -52,6 +52,29 @@ fn changed(from: &str, to: &str, factor: Option<u32>) -> Duration {
     started.elapsed()
 }
 
+/// Wait until `sidecar`'s `/readyz` answers 200 (it serves), failing with what it says.
+fn assert_ready(sidecar: &Sidecar) {
+    assert!(
+        eventually(Duration::from_secs(10), || admin_get(sidecar, "/readyz").0
+            == 200),
+        "{:?}",
+        admin_get(sidecar, "/readyz")
+    );
+}
+
+/// Wait until `sidecar` refuses, not ready, because its list differs from the placement.
+fn assert_refused_for_its_list(sidecar: &Sidecar) {
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            admin_get(sidecar, "/readyz")
+                .1
+                .contains("differs from the store's placement")
+        }),
+        "{:?}",
+        admin_get(sidecar, "/readyz")
+    );
+}
+
 /// The keys a server holds besides its own bookkeeping (`zmm:placement`, `zmm:sidecars`).
 fn data_items(server: &Memcached) -> Vec<String> {
     server
@@ -81,12 +104,7 @@ async fn scaling_two_to_three_to_two_servers_under_load_loses_nothing() {
     );
     // A sidecar started on the new list (a new pod) serves the same store.
     let third = placement_sidecar(&three, 2);
-    assert!(
-        eventually(Duration::from_secs(10), || admin_get(&third, "/readyz").0
-            == 200),
-        "{:?}",
-        admin_get(&third, "/readyz")
-    );
+    assert_ready(&third);
     assert!(
         load.progress(3, Duration::from_secs(30)).await,
         "writes did not go on after scaling up"
@@ -116,15 +134,7 @@ async fn scaling_two_to_three_to_two_servers_under_load_loses_nothing() {
     let left = data_items(&servers[2]);
     assert!(left.is_empty(), "the server that left still holds {left:?}");
     let stale = placement_sidecar(&three, 2);
-    assert!(
-        eventually(Duration::from_secs(10), || {
-            admin_get(&stale, "/readyz")
-                .1
-                .contains("differs from the store's placement")
-        }),
-        "{:?}",
-        admin_get(&stale, "/readyz")
-    );
+    assert_refused_for_its_list(&stale);
     drop(stale);
     load.stop_and_verify(&first, &second, &two).await;
 }
@@ -143,26 +153,13 @@ async fn one_server_with_one_copy_becomes_two_with_two_under_load() {
     // The new pod's sidecar starts first, on the new list: not ready until the change admits
     // it, then serving.
     let third = placement_sidecar(&two, 2);
-    assert!(
-        eventually(Duration::from_secs(10), || {
-            admin_get(&third, "/readyz")
-                .1
-                .contains("differs from the store's placement")
-        }),
-        "{:?}",
-        admin_get(&third, "/readyz")
-    );
+    assert_refused_for_its_list(&third);
     let took = changed(&one, &two, Some(2));
     println!(
         "[{:.3}] 1 server x1 -> 2 servers x2 in {took:?}",
         load.blobs.elapsed()
     );
-    assert!(
-        eventually(Duration::from_secs(10), || admin_get(&third, "/readyz").0
-            == 200),
-        "{:?}",
-        admin_get(&third, "/readyz")
-    );
+    assert_ready(&third);
     assert!(
         load.progress(3, Duration::from_secs(30)).await,
         "writes did not go on after the change"
