@@ -325,7 +325,6 @@ async fn view_of(placement: &Placement) -> ItemResult<View> {
     let store = ReplicatedStore::open(placement).await?;
     let view = store.view()?;
     view.detached()
-        .ok_or_else(|| ItemError::Protocol("the placement cannot be laid out".into()))
 }
 
 /// Refuse a change whose target servers cannot hold the data with its new copies.

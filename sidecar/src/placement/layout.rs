@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use memcache::exp::{Rendezvous, Router};
 
 use super::record::{Phase, Placement};
-use crate::items::{ItemKey, MemcachedStore};
+use crate::items::{ItemError, ItemKey, ItemResult, MemcachedStore};
 
 /// One memcached server of the store, under the name keys are routed by.
 pub struct Server {
@@ -132,8 +132,19 @@ pub struct View {
 }
 
 impl View {
-    /// The view of `placement`; `None` when a server it names is not in `servers`.
-    pub fn new(servers: Vec<Arc<Server>>, placement: &Placement) -> Option<View> {
+    /// The view of `placement`; every server it names must be in `servers`, and no factor
+    /// above its layout's servers.
+    pub fn new(servers: Vec<Arc<Server>>, placement: &Placement) -> ItemResult<View> {
+        Self::laid_out(servers, placement).ok_or_else(|| {
+            ItemError::Protocol(format!(
+                "placement generation {} cannot be laid out (a factor above its servers, or a \
+                 server unknown)",
+                placement.generation
+            ))
+        })
+    }
+
+    fn laid_out(servers: Vec<Arc<Server>>, placement: &Placement) -> Option<View> {
         let current = placement.layout();
         let (read, other, phase) = match &placement.change {
             None => (current, None, None),
@@ -167,7 +178,7 @@ impl View {
     /// A copy for long background work (refills, copies), which must not count as an
     /// operation in flight: a sidecar reports a generation only once no operation holds an
     /// older view.
-    pub fn detached(&self) -> Option<View> {
+    pub fn detached(&self) -> ItemResult<View> {
         View::new(self.servers.clone(), &self.placement)
     }
 

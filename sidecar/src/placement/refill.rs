@@ -42,7 +42,7 @@ pub fn watch(
             if let Some(view) = store
                 .view()
                 .ok()
-                .and_then(|view| view.detached())
+                .and_then(|view| view.detached().ok())
                 .filter(|view| view.min_factor() >= 2)
             {
                 for target in view.members() {
@@ -80,10 +80,7 @@ pub async fn refill(
     metrics: &Metrics,
     rate: RefillRate,
 ) -> ItemResult<()> {
-    let view = store
-        .view()?
-        .detached()
-        .ok_or_else(|| ItemError::Protocol("the placement cannot be laid out".into()))?;
+    let view = store.view()?.detached()?;
     refill_view(&view, target, metrics, rate).await
 }
 

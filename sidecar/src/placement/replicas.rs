@@ -168,12 +168,7 @@ impl ReplicatedStore {
         placement: &Placement,
     ) -> ItemResult<ReplicatedStore> {
         let known = Self::connect_all(&known, placement.all_servers()).await?;
-        let view = View::new(known.clone(), placement).ok_or_else(|| {
-            ItemError::Protocol(format!(
-                "placement generation {} cannot be laid out (a factor above its servers)",
-                placement.generation
-            ))
-        })?;
+        let view = View::new(known.clone(), placement)?;
         Ok(ReplicatedStore {
             known: Mutex::new(known),
             view: RwLock::new(Arc::new(view)),
@@ -209,12 +204,7 @@ impl ReplicatedStore {
     pub(super) async fn adopt(&self, placement: &Placement) -> ItemResult<Weak<View>> {
         let known = self.known_servers();
         let servers = Self::connect_all(&known, placement.all_servers()).await?;
-        let view = View::new(servers.clone(), placement).ok_or_else(|| {
-            ItemError::Protocol(format!(
-                "placement generation {} cannot be laid out",
-                placement.generation
-            ))
-        })?;
+        let view = View::new(servers.clone(), placement)?;
         *self.known.lock().unwrap_or_else(|p| p.into_inner()) = servers;
         let old = std::mem::replace(
             &mut *self.view.write().unwrap_or_else(|p| p.into_inner()),
