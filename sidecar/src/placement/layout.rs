@@ -253,3 +253,125 @@ impl View {
         members
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+    use crate::placement::record::Change;
+
+    const NAMES: [&str; 3] = ["127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"];
+
+    /// Servers never dialled: routing needs only their names.
+    async fn servers() -> Vec<Arc<Server>> {
+        let mut servers = Vec::new();
+        for name in NAMES {
+            servers.push(Arc::new(Server {
+                name: name.to_owned(),
+                store: MemcachedStore::connect(&[name.to_owned()]).await.unwrap(),
+                tag: AtomicU64::new(0),
+            }));
+        }
+        servers
+    }
+
+    fn set(names: &[&str]) -> BTreeSet<String> {
+        names.iter().map(|name| (*name).to_owned()).collect()
+    }
+
+    fn placement(
+        current: &[&str],
+        factor: u32,
+        change: Option<(&[&str], u32, Phase)>,
+    ) -> Placement {
+        Placement {
+            generation: 7,
+            servers: set(current),
+            replication_factor: factor,
+            change: change.map(|(servers, replication_factor, phase)| Change {
+                servers: set(servers),
+                replication_factor,
+                phase,
+            }),
+            versioned: Some(true),
+        }
+    }
+
+    fn keys() -> Vec<ItemKey> {
+        (0..500)
+            .map(|n| ItemKey::new(format!("b:{n}")).unwrap())
+            .collect()
+    }
+
+    fn union(mut a: Vec<usize>, b: Vec<usize>) -> Vec<usize> {
+        for server in b {
+            if !a.contains(&server) {
+                a.push(server);
+            }
+        }
+        a
+    }
+
+    #[tokio::test]
+    async fn owners_are_distinct_and_the_first_is_where_one_copy_goes() {
+        let servers = servers().await;
+        let view = View::new(servers.clone(), &placement(&NAMES, 2, None)).unwrap();
+        let names: Vec<String> = NAMES.iter().map(|n| (*n).to_owned()).collect();
+        for key in keys() {
+            let owners = view.read_owners(&key);
+            assert_eq!(owners.len(), 2);
+            assert_ne!(owners[0], owners[1]);
+            let routed = Rendezvous::new().route(key.as_str().as_bytes(), &names);
+            assert_eq!(servers[owners[0]].name, names[routed], "{key}");
+        }
+    }
+
+    #[tokio::test]
+    async fn each_phase_reads_writes_and_removes_where_the_protocol_says() {
+        let servers = servers().await;
+        let (c, t): (&[&str], &[&str]) = (&NAMES[..2], &NAMES[..]);
+        let stable_c = View::new(servers.clone(), &placement(c, 1, None)).unwrap();
+        let stable_t = View::new(servers.clone(), &placement(t, 1, None)).unwrap();
+        let view = |phase| View::new(servers.clone(), &placement(c, 1, Some((t, 1, phase))));
+        let (preparing, copying, switching) = (
+            view(Phase::Preparing).unwrap(),
+            view(Phase::Copying).unwrap(),
+            view(Phase::Switching).unwrap(),
+        );
+        let mut frozen = 0;
+        for key in keys() {
+            let (on_c, on_t) = (stable_c.read_owners(&key), stable_t.read_owners(&key));
+            let both = union(on_c.clone(), on_t.clone());
+            assert_eq!(preparing.read_owners(&key), on_c);
+            assert_eq!(preparing.write_owners(&key), on_c);
+            assert_eq!(preparing.removal_owners(&key), both);
+            assert_eq!(copying.read_owners(&key), on_c);
+            assert_eq!(copying.write_owners(&key), both);
+            assert_eq!(copying.primary(&key), Primary::Server(on_c[0]));
+            assert_eq!(switching.read_owners(&key), on_t);
+            assert_eq!(
+                switching.write_owners(&key),
+                union(on_t.clone(), on_c.clone())
+            );
+            let moves = on_c[0] != on_t[0];
+            frozen += usize::from(moves);
+            let expected = if moves {
+                Primary::Frozen
+            } else {
+                Primary::Server(on_t[0])
+            };
+            assert_eq!(switching.primary(&key), expected, "{key}");
+            assert_eq!(stable_t.primary(&key), Primary::Server(on_t[0]));
+        }
+        // About a third of the keys move to the new server: some are frozen, most are not.
+        assert!(frozen > 100 && frozen < 250, "{frozen} of 500 frozen");
+    }
+
+    #[tokio::test]
+    async fn a_placement_that_cannot_be_laid_out_is_an_error() {
+        let servers = servers().await;
+        assert!(View::new(servers.clone(), &placement(&NAMES[..1], 2, None)).is_err());
+        assert!(View::new(servers[..1].to_vec(), &placement(&NAMES[..2], 1, None)).is_err());
+    }
+}
