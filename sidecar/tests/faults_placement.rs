@@ -210,7 +210,8 @@ async fn a_server_cut_off_the_network_stops_only_the_writes_that_need_it() {
         "no blob could be read while one server was cut off"
     );
     assert!(resumed, "writes did not resume once the link was back");
-    // Metadata puts always need it (every commit copies its root record to both owners); blob
+    // Metadata puts need it all the time (a commit writes pages and its root record, each on two
+    // of the three servers); blob
     // writes only now and then (the load mostly reads while it holds its most blobs, and a
     // delete needs the cut server for two blobs in three), so they are reported, not required.
     assert!(
