@@ -75,13 +75,16 @@ fn assert_refused_for_its_list(sidecar: &Sidecar) {
     );
 }
 
-/// The keys a server holds besides its own bookkeeping (`zmm:placement`, `zmm:sidecars`).
+/// The keys a server holds besides its own bookkeeping (`zmm:placement`, `zmm:sidecars`,
+/// `zmm:incarnation`).
 fn data_items(server: &Memcached) -> Vec<String> {
     server
         .items()
         .into_iter()
         .map(|item| item.key)
-        .filter(|key| !key.starts_with("zmm:placement") && key != "zmm:sidecars")
+        .filter(|key| {
+            !key.starts_with("zmm:placement") && key != "zmm:sidecars" && key != "zmm:incarnation"
+        })
         .collect()
 }
 

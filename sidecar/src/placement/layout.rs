@@ -17,6 +17,9 @@ pub struct Server {
     pub store: MemcachedStore,
     /// The server's incarnation tag (see `replicas`), read at start and by every ping.
     pub(super) tag: AtomicU64,
+    /// The value of the server's incarnation marker (`zmm:incarnation`) as last read, once a
+    /// commit with copies needed it (see `replicas`).
+    pub(super) marker: std::sync::Mutex<Option<bytes::Bytes>>,
 }
 
 impl std::ops::Deref for Server {
@@ -271,6 +274,7 @@ mod tests {
                 name: name.to_owned(),
                 store: MemcachedStore::connect(&[name.to_owned()]).await.unwrap(),
                 tag: AtomicU64::new(0),
+                marker: std::sync::Mutex::new(None),
             }));
         }
         servers

@@ -15,9 +15,13 @@ pub const SIDECARS_ITEM: &str = "zmm:sidecars";
 /// The lease of the one driver of a placement change (`change`), on each server itself.
 pub const DRIVER_ITEM: &str = "zmm:placement:driver";
 
+/// A random value on each server that has primaries of items with copies: gone once the
+/// server restarted empty, which a commit checks before it is acknowledged (`replicas`).
+pub const INCARNATION_ITEM: &str = "zmm:incarnation";
+
 /// Whether `key` is one of the items each server keeps of its own, never routed nor copied.
 pub fn is_server_local(key: &ItemKey) -> bool {
-    [PLACEMENT_ITEM, SIDECARS_ITEM, DRIVER_ITEM].contains(&key.as_str())
+    [PLACEMENT_ITEM, SIDECARS_ITEM, DRIVER_ITEM, INCARNATION_ITEM].contains(&key.as_str())
 }
 
 /// Legacy epoch items (`zmm:epoch`, `zmm:epoch:<n>`): a server holding one holds data of a

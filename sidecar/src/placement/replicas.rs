@@ -19,6 +19,9 @@
 //! - CAS tokens handed out carry a tag of the primary's incarnation (its start time and pid):
 //!   a server restarted empty counts its tokens from the start again, and a token read before
 //!   the restart must never match an item written after it.
+//! - A commit with copies is acknowledged only if its primary still holds the incarnation
+//!   marker it held before the swap: a primary restarted empty in between lost the commit,
+//!   and another one built since on an older copy may have been copied over it.
 //!
 //! Every value is stored behind a 9-byte header (a marker byte and the version), which reads
 //! take off. Counters (`count`) are kept on the primary alone, unheadered (memcached counts in
@@ -192,6 +195,7 @@ impl ReplicatedStore {
                 store: MemcachedStore::connect(std::slice::from_ref(&name)).await?,
                 name,
                 tag: AtomicU64::new(0),
+                marker: Mutex::new(None),
             });
             read_tag(&server).await?;
             servers.push(server);
@@ -406,6 +410,61 @@ impl ReplicatedStore {
     }
 }
 
+fn incarnation_key() -> ItemResult<ItemKey> {
+    ItemKey::new(super::record::INCARNATION_ITEM)
+        .map_err(|error| ItemError::Protocol(error.to_string()))
+}
+
+/// The server's incarnation marker as this process knows it, read (or created) the first time.
+async fn marker(server: &Server) -> ItemResult<Bytes> {
+    if let Some(known) = server
+        .marker
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .clone()
+    {
+        return Ok(known);
+    }
+    let current = current_marker(server).await?;
+    *server
+        .marker
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(current.clone());
+    Ok(current)
+}
+
+/// The marker the server holds now, created if it holds none.
+async fn current_marker(server: &Server) -> ItemResult<Bytes> {
+    let key = incarnation_key()?;
+    for _ in 0..3 {
+        if let Some(held) = server.store.get(&key).await? {
+            return Ok(held);
+        }
+        let fresh = Bytes::from(hex::encode(rand::random::<[u8; 16]>()));
+        if server.store.add(&key, fresh.clone(), Expiry::Never).await? {
+            return Ok(fresh);
+        }
+    }
+    Err(ItemError::Unavailable(format!(
+        "{}: its incarnation marker keeps changing",
+        server.name
+    )))
+}
+
+/// Whether the server still holds `marker` (it did not restart since it was read).
+async fn marker_still(server: &Server, marker: &Bytes) -> ItemResult<bool> {
+    let held = server.store.get(&incarnation_key()?).await?;
+    if held.as_ref() != Some(marker) {
+        // Known from now on as what it holds (or will hold) now.
+        *server
+            .marker
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = None;
+        return Ok(false);
+    }
+    Ok(true)
+}
+
 /// Read a server's incarnation tag.
 async fn read_tag(server: &Server) -> ItemResult<()> {
     let incarnation = server
@@ -414,9 +473,14 @@ async fn read_tag(server: &Server) -> ItemResult<()> {
         .await?
         .pop()
         .ok_or_else(|| ItemError::Protocol("no stats from a server".into()))?;
-    server
-        .tag
-        .store(tag_of(&server.name, incarnation), Ordering::Release);
+    let tag = tag_of(&server.name, incarnation);
+    if server.tag.swap(tag, Ordering::AcqRel) != tag {
+        // Restarted (or first seen): its marker is read again when a commit needs it.
+        *server
+            .marker
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = None;
+    }
     Ok(())
 }
 
@@ -643,9 +707,30 @@ impl ItemStore for ReplicatedStore {
         };
         let next = version + 1;
         let stored = sealed(next, &value);
+        let copied = view.write_owners(key).len() > 1;
+        let marker = if copied {
+            Some(marker(&view.servers[primary]).await?)
+        } else {
+            None
+        };
         let outcome = store.cas(key, stored.clone(), raw, expiry).await?;
         if outcome == CasOutcome::Stored {
             converge_others(&view, primary, key, next, &stored, expiry).await?;
+            // Restarted empty since the swap, the primary lost this version, and another
+            // commit may have been built since on an older copy and copied over this one's
+            // (the model check's finding 2): this commit is then not acknowledged. An error,
+            // not a conflict: the commit may or may not stand, so nothing is cleaned up.
+            // A marker that changed before the swap (a restart this process had not seen yet)
+            // is told apart by the primary holding this very version now.
+            if let Some(marker) = marker
+                && !marker_still(&view.servers[primary], &marker).await?
+                && store.get(key).await?.as_ref() != Some(&stored)
+            {
+                return Err(ItemError::Unavailable(format!(
+                    "{} restarted during a commit of {key}: it is not acknowledged",
+                    view.servers[primary].name
+                )));
+            }
         }
         Ok(outcome)
     }
