@@ -715,6 +715,8 @@ impl ItemStore for ReplicatedStore {
         };
         let outcome = store.cas(key, stored.clone(), raw, expiry).await?;
         if outcome == CasOutcome::Stored {
+            #[cfg(test)]
+            tests::after_swap().await;
             converge_others(&view, primary, key, next, &stored, expiry).await?;
             // Restarted empty since the swap, the primary lost this version, and another
             // commit may have been built since on an older copy and copied over this one's
@@ -877,5 +879,78 @@ impl ItemStore for ReplicatedStore {
             }
         }
         keys.into_iter().map(|(_, key)| key).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex as StdMutex;
+
+    use futures::future::BoxFuture;
+    use zenko_memcached_testkit::Memcached;
+
+    use super::*;
+
+    type Hook = Box<dyn FnOnce() -> BoxFuture<'static, ()> + Send>;
+
+    /// Run once right after the next successful swap, before its copies: what a test makes
+    /// happen in that window.
+    static AFTER_SWAP: StdMutex<Option<Hook>> = StdMutex::new(None);
+
+    pub(super) async fn after_swap() {
+        let hook = AFTER_SWAP
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take();
+        if let Some(hook) = hook {
+            hook().await;
+        }
+    }
+
+    /// The model check's finding 2: a commit swaps its root record on the primary, the primary
+    /// restarts empty before the copies, another sidecar commits twice over the older copy;
+    /// the first commit must not be acknowledged (its version is gone), and reads must show
+    /// the other's.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_commit_whose_primary_restarts_before_its_copies_is_not_acknowledged() {
+        let servers = [Memcached::start(&[]), Memcached::start(&[])];
+        let names: Vec<String> = servers.iter().map(Memcached::address).collect();
+        let first = ReplicatedStore::connect(&names, 2).await.unwrap();
+        let key = ItemKey::new("o:db:r").unwrap();
+        assert!(first.add(&key, Bytes::from("v1"), Expiry::Never).await.unwrap());
+        let primary = first.owners(&key)[0];
+        let (_, token) = first.gets(&key).await.unwrap().unwrap();
+
+        let servers = Arc::new(StdMutex::new(servers));
+        // The hook's copy goes with it; this one keeps the servers running to the end.
+        let running = servers.clone();
+        let names_for_hook = names.clone();
+        let key_for_hook = key.clone();
+        *AFTER_SWAP.lock().unwrap() = Some(Box::new(move || {
+            Box::pin(async move {
+                tokio::task::block_in_place(|| servers.lock().unwrap()[primary].restart());
+                // Another sidecar, which knows nothing of the first's swap.
+                let second = ReplicatedStore::connect(&names_for_hook, 2).await.unwrap();
+                for value in ["other v2", "other v3"] {
+                    let (_, token) = second.gets(&key_for_hook).await.unwrap().unwrap();
+                    let outcome = second
+                        .cas(&key_for_hook, Bytes::from(value), token, Expiry::Never)
+                        .await
+                        .unwrap();
+                    assert_eq!(outcome, CasOutcome::Stored);
+                }
+            })
+        }));
+
+        let outcome = first
+            .cas(&key, Bytes::from("mine"), token, Expiry::Never)
+            .await;
+        assert!(
+            matches!(outcome, Err(ItemError::Unavailable(_))),
+            "a commit lost with its primary was answered {outcome:?}"
+        );
+        let read = first.get(&key).await.unwrap().unwrap();
+        assert_eq!(read, Bytes::from("other v3"));
+        drop(running);
     }
 }
