@@ -917,7 +917,12 @@ mod tests {
         let names: Vec<String> = servers.iter().map(Memcached::address).collect();
         let first = ReplicatedStore::connect(&names, 2).await.unwrap();
         let key = ItemKey::new("o:db:r").unwrap();
-        assert!(first.add(&key, Bytes::from("v1"), Expiry::Never).await.unwrap());
+        assert!(
+            first
+                .add(&key, Bytes::from("v1"), Expiry::Never)
+                .await
+                .unwrap()
+        );
         let primary = first.owners(&key)[0];
         let (_, token) = first.gets(&key).await.unwrap().unwrap();
 
