@@ -75,6 +75,19 @@ fn assert_refused_for_its_list(sidecar: &Sidecar) {
     );
 }
 
+/// After a change: writes go on, and blobs read back through `sidecar` (judged by the load).
+async fn serves_on(load: &Load, sidecar: &Sidecar, after: &str) {
+    assert!(
+        load.progress(3, Duration::from_secs(30)).await,
+        "writes did not go on after {after}"
+    );
+    let read = load.blobs.read_now(&sidecar.data_url(), 8).await;
+    println!(
+        "[{:.3}] {read} blobs read through the new sidecar after {after}",
+        load.blobs.elapsed()
+    );
+}
+
 /// The keys a server holds besides its own bookkeeping (`zmm:placement`, `zmm:sidecars`,
 /// `zmm:incarnation`).
 fn data_items(server: &Memcached) -> Vec<String> {
@@ -108,15 +121,7 @@ async fn scaling_two_to_three_to_two_servers_under_load_loses_nothing() {
     // A sidecar started on the new list (a new pod) serves the same store.
     let third = placement_sidecar(&three, 2);
     assert_ready(&third);
-    assert!(
-        load.progress(3, Duration::from_secs(30)).await,
-        "writes did not go on after scaling up"
-    );
-    let read = load.blobs.read_now(&third.data_url(), 8).await;
-    println!(
-        "[{:.3}] {read} blobs read through the new sidecar",
-        load.blobs.elapsed()
-    );
+    serves_on(&load, &third, "scaling up").await;
     // Stopped cleanly (as Kubernetes stops a pod), it takes its report out: the next change
     // need not wait for it to expire.
     let mut third = third;
@@ -163,16 +168,7 @@ async fn one_server_with_one_copy_becomes_two_with_two_under_load() {
         load.blobs.elapsed()
     );
     assert_ready(&third);
-    assert!(
-        load.progress(3, Duration::from_secs(30)).await,
-        "writes did not go on after the change"
-    );
-    // Two copies now: the first server restarted empty loses nothing.
-    let read = load.blobs.read_now(&third.data_url(), 8).await;
-    println!(
-        "[{:.3}] {read} blobs read through the new sidecar",
-        load.blobs.elapsed()
-    );
+    serves_on(&load, &third, "the change").await;
     load.stop_and_verify(&third, &first, &two).await;
 }
 
