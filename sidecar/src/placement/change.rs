@@ -11,7 +11,8 @@ use super::copy::{BATCH, Pacer, copy_batch, dump};
 use super::follow::{REPORT_LIFE, Reports, now_secs, read_reports};
 use super::layout::View;
 use super::record::{
-    Change, DRIVER_ITEM, Phase, Placement, is_server_local, read_record, replace_record,
+    Change, DRIVER_ITEM, Phase, Placement, is_server_local, key, list, on, read_record,
+    replace_record,
 };
 use super::replicas::ReplicatedStore;
 use crate::items::{Expiry, ItemError, ItemKey, ItemResult, ItemStore, MemcachedStore};
@@ -53,14 +54,6 @@ impl From<ItemError> for ChangeError {
     fn from(error: ItemError) -> ChangeError {
         ChangeError::Stopped(error.to_string())
     }
-}
-
-fn list<'a>(servers: impl IntoIterator<Item = &'a String>) -> String {
-    servers.into_iter().cloned().collect::<Vec<_>>().join(",")
-}
-
-fn key(text: &str) -> ItemResult<ItemKey> {
-    ItemKey::new(text).map_err(|error| ItemError::Protocol(error.to_string()))
 }
 
 /// Change the store recorded on `current` to `target`, telling `progress` what it does.
@@ -271,31 +264,34 @@ async fn revert(
 
 /// The newest record the servers hold; every server must answer.
 async fn newest_record(named: &BTreeSet<String>) -> Result<Placement, ChangeError> {
-    let mut newest: Option<Placement> = None;
+    let mut held = BTreeMap::new();
     for server in named {
-        let held = read_record(server).await.map_err(|error| {
+        let record = read_record(server).await.map_err(|error| {
             ChangeError::Refused(format!(
                 "cannot read the placement record on {server}: {error}"
             ))
         })?;
-        if let Some(placement) = held
-            && newest
-                .as_ref()
-                .is_none_or(|known| placement.generation > known.generation)
-        {
-            newest = Some(placement);
-        }
+        held.insert(server.as_str(), record);
     }
-    let newest = newest.ok_or_else(|| {
-        ChangeError::Refused(
-            "no server holds a placement record: start the sidecars on the current servers \
-             first"
-                .into(),
-        )
-    })?;
+    let newest = held
+        .values()
+        .flatten()
+        .max_by_key(|placement| placement.generation)
+        .cloned()
+        .ok_or_else(|| {
+            ChangeError::Refused(
+                "no server holds a placement record: start the sidecars on the current \
+                 servers first"
+                    .into(),
+            )
+        })?;
     if newest.replication_factor == 1 {
         for server in &newest.servers {
-            if read_record(server).await?.is_none() {
+            let record = match held.get(server.as_str()) {
+                Some(record) => record.clone(),
+                None => read_record(server).await?,
+            };
+            if record.is_none() {
                 return Err(ChangeError::Refused(format!(
                     "{server} lost its contents (it holds no placement record) and the store \
                      keeps one copy of each item: restore its memory file or accept the loss \
@@ -356,7 +352,7 @@ async fn check_memory(recorded: &Placement, target: &Target) -> Result<(), Chang
 }
 
 async fn stats(server: &str) -> Result<crate::items::StoreStats, ChangeError> {
-    let store = MemcachedStore::connect(&[server.to_owned()]).await?;
+    let store = on(server).await?;
     Ok(store.stats().await?)
 }
 
@@ -372,7 +368,7 @@ async fn await_reports(
     loop {
         let mut reports = Reports::new();
         for server in named {
-            let store = MemcachedStore::connect(std::slice::from_ref(server)).await?;
+            let store = on(server).await?;
             for (instance, report) in read_reports(&store).await? {
                 let newer = reports
                     .get(&instance)
@@ -540,7 +536,7 @@ async fn clean_up(
             ));
             continue;
         }
-        let store = MemcachedStore::connect(std::slice::from_ref(name)).await?;
+        let store = on(name).await?;
         let member = view
             .read
             .members_indices()
@@ -618,7 +614,7 @@ impl Lease {
         let lease_key = key(DRIVER_ITEM)?;
         let mut servers = Vec::new();
         for name in named {
-            let store = MemcachedStore::connect(std::slice::from_ref(name)).await?;
+            let store = on(name).await?;
             if !store
                 .add(&lease_key, id.clone().into(), Expiry::After(LEASE))
                 .await?

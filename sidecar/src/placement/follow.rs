@@ -20,9 +20,7 @@ use super::record::{self, Placement, SIDECARS_ITEM, Verdict};
 use super::refill::{self, RefillRate};
 use super::replicas::ReplicatedStore;
 use crate::health::Health;
-use crate::items::{
-    CasOutcome, Expiry, ItemError, ItemKey, ItemResult, ItemStore, SharedItemStore,
-};
+use crate::items::{CasOutcome, Expiry, ItemError, ItemResult, ItemStore, SharedItemStore};
 use crate::metrics::Metrics;
 
 /// How often the records are read and the report written.
@@ -62,13 +60,9 @@ pub fn now_secs() -> u64 {
         .map_or(0, |elapsed| elapsed.as_secs())
 }
 
-fn sidecars_key() -> ItemResult<ItemKey> {
-    ItemKey::new(SIDECARS_ITEM).map_err(|error| ItemError::Protocol(error.to_string()))
-}
-
 /// The reports one server holds.
 pub async fn read_reports(store: &impl ItemStore) -> ItemResult<Reports> {
-    Ok(match store.get(&sidecars_key()?).await? {
+    Ok(match store.get(&record::key(SIDECARS_ITEM)?).await? {
         Some(bytes) => serde_json::from_slice(&bytes).unwrap_or_default(),
         None => Reports::new(),
     })
@@ -80,7 +74,7 @@ async fn write_report(
     instance: &str,
     report: Option<Report>,
 ) -> ItemResult<()> {
-    let key = sidecars_key()?;
+    let key = record::key(SIDECARS_ITEM)?;
     for _ in 0..REPORT_ATTEMPTS {
         let held = store.gets(&key).await?;
         let mut reports: Reports = held

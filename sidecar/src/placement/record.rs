@@ -145,7 +145,7 @@ enum Holds {
     Nothing,
 }
 
-fn list(servers: impl IntoIterator<Item = impl AsRef<str>>) -> String {
+pub(super) fn list(servers: impl IntoIterator<Item = impl AsRef<str>>) -> String {
     servers
         .into_iter()
         .map(|server| server.as_ref().to_owned())
@@ -153,12 +153,12 @@ fn list(servers: impl IntoIterator<Item = impl AsRef<str>>) -> String {
         .join(",")
 }
 
-fn key(text: &str) -> ItemResult<ItemKey> {
+pub(super) fn key(text: &str) -> ItemResult<ItemKey> {
     ItemKey::new(text).map_err(|error| ItemError::Protocol(error.to_string()))
 }
 
 /// One server alone: the placement record is each server's own, never routed.
-async fn on(server: &str) -> ItemResult<MemcachedStore> {
+pub(super) async fn on(server: &str) -> ItemResult<MemcachedStore> {
     MemcachedStore::connect(&[server.to_owned()]).await
 }
 

@@ -68,7 +68,7 @@ pub fn watch(
 }
 
 async fn needs_refill(view: &View, target: usize) -> ItemResult<bool> {
-    let key = ItemKey::new(PLACEMENT_ITEM).map_err(|e| ItemError::Protocol(e.to_string()))?;
+    let key = record::key(PLACEMENT_ITEM)?;
     Ok(view.servers[target].store.get(&key).await?.is_none())
 }
 

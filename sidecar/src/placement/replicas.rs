@@ -410,11 +410,6 @@ impl ReplicatedStore {
     }
 }
 
-fn incarnation_key() -> ItemResult<ItemKey> {
-    ItemKey::new(super::record::INCARNATION_ITEM)
-        .map_err(|error| ItemError::Protocol(error.to_string()))
-}
-
 /// The server's incarnation marker as this process knows it, read (or created) the first time.
 async fn marker(server: &Server) -> ItemResult<Bytes> {
     if let Some(known) = server
@@ -435,7 +430,7 @@ async fn marker(server: &Server) -> ItemResult<Bytes> {
 
 /// The marker the server holds now, created if it holds none.
 async fn current_marker(server: &Server) -> ItemResult<Bytes> {
-    let key = incarnation_key()?;
+    let key = super::record::key(super::record::INCARNATION_ITEM)?;
     for _ in 0..3 {
         if let Some(held) = server.store.get(&key).await? {
             return Ok(held);
@@ -453,7 +448,10 @@ async fn current_marker(server: &Server) -> ItemResult<Bytes> {
 
 /// Whether the server still holds `marker` (it did not restart since it was read).
 async fn marker_still(server: &Server, marker: &Bytes) -> ItemResult<bool> {
-    let held = server.store.get(&incarnation_key()?).await?;
+    let held = server
+        .store
+        .get(&super::record::key(super::record::INCARNATION_ITEM)?)
+        .await?;
     if held.as_ref() != Some(marker) {
         // Known from now on as what it holds (or will hold) now.
         *server
