@@ -25,11 +25,12 @@ const MEMORY: [&str; 2] = ["-m", "256"];
 /// How long the load runs before and after each change.
 const WARM_UP: Duration = Duration::from_secs(3);
 
-/// `placement change --memcached FROM --to TO [--replication-factor R]`: exit status and output.
-fn change(from: &str, to: &str, factor: Option<u32>) -> (bool, String) {
+/// `placement change --memcached FROM --to TO [--replication-factor R] EXTRA...`: exit status
+/// and output.
+fn change(from: &str, to: &str, factor: Option<u32>, extra: &[&str]) -> (bool, String) {
     let mut command = Command::new(BINARY);
     command.args(["placement", "change", "--memcached", from, "--to", to]);
-    command.args(["--adopt-timeout-secs", "60"]);
+    command.args(["--adopt-timeout-secs", "60"]).args(extra);
     if let Some(factor) = factor {
         command.args(["--replication-factor", &factor.to_string()]);
     }
@@ -45,7 +46,7 @@ fn change(from: &str, to: &str, factor: Option<u32>) -> (bool, String) {
 /// Run a change that must succeed; how long it took.
 fn changed(from: &str, to: &str, factor: Option<u32>) -> Duration {
     let started = Instant::now();
-    let (ok, output) = tokio::task::block_in_place(|| change(from, to, factor));
+    let (ok, output) = tokio::task::block_in_place(|| change(from, to, factor, &[]));
     println!("placement change {from} -> {to}:\n{output}");
     assert!(ok, "the change failed:\n{output}");
     assert!(output.contains("done: generation"), "{output}");
@@ -187,17 +188,18 @@ async fn changes_that_cannot_hold_the_data_are_refused_before_anything_moves() {
         }),
         "the load did not fill the servers"
     );
-    let (ok, output) = tokio::task::block_in_place(|| change(&two, &list(&[&small]), Some(1)));
+    let (ok, output) = tokio::task::block_in_place(|| change(&two, &list(&[&small]), Some(1), &[]));
     assert!(
         !ok && output.contains("refused: the data needs"),
         "{output}"
     );
-    let (ok, output) = tokio::task::block_in_place(|| change(&two, &list(&[&servers[0]]), None));
+    let (ok, output) =
+        tokio::task::block_in_place(|| change(&two, &list(&[&servers[0]]), None, &[]));
     assert!(
         !ok && output.contains("replication factor 2 needs at least 2 servers"),
         "{output}"
     );
-    let (ok, output) = tokio::task::block_in_place(|| change(&list(&[&small]), &two, None));
+    let (ok, output) = tokio::task::block_in_place(|| change(&list(&[&small]), &two, None, &[]));
     assert!(!ok && output.contains("refused"), "{output}");
     assert!(data_items(&small).is_empty(), "{:?}", data_items(&small));
     // An export under way (its lease on a server) holds a change back, here for longer than
@@ -251,22 +253,7 @@ async fn a_server_restarted_empty_in_the_middle_of_a_change_loses_nothing() {
 
     // A slow copy, and the second server killed and back empty while it runs.
     let (from, to) = (two.clone(), three.clone());
-    let running = std::thread::spawn(move || {
-        let output = Command::new(BINARY)
-            .args(["placement", "change", "--memcached", &from, "--to", &to])
-            .args(["--rate-mib", "4"])
-            .env("ZMM_LOG_LEVEL", "warn")
-            .output()
-            .unwrap();
-        (
-            output.status.success(),
-            format!(
-                "{}{}",
-                String::from_utf8_lossy(&output.stdout),
-                String::from_utf8_lossy(&output.stderr)
-            ),
-        )
-    });
+    let running = std::thread::spawn(move || change(&from, &to, None, &["--rate-mib", "4"]));
     tokio::time::sleep(Duration::from_secs(3)).await;
     println!("[{:.3}] server 1 killed mid-change", load.blobs.elapsed());
     tokio::task::block_in_place(|| servers[1].restart());
