@@ -15,7 +15,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use super::layout::View;
+use super::layout::{Server, View};
 use super::record::{self, Placement, SIDECARS_ITEM, Verdict};
 use super::refill::{self, RefillRate};
 use super::replicas::ReplicatedStore;
@@ -183,9 +183,20 @@ impl Follower {
             return self.judge_again(state).await;
         }
         let current = self.store.placement();
-        let names: Vec<String> = current.all_servers().into_iter().collect();
-        let held =
-            futures::future::join_all(names.iter().map(|name| record::read_record(name))).await;
+        // Over the connections the store keeps: every server the placement names.
+        let servers: Vec<Arc<Server>> = {
+            let view = self.store.view_unfenced();
+            view.members()
+                .into_iter()
+                .map(|server| view.servers[server].clone())
+                .collect()
+        };
+        let held = futures::future::join_all(
+            servers
+                .iter()
+                .map(|server| bounded(record::record_in(&server.store))),
+        )
+        .await;
         let read_any = held.iter().any(|held| matches!(held, Ok(Some(_))));
         let newest = held
             .iter()
@@ -218,9 +229,9 @@ impl Follower {
         // With one copy of each item, a server of the current layout without its record
         // restarted empty: its share is gone.
         if current.replication_factor == 1 {
-            for (name, held) in names.iter().zip(&held) {
-                if current.servers.contains(name) && matches!(held, Ok(None)) {
-                    tracing::error!(server = %name, "a server lost its placement record");
+            for (server, held) in servers.iter().zip(&held) {
+                if current.servers.contains(&server.name) && matches!(held, Ok(None)) {
+                    tracing::error!(server = %server.name, "a server lost its placement record");
                     self.health.declare_lost();
                 }
             }
@@ -242,7 +253,11 @@ impl Follower {
         };
         let view = self.store.view_unfenced();
         let written = futures::future::join_all(view.members().into_iter().map(|server| {
-            write_report(&view.servers[server].store, &state.instance, Some(report))
+            bounded(write_report(
+                &view.servers[server].store,
+                &state.instance,
+                Some(report),
+            ))
         }))
         .await;
         drop(view);

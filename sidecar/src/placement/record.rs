@@ -214,10 +214,15 @@ async fn carries_headers(servers: &[String]) -> ItemResult<bool> {
 
 /// The placement record one server holds, if it holds a readable one.
 pub(super) async fn read_record(server: &str) -> ItemResult<Option<Placement>> {
-    Ok(match read(server).await? {
-        Holds::Record(placement) => Some(placement),
-        _ => None,
-    })
+    record_in(&on(server).await?).await
+}
+
+/// The placement record `store` (one server) holds, if it holds a readable one.
+pub(super) async fn record_in(store: &MemcachedStore) -> ItemResult<Option<Placement>> {
+    Ok(store
+        .get(&key(PLACEMENT_ITEM)?)
+        .await?
+        .and_then(|item| serde_json::from_slice(&item).ok()))
 }
 
 /// The placement the servers record (the newest record found), for the tools that read a
