@@ -19,18 +19,17 @@
 //! its `add` maps `NOT_STORED` to success, its `cas` folds `EXISTS` and `NOT_FOUND` into one
 //! `false`, and its pool returns a connection after a timeout mid-exchange.
 //!
-//! Keys route to servers exactly as the crate's client routes them (its public [`Rendezvous`]
-//! over the configured names), so every path reaches the same item.
+//! Keys route to servers exactly as the crate's client is set up to route them (the project's
+//! [`Rendezvous`] over the configured names), so every path reaches the same item.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::{Buf, Bytes, BytesMut};
-use memcache::exp::{Rendezvous, Router};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::{Expiry, ItemError, ItemKey, ItemResult};
+use super::{Expiry, ItemError, ItemKey, ItemResult, Rendezvous};
 
 /// The longest response line memcached sends to these commands (an error message included).
 const MAX_LINE: usize = 1024;
@@ -168,9 +167,7 @@ impl ConnectionPool {
 
     /// The index of the server that holds `key`, as the meta client computes it.
     fn server(&self, key: &ItemKey) -> usize {
-        Rendezvous::new()
-            .route(key.as_str().as_bytes(), &self.servers)
-            .min(self.servers.len().saturating_sub(1))
+        Rendezvous::server(key.as_str().as_bytes(), &self.servers)
     }
 
     /// See [`super::ItemStore::key_per_server`]: candidates are tried in order, and with

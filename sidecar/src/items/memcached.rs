@@ -15,7 +15,9 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
 use super::connection::{self, ConnectionPool, Line};
-use super::{CasOutcome, CasToken, Expiry, ItemError, ItemKey, ItemResult, ItemStore, StoreStats};
+use super::{
+    CasOutcome, CasToken, Expiry, ItemError, ItemKey, ItemResult, ItemStore, Rendezvous, StoreStats,
+};
 
 /// How long one exchange may take before memcached counts as unreachable.
 const IO_TIMEOUT: Duration = Duration::from_secs(5);
@@ -39,6 +41,7 @@ async fn resolve(servers: &[String]) -> ItemResult<AsyncMetaClient> {
     // The meta client routes on each address's identity, which for a `&str` is the string
     // itself; `ConnectionPool` routes on the same strings with the same `Rendezvous`.
     AsyncMetaClient::builder()
+        .router(Rendezvous)
         .connect_timeout(Some(CONNECT_TIMEOUT))
         .io_timeout(Some(IO_TIMEOUT))
         .max_idle(MAX_IDLE)

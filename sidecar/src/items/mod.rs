@@ -8,6 +8,7 @@ mod connection;
 mod embedded;
 mod key;
 mod memcached;
+mod route;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,6 +19,7 @@ use bytes::Bytes;
 pub use embedded::EmbeddedStore;
 pub use key::{ItemKey, ItemKeyError};
 pub use memcached::MemcachedStore;
+pub use route::{Rendezvous, SCHEME as ROUTING_SCHEME};
 
 /// How long an item lives. Blob chunks are written with a finite expiry until their blob is
 /// published, so that a crash mid-upload cannot leak them.

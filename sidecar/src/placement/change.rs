@@ -106,6 +106,9 @@ pub async fn change(
             list(current)
         )));
     }
+    if let Some(why) = recorded.routing_mismatch() {
+        return Err(ChangeError::Refused(why));
+    }
     if !recorded.is_versioned() {
         return Err(ChangeError::Refused(
             "the store was written before placements could change (its items carry no \
@@ -201,7 +204,7 @@ async fn drive(
                         servers: change.servers.clone(),
                         replication_factor: change.replication_factor,
                         change: None,
-                        versioned: recorded.versioned,
+                        ..recorded.clone()
                     }
                 }
             },
@@ -249,7 +252,7 @@ async fn revert(
                 replication_factor: recorded.replication_factor,
                 phase: Phase::Copying,
             }),
-            versioned: recorded.versioned,
+            ..recorded.clone()
         },
     };
     write_everywhere(named, &next).await?;

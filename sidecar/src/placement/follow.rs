@@ -203,7 +203,14 @@ impl Follower {
             .filter_map(|held| held.as_ref().ok().and_then(Option::as_ref))
             .max_by_key(|placement| placement.generation)
             .cloned();
-        if let Some(newest) = newest.filter(|newest| newest.generation > current.generation)
+        let newest = newest.filter(|newest| newest.generation > current.generation);
+        if let Some(why) = newest.as_ref().and_then(Placement::routing_mismatch) {
+            // Written by a release that routes keys elsewhere: nothing read here would be
+            // where this sidecar looks.
+            self.health.refuse(why);
+            return Ok(());
+        }
+        if let Some(newest) = newest
             && let Err(error) = self.adopt(state, &newest).await
         {
             // Serving on under the current generation is safe: the change waits for this

@@ -6,10 +6,8 @@ use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 
-use memcache::exp::{Rendezvous, Router};
-
 use super::record::{Phase, Placement};
-use crate::items::{ItemError, ItemKey, ItemResult, MemcachedStore};
+use crate::items::{ItemError, ItemKey, ItemResult, MemcachedStore, Rendezvous};
 
 /// One memcached server of the store, under the name keys are routed by.
 pub struct Server {
@@ -72,16 +70,15 @@ impl Layout {
 
     /// The servers (indices into the view's servers) that own `key`, primary first.
     pub fn owners(&self, key: &ItemKey) -> Vec<usize> {
-        let router = Rendezvous::new();
         let key = key.as_str().as_bytes();
         let mut picked: u64 = 0;
         let mut owners = Vec::with_capacity(self.factor);
-        let first = router.route(key, &self.names).min(self.names.len() - 1);
+        let first = Rendezvous::server(key, &self.names).min(self.names.len() - 1);
         picked |= 1 << first;
         owners.push(self.members[first]);
         while owners.len() < self.factor {
             let left = self.left(picked);
-            let pick = router.route(key, &left).min(left.len() - 1);
+            let pick = Rendezvous::server(key, &left).min(left.len() - 1);
             // The `pick`th position not picked yet.
             let position = (0..self.names.len())
                 .filter(|p| picked & (1 << p) == 0)
@@ -299,6 +296,7 @@ mod tests {
                 phase,
             }),
             versioned: Some(true),
+            routing: None,
         }
     }
 
@@ -326,7 +324,7 @@ mod tests {
             let owners = view.read_owners(&key);
             assert_eq!(owners.len(), 2);
             assert_ne!(owners[0], owners[1]);
-            let routed = Rendezvous::new().route(key.as_str().as_bytes(), &names);
+            let routed = Rendezvous::server(key.as_str().as_bytes(), &names);
             assert_eq!(servers[owners[0]].name, names[routed], "{key}");
         }
     }

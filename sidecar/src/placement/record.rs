@@ -6,7 +6,9 @@ use std::collections::BTreeSet;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use crate::items::{Expiry, ItemError, ItemKey, ItemResult, ItemStore, MemcachedStore};
+use crate::items::{
+    Expiry, ItemError, ItemKey, ItemResult, ItemStore, MemcachedStore, ROUTING_SCHEME, Rendezvous,
+};
 
 /// The item that holds the placement record, on each server itself (never routed).
 pub const PLACEMENT_ITEM: &str = "zmm:placement";
@@ -61,6 +63,12 @@ pub struct Placement {
     /// where only stores of a factor above one have it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub versioned: Option<bool>,
+    /// How keys are routed to servers ([`ROUTING_SCHEME`] for every record this release
+    /// writes); unset in records written before routing had a name, which routed by that same
+    /// scheme. A sidecar that routes another way must not serve: it would look for every item
+    /// on other servers than the ones holding it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub routing: Option<String>,
 }
 
 /// A placement change under way: where to, and how far it has come.
@@ -104,6 +112,17 @@ impl Placement {
             self.servers.iter().cloned().collect(),
             self.replication_factor,
         )
+    }
+
+    /// Why this release cannot route keys as the record says, if it cannot.
+    pub fn routing_mismatch(&self) -> Option<String> {
+        let routing = self.routing.as_deref().unwrap_or(ROUTING_SCHEME);
+        (routing != ROUTING_SCHEME).then(|| {
+            format!(
+                "the store's keys are routed by the scheme {routing:?} and this release routes by \
+                 {ROUTING_SCHEME:?}: run a release that routes by {routing:?}"
+            )
+        })
     }
 
     /// Every server the placement names, current and target.
@@ -218,11 +237,18 @@ pub(super) async fn read_record(server: &str) -> ItemResult<Option<Placement>> {
 }
 
 /// The placement record `store` (one server) holds, if it holds a readable one.
+/// A record it cannot read is an error, never "no record" (which means the server lost its
+/// contents).
 pub(super) async fn record_in(store: &MemcachedStore) -> ItemResult<Option<Placement>> {
-    Ok(store
+    store
         .get(&key(PLACEMENT_ITEM)?)
         .await?
-        .and_then(|item| serde_json::from_slice(&item).ok()))
+        .map(|item| {
+            serde_json::from_slice(&item).map_err(|error| {
+                ItemError::Protocol(format!("an unreadable placement record: {error}"))
+            })
+        })
+        .transpose()
 }
 
 /// The placement the servers record (the newest record found), for the tools that read a
@@ -274,6 +300,7 @@ pub async fn establish(servers: &[String], replication_factor: u32) -> ItemResul
         replication_factor,
         change: None,
         versioned: Some(true),
+        routing: Some(ROUTING_SCHEME.to_owned()),
     };
     let held = futures::future::try_join_all(servers.iter().map(|server| read(server))).await?;
     let verdict = judge(servers, &wanted, &held);
@@ -328,16 +355,13 @@ pub async fn establish(servers: &[String], replication_factor: u32) -> ItemResul
 /// A marker item found on another server than the configured list routes it to: (marker,
 /// where it is, where the list routes it).
 fn misplaced<'a>(servers: &'a [String], held: &'a [Holds]) -> Option<(&'a str, &'a str, &'a str)> {
-    use memcache::exp::Router;
-    let router = memcache::exp::Rendezvous::new();
     servers.iter().zip(held).find_map(|(server, holds)| {
         let Holds::Legacy(found) = holds else {
             return None;
         };
         found.iter().find_map(|marker| {
-            let routed = &servers[router
-                .route(marker.as_bytes(), servers)
-                .min(servers.len() - 1)];
+            let routed =
+                &servers[Rendezvous::server(marker.as_bytes(), servers).min(servers.len() - 1)];
             (routed != server).then_some((marker.as_str(), server.as_str(), routed.as_str()))
         })
     })
@@ -405,6 +429,7 @@ pub async fn accept(servers: &[String], replication_factor: u32) -> ItemResult<P
         change: None,
         // A store nothing is known of any more starts versioned, as a fresh one.
         versioned: versioned.unwrap_or(Some(true)),
+        routing: Some(ROUTING_SCHEME.to_owned()),
     };
     futures::future::try_join_all(
         servers
@@ -453,6 +478,9 @@ fn judge(servers: &[String], wanted: &Placement, held: &[Holds]) -> Judged {
             _ => None,
         })
         .collect();
+    if let Some(why) = records.iter().find_map(|record| record.routing_mismatch()) {
+        return Judged::Done(Verdict::Refused(why));
+    }
     let Some(first) = records.first().copied() else {
         let legacy = named(&|holds| matches!(holds, Holds::Legacy(_)));
         let empty = named(&|holds| *holds == Holds::Nothing);
@@ -572,6 +600,7 @@ mod tests {
             replication_factor: 1,
             change: None,
             versioned: None,
+            routing: None,
         }
     }
 
@@ -647,12 +676,38 @@ mod tests {
     }
 
     #[test]
+    fn a_store_routed_by_another_scheme_is_refused() {
+        let mut store = placement(&["a:1", "b:1"]);
+        let held = [Holds::Record(store.clone()), Holds::Record(store.clone())];
+        let list = servers(&["a:1", "b:1"]);
+        assert!(matches!(
+            judge(&list, &store, &held),
+            Judged::Done(Verdict::Agreed(_))
+        ));
+        store.routing = Some(ROUTING_SCHEME.to_owned());
+        let held = [Holds::Record(store.clone()), Holds::Record(store.clone())];
+        assert!(matches!(
+            judge(&list, &store, &held),
+            Judged::Done(Verdict::Agreed(_))
+        ));
+        store.routing = Some("jump-consistent-hash".to_owned());
+        let why = refused(judge(
+            &list,
+            &store,
+            &[Holds::Record(store.clone()), Holds::Nothing],
+        ));
+        assert!(
+            why.contains("\"jump-consistent-hash\"") && why.contains(ROUTING_SCHEME),
+            "{why}"
+        );
+    }
+
+    #[test]
     fn stores_from_before_placement_records() {
         let wanted = placement(&["a:1", "b:1"]);
         let list = servers(&["a:1", "b:1"]);
         // Each marker where the list routes it: the same list the store was written under.
-        use memcache::exp::Router;
-        let route = |marker: &str| memcache::exp::Rendezvous::new().route(marker.as_bytes(), &list);
+        let route = |marker: &str| Rendezvous::server(marker.as_bytes(), &list);
         let on = |server: usize| {
             Holds::Legacy(
                 legacy_markers()

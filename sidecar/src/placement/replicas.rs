@@ -149,6 +149,7 @@ impl ReplicatedStore {
             replication_factor: u32::try_from(factor).unwrap_or(u32::MAX),
             change: None,
             versioned: Some(true),
+            routing: None,
         };
         if factor == 0 || factor > placement.servers.len() {
             return Err(ItemError::Protocol(format!(
