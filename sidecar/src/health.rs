@@ -1,6 +1,7 @@
 //! Readiness: whether memcached answers and still holds the contents this sidecar started
 //! with, watched by a background probe and updated at once by requests that find it
-//! unreachable.
+//! unreachable (unless every item has copies: a silent server then leaves the others serving,
+//! and the probe, which knows the placement, decides).
 //!
 //! memcached restarted without its warm-restart memory file comes back empty and answers
 //! every get with "not found". Serving from it would be wrong data (buckets and blobs that
@@ -30,6 +31,9 @@ const EPOCH_ITEM: &str = "zmm:epoch";
 #[derive(Default)]
 struct State {
     reachable: AtomicBool,
+    /// Every item has copies on other servers: a request that found one server unreachable
+    /// says nothing of the others, and only the probe decides readiness.
+    copies: AtomicBool,
     /// Sticky: only a restart of the sidecar clears it.
     lost: AtomicBool,
     /// The epoch items and values seen at start (more as the placement grows); unset with no
@@ -94,6 +98,19 @@ impl Health {
     /// Whether memcached lost the contents this sidecar started with.
     pub fn contents_lost(&self) -> bool {
         self.state.lost.load(Ordering::Relaxed)
+    }
+
+    /// Every item has copies on other servers from now on (see `State::copies`).
+    pub fn has_copies(&self) {
+        self.state.copies.store(true, Ordering::Relaxed);
+    }
+
+    /// A request found memcached unreachable: not ready at once, unless other copies may
+    /// serve (the probe decides then).
+    pub fn request_found_unreachable(&self) {
+        if !self.state.copies.load(Ordering::Relaxed) {
+            self.set_ready(false);
+        }
     }
 
     /// Record whether memcached answers.

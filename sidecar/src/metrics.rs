@@ -1,6 +1,7 @@
 //! Prometheus metrics of the sidecar, served on the admin port's `/metrics`: those of the APIs
 //! its role serves, memcached's errors, and the role itself.
 
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -37,6 +38,35 @@ pub struct CallNameLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ServerLabels {
+    pub server: String,
+}
+
+/// What the metrics show of one memcached server, read from the store at each scrape.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ServerFigures {
+    pub server: String,
+    /// It answers late or not at all: reads ask it last, until the probe clears it.
+    pub suspect: bool,
+    pub timeouts: u64,
+    /// Seconds spent suspect so far.
+    pub suspect_seconds: f64,
+    /// The smoothed latency of its answers.
+    pub latency_seconds: f64,
+}
+
+/// The per-server series.
+#[derive(Clone, Default)]
+struct ServerSeries {
+    suspect: Family<ServerLabels, Gauge>,
+    timeouts: Family<ServerLabels, Counter>,
+    suspect_seconds: Family<ServerLabels, Gauge<f64, AtomicU64>>,
+    latency: Family<ServerLabels, Gauge<f64, AtomicU64>>,
+}
+
+type ServersSource = Box<dyn Fn() -> Vec<ServerFigures> + Send + Sync>;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ErrorLabels {
     pub kind: &'static str,
 }
@@ -68,6 +98,8 @@ pub struct Metrics {
     pub refill_items: Counter,
     pub refill_bytes: Counter,
     open_streams_source: Arc<OnceLock<OpenStreamsSource>>,
+    servers: ServerSeries,
+    servers_source: Arc<OnceLock<ServersSource>>,
 }
 
 type OpenStreamsSource = Box<dyn Fn() -> usize + Send + Sync>;
@@ -136,6 +168,27 @@ impl Metrics {
             "Bytes copied back to memcached servers that lost their contents",
             refill_bytes.clone(),
         );
+        let servers = ServerSeries::default();
+        registry.register(
+            "memcached_server_suspect",
+            "1 while a memcached server answers late or not at all (reads ask it last)",
+            servers.suspect.clone(),
+        );
+        registry.register(
+            "memcached_server_timeouts",
+            "Exchanges with a memcached server given up on: no answer in time, or none at all",
+            servers.timeouts.clone(),
+        );
+        registry.register(
+            "memcached_server_suspect_seconds",
+            "Seconds a memcached server has been suspect, over this sidecar's life",
+            servers.suspect_seconds.clone(),
+        );
+        registry.register(
+            "memcached_server_latency_seconds",
+            "The smoothed latency of a memcached server's answers",
+            servers.latency.clone(),
+        );
         if role.serves_data() {
             registry.register(
                 "data_requests",
@@ -201,6 +254,8 @@ impl Metrics {
             refill_items,
             refill_bytes,
             open_streams_source: Arc::new(OnceLock::new()),
+            servers,
+            servers_source: Arc::new(OnceLock::new()),
         }
     }
 }
@@ -252,12 +307,47 @@ impl Metrics {
         let _ = self.open_streams_source.set(Box::new(source));
     }
 
+    /// Where the per-server series are read from (the replicated store); set once.
+    pub fn set_servers_source(
+        &self,
+        source: impl Fn() -> Vec<ServerFigures> + Send + Sync + 'static,
+    ) {
+        let _ = self.servers_source.set(Box::new(source));
+    }
+
+    fn read_servers(&self) {
+        let Some(source) = self.servers_source.get() else {
+            return;
+        };
+        for figures in source() {
+            let labels = ServerLabels {
+                server: figures.server,
+            };
+            let series = &self.servers;
+            series
+                .suspect
+                .get_or_create(&labels)
+                .set(i64::from(figures.suspect));
+            let timeouts = series.timeouts.get_or_create(&labels);
+            timeouts.inc_by(figures.timeouts.saturating_sub(timeouts.get()));
+            series
+                .suspect_seconds
+                .get_or_create(&labels)
+                .set(figures.suspect_seconds);
+            series
+                .latency
+                .get_or_create(&labels)
+                .set(figures.latency_seconds);
+        }
+    }
+
     /// The OpenMetrics text of every metric.
     pub fn encode(&self) -> String {
         if let Some(source) = self.open_streams_source.get() {
             self.metadata_open_streams
                 .set(i64::try_from(source()).unwrap_or(i64::MAX));
         }
+        self.read_servers();
         let mut text = String::new();
         if prometheus_client::encoding::text::encode(&mut text, &self.registry).is_err() {
             text.clear();

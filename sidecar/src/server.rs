@@ -274,6 +274,13 @@ pub async fn run(config: Config) -> Result<(), StartupError> {
     }
     health.set_ready(items.ping().await.is_ok());
     let _watch = health.watch(items.clone(), HEALTH_INTERVAL);
+    if let Some(replicated) = &replicated {
+        if replicated.placement().replication_factor >= 2 {
+            health.has_copies();
+        }
+        let replicated = replicated.clone();
+        metrics.set_servers_source(move || replicated.server_figures());
+    }
     let follower = replicated.map(|replicated| {
         placement::Follower {
             store: replicated,

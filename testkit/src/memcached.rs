@@ -128,6 +128,26 @@ impl Memcached {
         }
     }
 
+    /// Freeze the process (SIGSTOP), as a hung process, a kernel or disk stall or a node cut
+    /// off looks from outside: the kernel still accepts connections and takes requests, and
+    /// nothing answers.
+    pub fn freeze(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Let a frozen process go on (SIGCONT): it answers what it was sent meanwhile.
+    pub fn thaw(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        if let Some(pid) = self.pid() {
+            let _ = Command::new("kill")
+                .args([signal, &pid.to_string()])
+                .status();
+        }
+    }
+
     /// Stop gracefully with SIGUSR1, which makes memcached save its memory file (`-e`).
     pub fn stop_gracefully(&mut self) {
         if let Some(mut child) = self.child.take() {

@@ -164,7 +164,7 @@ impl DataService {
         if let BlobError::Items(item_error) = &error {
             self.metrics.memcached_error(item_error.label());
             match item_error {
-                ItemError::Unavailable(_) => self.health.set_ready(false),
+                ItemError::Unavailable(_) => self.health.request_found_unreachable(),
                 ItemError::Full => {
                     tracing::error!("storage full: memcached refused a write (evictions are off)")
                 }

@@ -8,7 +8,8 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
 use super::layout::View;
-use super::replicas::{MAX_COPY_DELAY, converge, version_of};
+use super::replicas::{MAX_COPY_DELAY, converge};
+use super::value::version_of;
 use crate::items::{Expiry, ItemError, ItemKey, ItemResult, ItemStore};
 
 /// Items copied in one round trip.

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 
+use super::health::ServerHealth;
 use super::record::{Phase, Placement};
 use crate::items::{ItemError, ItemKey, ItemResult, MemcachedStore, Rendezvous};
 
@@ -18,6 +19,13 @@ pub struct Server {
     /// The value of the server's incarnation marker (`zmm:incarnation`) as last read, once a
     /// commit with copies needed it (see `replicas`).
     pub(super) marker: std::sync::Mutex<Option<bytes::Bytes>>,
+    /// How it has been answering (see `health`).
+    pub health: ServerHealth,
+    /// The incarnation marker the server held when it was last seen holding its placement
+    /// record: while it still holds that marker, it holds every acknowledged item it owns, so
+    /// its "no such item" is an answer on its own (see `hedged`). `None` while that is not
+    /// known (not seen yet, or lost its contents and not refilled).
+    pub(super) complete: std::sync::Mutex<Option<bytes::Bytes>>,
 }
 
 impl std::ops::Deref for Server {
@@ -272,6 +280,8 @@ mod tests {
                 store: MemcachedStore::connect(&[name.to_owned()]).await.unwrap(),
                 tag: AtomicU64::new(0),
                 marker: std::sync::Mutex::new(None),
+                health: ServerHealth::default(),
+                complete: std::sync::Mutex::new(None),
             }));
         }
         servers

@@ -15,10 +15,14 @@
 mod change;
 mod copy;
 mod follow;
+mod health;
+mod hedged;
+mod incarnation;
 mod layout;
 mod record;
 mod refill;
 mod replicas;
+mod value;
 
 pub use change::{ChangeError, ChangeOptions, Target, change, exclusively};
 pub use copy::{Dumped, dump};

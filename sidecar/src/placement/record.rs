@@ -223,7 +223,7 @@ async fn carries_headers(servers: &[String]) -> ItemResult<bool> {
         if values
             .iter()
             .flatten()
-            .any(|value| value.first() == Some(&super::replicas::MARKER))
+            .any(|value| value.first() == Some(&super::value::MARKER))
         {
             return Ok(true);
         }

@@ -33,26 +33,24 @@ use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 
+use super::health::ServerHealth;
+use super::hedged;
+use super::incarnation::{CAS_BITS, marker, marker_still, read_tag};
 use super::layout::{Primary, Server, View};
 use super::record::Placement;
+use super::value::{HEADER, header, is_tombstone, open, sealed, tombstone};
 
 use crate::items::{
     CasOutcome, CasToken, Expiry, ItemError, ItemKey, ItemResult, ItemStore, MemcachedStore,
     StoreStats,
 };
 
-/// First byte of every stored value: no item the stores write starts with it unheadered.
-pub(super) const MARKER: u8 = 0xA5;
-/// Marker and version.
-pub const HEADER: usize = 9;
 /// Versions remembered between a `gets` and the `cas` that follows it.
 const REMEMBERED: usize = 4096;
 /// Attempts of one copy to a replica that keeps changing under it.
 const COPY_ATTEMPTS: usize = 64;
-/// First byte of a tombstone, which is a header alone.
-const TOMBSTONE: u8 = 0xA6;
 /// How long a tombstone stays: far longer than a delete takes to reach every owner plus the
 /// time between reading a copy and writing it back ([`MAX_COPY_DELAY`]), each step bounded by
 /// memcached's I/O timeout.
@@ -60,62 +58,21 @@ const TOMBSTONE_LIFE: Duration = Duration::from_secs(60);
 /// A copy read longer ago than this is not written back (a repair is skipped, a refill starts
 /// its batch over): a tombstone it would have met may be gone.
 pub(super) const MAX_COPY_DELAY: Duration = Duration::from_secs(10);
-/// Bits of a token that carry memcached's own CAS value; the ones above carry the tag.
-const CAS_BITS: u32 = 44;
+/// What a `gets` handed a token out for: the version read and, for a token of another owner
+/// than the primary (which did not answer in time), a digest of what that owner held, so that
+/// `cas` finds the same item on the primary.
+#[derive(Clone, Copy, Debug)]
+struct Handed {
+    version: u64,
+    digest: Option<u64>,
+}
 
-/// A server's incarnation tag, from its name, start time and pid (never 0, so that a token
-/// with no tag is never taken for one with): a token read from one server never passes on
-/// another, nor on the same one restarted. Tags are compared within this process only.
-fn tag_of(name: &str, incarnation: (u64, u64)) -> u64 {
-    use std::hash::{DefaultHasher, Hash, Hasher};
+/// A digest of a stored value, compared within this process only.
+fn digest(stored: &[u8]) -> u64 {
+    use std::hash::{DefaultHasher, Hasher};
     let mut hasher = DefaultHasher::new();
-    name.hash(&mut hasher);
-    incarnation.hash(&mut hasher);
-    (hasher.finish() >> CAS_BITS).max(1)
-}
-
-fn header(version: u64) -> Bytes {
-    let mut bytes = BytesMut::with_capacity(HEADER);
-    bytes.extend_from_slice(&[MARKER]);
-    bytes.extend_from_slice(&version.to_le_bytes());
-    bytes.freeze()
-}
-
-/// The version and value of a stored item; counters (no header) read as version 0.
-fn open(stored: Bytes) -> (u64, Bytes) {
-    match version_of(&stored) {
-        Some(version) => (version, stored.slice(HEADER..)),
-        None => (0, stored),
-    }
-}
-
-/// The version of a stored value, `None` for one without the header (counters, tombstones).
-pub(super) fn version_of(stored: &[u8]) -> Option<u64> {
-    (stored.len() >= HEADER && stored[0] == MARKER).then(|| {
-        let mut version = [0u8; 8];
-        version.copy_from_slice(&stored[1..HEADER]);
-        u64::from_le_bytes(version)
-    })
-}
-
-/// What a delete leaves on each owner.
-fn tombstone() -> Bytes {
-    let mut bytes = BytesMut::with_capacity(HEADER);
-    bytes.extend_from_slice(&[TOMBSTONE]);
-    bytes.extend_from_slice(&0u64.to_le_bytes());
-    bytes.freeze()
-}
-
-/// Whether a stored value is a tombstone: the item was deleted.
-fn is_tombstone(stored: &[u8]) -> bool {
-    stored.len() == HEADER && stored[0] == TOMBSTONE
-}
-
-fn sealed(version: u64, value: &Bytes) -> Bytes {
-    let mut bytes = BytesMut::with_capacity(HEADER + value.len());
-    bytes.extend_from_slice(&header(version));
-    bytes.extend_from_slice(value);
-    bytes.freeze()
+    hasher.write(stored);
+    hasher.finish()
 }
 
 pub struct ReplicatedStore {
@@ -125,7 +82,7 @@ pub struct ReplicatedStore {
     /// operation holds any more is one this sidecar has finished with.
     view: RwLock<Arc<View>>,
     /// The version of the item a CAS token was read from, for the `cas` that follows.
-    versions: Mutex<HashMap<(ItemKey, u64), u64>>,
+    versions: Mutex<HashMap<(ItemKey, u64), Handed>>,
     /// When the follower last confirmed the view (`None`: no follower, the view is fixed).
     confirmed: Mutex<Option<Instant>>,
     /// Tells CAS writers waiting on a frozen item that the view changed.
@@ -197,6 +154,8 @@ impl ReplicatedStore {
                 name,
                 tag: AtomicU64::new(0),
                 marker: Mutex::new(None),
+                health: ServerHealth::default(),
+                complete: Mutex::new(None),
             });
             read_tag(&server).await?;
             servers.push(server);
@@ -306,6 +265,25 @@ impl ReplicatedStore {
         (token.0 >> CAS_BITS == tag).then_some(CasToken(token.0 & ((1 << CAS_BITS) - 1)))
     }
 
+    /// How each server of the current view has been answering, for the metrics.
+    pub fn server_figures(&self) -> Vec<crate::metrics::ServerFigures> {
+        let view = self.view_unfenced();
+        view.members()
+            .into_iter()
+            .map(|server| {
+                let server = &view.servers[server];
+                let figures = server.health.figures();
+                crate::metrics::ServerFigures {
+                    server: server.name.clone(),
+                    suspect: figures.suspect,
+                    timeouts: figures.timeouts,
+                    suspect_seconds: figures.suspect_seconds,
+                    latency_seconds: figures.latency.as_secs_f64(),
+                }
+            })
+            .collect()
+    }
+
     /// The server names of the current layout, in name order.
     pub fn names(&self) -> Vec<String> {
         self.view
@@ -316,7 +294,11 @@ impl ReplicatedStore {
             .to_vec()
     }
 
-    fn remember(&self, key: &ItemKey, token: CasToken, version: u64) {
+    fn remember(&self, key: &ItemKey, token: CasToken, elsewhere: bool, stored: &Bytes) {
+        let handed = Handed {
+            version: open(stored.clone()).0,
+            digest: elsewhere.then(|| digest(stored)),
+        };
         let mut versions = self
             .versions
             .lock()
@@ -324,10 +306,10 @@ impl ReplicatedStore {
         if versions.len() >= REMEMBERED {
             versions.clear();
         }
-        versions.insert((key.clone(), token.0), version);
+        versions.insert((key.clone(), token.0), handed);
     }
 
-    fn recall(&self, key: &ItemKey, token: CasToken) -> Option<u64> {
+    fn recall(&self, key: &ItemKey, token: CasToken) -> Option<Handed> {
         self.versions
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -335,7 +317,7 @@ impl ReplicatedStore {
     }
 
     /// Run `op` on every server of `owners`; every one must succeed. The results in owner
-    /// order.
+    /// order. A write waits for memcached's own timeout: it needs every owner anyway.
     async fn on_all<'a, T, F, Fut>(
         &self,
         view: &'a View,
@@ -350,53 +332,22 @@ impl ReplicatedStore {
             .await
     }
 
-    /// Read from the owners in order; give an owner that missed what a later one holds.
+    /// Read from the owners (`hedged`); give an owner that missed what another one holds.
     async fn read(&self, key: &ItemKey) -> ItemResult<Option<Bytes>> {
         let view = self.view()?;
-        let owners = view.read_owners(key);
-        let mut missed: Vec<usize> = Vec::new();
-        let mut failure = None;
-        for server in owners {
-            let store = &view.servers[server].store;
-            let found: ItemResult<Option<(Bytes, Option<Expiry>)>> =
-                if missed.is_empty() && failure.is_none() {
-                    store.get(key).await.map(|item| item.map(|v| (v, None)))
-                } else {
-                    // A fallback read learns the expiry too, to repair with it.
-                    store
-                        .get_many_with_expiry(std::slice::from_ref(key))
-                        .await
-                        .map(|mut items| items.pop().flatten().map(|(v, e)| (v, Some(e))))
-                };
-            let read_at = Instant::now();
-            match found {
-                // Deleted (or being deleted): nothing to fall back on or repair with.
-                Ok(Some((stored, _))) if is_tombstone(&stored) => return Ok(None),
-                Ok(Some((stored, expiry))) => {
-                    for missing in &missed {
-                        if read_at.elapsed() > MAX_COPY_DELAY {
-                            break;
-                        }
-                        let repair = view.servers[*missing]
-                            .store
-                            .add(key, stored.clone(), expiry.unwrap_or(Expiry::Never))
-                            .await;
-                        if let Err(error) = repair {
-                            tracing::debug!(%key, server = %view.servers[*missing].name, %error,
-                                "could not repair a replica");
-                        }
-                    }
-                    return Ok(Some(open(stored).1));
-                }
-                Ok(None) => missed.push(server),
-                Err(error) => failure = Some(error),
-            }
+        let asked = hedged::ask(&view, &view.read_owners(key), hedged::read::value(key)).await;
+        let missed = asked.missed.clone();
+        let Some((source, stored)) = asked.decided()? else {
+            return Ok(None);
+        };
+        // Deleted (or being deleted): nothing to repair with.
+        if is_tombstone(&stored) {
+            return Ok(None);
         }
-        match failure {
-            // A miss everywhere reachable is a miss only when every owner answered.
-            Some(error) => Err(error),
-            None => Ok(None),
+        if !missed.is_empty() {
+            repair(&view, key, source, &missed).await;
         }
+        Ok(Some(open(stored).1))
     }
 
     /// The primary of a CAS item under `view`; a frozen item waits for the next view.
@@ -411,76 +362,33 @@ impl ReplicatedStore {
     }
 }
 
-/// The server's incarnation marker as this process knows it, read (or created) the first time.
-async fn marker(server: &Server) -> ItemResult<Bytes> {
-    if let Some(known) = server
-        .marker
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-        .clone()
-    {
-        return Ok(known);
+/// Give the owners that missed an item what `source` holds, with its expiry (read again with
+/// it: repairs are rare). A copy read longer ago than [`MAX_COPY_DELAY`] is not written back.
+async fn repair(view: &View, key: &ItemKey, source: usize, missed: &[usize]) {
+    let read_at = Instant::now();
+    let read = hedged::within(&view.servers[source], async {
+        view.servers[source]
+            .store
+            .get_many_with_expiry(std::slice::from_ref(key))
+            .await
+    })
+    .await;
+    let Ok(Some((stored, expiry))) = read.map(|mut items| items.pop().flatten()) else {
+        return;
+    };
+    if is_tombstone(&stored) {
+        return;
     }
-    let current = current_marker(server).await?;
-    *server
-        .marker
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(current.clone());
-    Ok(current)
-}
-
-/// The marker the server holds now, created if it holds none.
-async fn current_marker(server: &Server) -> ItemResult<Bytes> {
-    let key = super::record::key(super::record::INCARNATION_ITEM)?;
-    for _ in 0..3 {
-        if let Some(held) = server.store.get(&key).await? {
-            return Ok(held);
+    for missing in missed {
+        if read_at.elapsed() > MAX_COPY_DELAY {
+            break;
         }
-        let fresh = Bytes::from(hex::encode(rand::random::<[u8; 16]>()));
-        if server.store.add(&key, fresh.clone(), Expiry::Never).await? {
-            return Ok(fresh);
+        let server = &view.servers[*missing];
+        let repaired = hedged::within(server, server.store.add(key, stored.clone(), expiry)).await;
+        if let Err(error) = repaired {
+            tracing::debug!(%key, server = %server.name, %error, "could not repair a replica");
         }
     }
-    Err(ItemError::Unavailable(format!(
-        "{}: its incarnation marker keeps changing",
-        server.name
-    )))
-}
-
-/// Whether the server still holds `marker` (it did not restart since it was read).
-async fn marker_still(server: &Server, marker: &Bytes) -> ItemResult<bool> {
-    let held = server
-        .store
-        .get(&super::record::key(super::record::INCARNATION_ITEM)?)
-        .await?;
-    if held.as_ref() != Some(marker) {
-        // Known from now on as what it holds (or will hold) now.
-        *server
-            .marker
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = None;
-        return Ok(false);
-    }
-    Ok(true)
-}
-
-/// Read a server's incarnation tag.
-async fn read_tag(server: &Server) -> ItemResult<()> {
-    let incarnation = server
-        .store
-        .incarnations()
-        .await?
-        .pop()
-        .ok_or_else(|| ItemError::Protocol("no stats from a server".into()))?;
-    let tag = tag_of(&server.name, incarnation);
-    if server.tag.swap(tag, Ordering::AcqRel) != tag {
-        // Restarted (or first seen): its marker is read again when a commit needs it.
-        *server
-            .marker
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = None;
-    }
-    Ok(())
 }
 
 /// Make `server` hold `key` at `version` or newer; a newer one already there stays.
@@ -557,22 +465,16 @@ impl ItemStore for ReplicatedStore {
         keys: &[ItemKey],
     ) -> ItemResult<Vec<Option<(Bytes, Expiry)>>> {
         let view = self.view()?;
-        let mut results = Vec::with_capacity(keys.len());
-        for key in keys {
-            let mut found = None;
-            for server in view.read_owners(key) {
-                let mut items = view.servers[server]
-                    .store
-                    .get_many_with_expiry(std::slice::from_ref(key))
-                    .await?;
-                if let Some((stored, expiry)) = items.pop().flatten() {
-                    found = (!is_tombstone(&stored)).then(|| (open(stored).1, expiry));
-                    break;
-                }
-            }
-            results.push(found);
-        }
-        Ok(results)
+        let view = &view;
+        futures::future::try_join_all(keys.iter().map(|key| async move {
+            let asked =
+                hedged::ask(view, &view.read_owners(key), hedged::read::with_expiry(key)).await;
+            Ok(asked
+                .decided()?
+                .filter(|(_, (stored, _))| !is_tombstone(stored))
+                .map(|(_, (stored, expiry))| (open(stored).1, expiry)))
+        }))
+        .await
     }
 
     async fn gets(&self, key: &ItemKey) -> ItemResult<Option<(Bytes, CasToken)>> {
@@ -581,28 +483,46 @@ impl ItemStore for ReplicatedStore {
         // Switching, a frozen item is read from the target's primary, which holds every
         // acknowledged version; its CAS waits for the next generation anyway.
         let primary = owners[0];
-        let store = &view.servers[primary].store;
         for _ in 0..2 {
-            if let Some((stored, token)) = store.gets(key).await? {
-                let (version, value) = open(stored);
-                let token = Self::tagged(&view, primary, token);
-                self.remember(key, token, version);
-                return Ok(Some((value, token)));
+            // Any owner answers (every acknowledged version is on each); a token read from
+            // another than the primary is taken to the primary by its version (`cas`).
+            let asked = hedged::ask(&view, &owners, hedged::read::with_token(key)).await;
+            let primary_lost = asked.missed.contains(&primary);
+            match asked.decided()? {
+                None => return Ok(None),
+                Some((server, (stored, token))) if !primary_lost => {
+                    let token = Self::tagged(&view, server, token);
+                    self.remember(key, token, server != primary, &stored);
+                    return Ok(Some((open(stored).1, token)));
+                }
+                Some(_) => {}
             }
             // The primary lost it (restarted empty): the newest replica's copy goes back first,
-            // or a writer would start the item anew over acknowledged versions.
+            // or a writer would start the item anew over acknowledged versions. Every
+            // acknowledged version is on each replica that answers.
             let mut newest: Option<(u64, Bytes, Expiry)> = None;
+            let mut answered = false;
             for server in view.write_owners(key).into_iter().skip(1) {
-                let mut items = view.servers[server]
-                    .store
-                    .get_many_with_expiry(std::slice::from_ref(key))
-                    .await?;
+                let read = hedged::within(
+                    &view.servers[server],
+                    view.servers[server]
+                        .store
+                        .get_many_with_expiry(std::slice::from_ref(key)),
+                )
+                .await;
+                let Ok(mut items) = read else { continue };
+                answered = true;
                 if let Some((stored, expiry)) = items.pop().flatten() {
                     let version = open(stored.clone()).0;
                     if newest.as_ref().is_none_or(|(v, _, _)| version > *v) {
                         newest = Some((version, stored, expiry));
                     }
                 }
+            }
+            if !answered {
+                return Err(ItemError::Unavailable(format!(
+                    "{key}: its primary lost it and no other owner answers"
+                )));
             }
             let Some((version, stored, expiry)) = newest else {
                 return Ok(None);
@@ -617,15 +537,18 @@ impl ItemStore for ReplicatedStore {
 
     async fn token(&self, key: &ItemKey) -> ItemResult<Option<CasToken>> {
         let view = self.view()?;
-        let primary = view.read_owners(key)[0];
-        match view.servers[primary].store.token(key).await? {
-            Some(token) => Ok(Some(Self::tagged(&view, primary, token))),
-            // The primary lost it: `gets` puts the newest copy back first, or finds none.
-            None => {
-                drop(view);
-                Ok(self.gets(key).await?.map(|(_, token)| token))
-            }
+        let owners = view.read_owners(key);
+        let primary = owners[0];
+        let asked = hedged::ask(&view, &owners, hedged::read::token(key)).await;
+        if !asked.missed.contains(&primary)
+            && let Some((server, token)) = asked.decided()?
+        {
+            return Ok(Some(Self::tagged(&view, server, token)));
         }
+        // None anywhere, or the primary lost it: `gets` puts the newest copy back first, or
+        // finds none.
+        drop(view);
+        Ok(self.gets(key).await?.map(|(_, token)| token))
     }
 
     async fn set(&self, key: &ItemKey, value: Bytes, expiry: Expiry) -> ItemResult<()> {
@@ -690,19 +613,38 @@ impl ItemStore for ReplicatedStore {
             return Ok(CasOutcome::Conflict);
         };
         let store = &view.servers[primary].store;
-        // A token from another server, or from before the primary restarted: the item is not
-        // that version any more.
-        let Some(raw) = Self::untagged(&view, primary, token) else {
-            return Ok(CasOutcome::Conflict);
-        };
-        let version = match self.recall(key, token) {
-            Some(version) => version,
-            // Forgotten: read it again; the token says whether it is still that item.
-            None => match store.gets(key).await? {
-                Some((stored, now)) if now == raw => open(stored).0,
-                Some(_) => return Ok(CasOutcome::Conflict),
-                None => return Ok(CasOutcome::NotFound),
+        let (raw, version) = match Self::untagged(&view, primary, token) {
+            Some(raw) => match self.recall(key, token) {
+                Some(handed) => (raw, handed.version),
+                // Forgotten: read it again; the token says whether it is still that item.
+                None => match store.gets(key).await? {
+                    Some((stored, now)) if now == raw => (raw, open(stored).0),
+                    Some(_) => return Ok(CasOutcome::Conflict),
+                    None => return Ok(CasOutcome::NotFound),
+                },
             },
+            // Read from another owner while the primary was slow: the same version with the
+            // same contents on the primary is the same item. A token of any other server, or
+            // of the primary before it restarted, is of an item that is not that version any
+            // more.
+            None => {
+                let Some(Handed {
+                    version,
+                    digest: Some(read),
+                }) = self.recall(key, token)
+                else {
+                    return Ok(CasOutcome::Conflict);
+                };
+                match store.gets(key).await? {
+                    Some((stored, now))
+                        if open(stored.clone()).0 == version && digest(&stored) == read =>
+                    {
+                        (now, version)
+                    }
+                    Some(_) => return Ok(CasOutcome::Conflict),
+                    None => return Ok(CasOutcome::NotFound),
+                }
+            }
         };
         let next = version + 1;
         let stored = sealed(next, &value);
@@ -840,18 +782,54 @@ impl ItemStore for ReplicatedStore {
         Ok(total)
     }
 
+    /// The probe of every server (the health watcher runs it every second): whether it
+    /// answers in time (which alone clears a suspect server), its incarnation (a restarted
+    /// server is seen within a second) and whether it is complete (`hedged`). Serving needs an
+    /// owner that answers for every key, not every server: an error only when as many servers
+    /// of the read layout as its factor are silent.
     async fn ping(&self) -> ItemResult<()> {
         let view = self.view()?;
         let members = view.members();
-        futures::future::try_join_all(
-            members
-                .iter()
-                .map(|server| view.servers[*server].store.ping()),
-        )
-        .await?;
-        // Every second (the health watcher pings): a restarted server is seen within one.
-        for server in members {
-            read_tag(&view.servers[server]).await?;
+        // With one copy, a miss has nothing to be checked against: no marker is needed.
+        let copies = view.min_factor() >= 2;
+        let answered = futures::future::join_all(members.iter().map(|server| {
+            let server = &view.servers[*server];
+            async move {
+                let started = Instant::now();
+                let limit = server.health.silent_after();
+                let pinged = tokio::time::timeout(limit, server.store.ping()).await;
+                let answered = matches!(pinged, Ok(Ok(())));
+                server.health.probed(answered.then(|| started.elapsed()));
+                if answered {
+                    let observed = hedged::within(server, async {
+                        read_tag(server).await?;
+                        if copies {
+                            hedged::observe_complete(server).await?;
+                        }
+                        Ok(())
+                    })
+                    .await;
+                    if let Err(error) = observed {
+                        tracing::debug!(server = %server.name, %error, "probe");
+                    }
+                }
+                answered
+            }
+        }))
+        .await;
+        let silent: Vec<&str> = members
+            .iter()
+            .zip(&answered)
+            .filter(|(server, answered)| {
+                !**answered && view.read.members_indices().contains(server)
+            })
+            .map(|(server, _)| view.servers[*server].name.as_str())
+            .collect();
+        if silent.len() >= view.read.factor() {
+            return Err(ItemError::Unavailable(format!(
+                "servers {} do not answer: some items have no copy that answers",
+                silent.join(",")
+            )));
         }
         Ok(())
     }

@@ -150,8 +150,13 @@ impl Shared {
                 "GET {key} answered 404 for a blob acknowledged and never deleted"
             )),
             Err((StatusCode::NOT_FOUND, _)) => {}
-            Err((StatusCode::SERVICE_UNAVAILABLE | StatusCode::BAD_GATEWAY, _)) => {
+            Err((status @ (StatusCode::SERVICE_UNAVAILABLE | StatusCode::BAD_GATEWAY), body)) => {
                 self.counts.reads_refused.fetch_add(1, Ordering::Relaxed);
+                println!(
+                    "GET {key} refused ({:?} before, {after:?} after): {status} {}",
+                    before.state,
+                    body.trim()
+                );
             }
             // Its manifest read before a racing delete, a chunk after it.
             Err((StatusCode::INTERNAL_SERVER_ERROR, _)) if !settled => {}
@@ -297,6 +302,18 @@ impl BlobLoad {
             .into_iter()
             .filter(|ok| *ok)
             .count()
+    }
+
+    /// Like [`BlobLoad::read_now`], one read after the other: how long each took (a wrong
+    /// answer is recorded as such).
+    pub async fn read_timed(&self, url: &str, count: usize) -> Vec<Duration> {
+        let mut took = Vec::with_capacity(count);
+        for _ in 0..count {
+            let started = Instant::now();
+            self.read_now(url, 1).await;
+            took.push(started.elapsed());
+        }
+        took
     }
 
     /// After the load, with every server up: each blob as the model says, through `url` (a
