@@ -298,6 +298,12 @@ fn ports_of_containers_and_services() {
     );
     let memcached = json(container(&ha.stateful_set, "memcached"));
     assert_eq!(memcached["readinessProbe"]["tcpSocket"]["port"], "memcache");
+    // Its liveness is a real round trip (a frozen memcached still accepts connections).
+    assert_eq!(
+        memcached["livenessProbe"]["exec"]["command"],
+        serde_json::json!(["/bin/sh", "-c", build::memcached_answers_command()])
+    );
+    assert_eq!(memcached["livenessProbe"]["timeoutSeconds"], 5);
 }
 
 #[test]

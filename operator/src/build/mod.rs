@@ -28,8 +28,8 @@ pub use configmap::{
 pub use job::{MODULE_GENERATION_ANNOTATION, PLACEMENT_CONTAINER, placement_job};
 pub use statefulset::{
     ADMIN_PORT, DATA_PORT, MEMCACHED_PORT, MEMCACHED_UID, METADATA_PORT, SIDECAR_UID,
-    TERMINATION_GRACE_SECONDS, WARM_MOUNT, memcached_args, memcached_resources,
-    metrics_annotations, sidecar_resources, warm_host_path,
+    TERMINATION_GRACE_SECONDS, WARM_MOUNT, memcached_answers_command, memcached_args,
+    memcached_resources, metrics_annotations, sidecar_resources, warm_host_path,
 };
 
 /// Every object one module owns.

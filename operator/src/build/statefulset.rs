@@ -26,6 +26,18 @@ pub const DATA_PORT: u16 = 9991;
 pub const METADATA_PORT: u16 = 9990;
 pub const ADMIN_PORT: u16 = 9992;
 
+/// A shell command that succeeds only when memcached answers a request in time: a real round
+/// trip, which a frozen memcached (a hung process or a stalled node still accepts connections,
+/// so a TCP check passes) fails. It runs in memcached's own container, whose official alpine
+/// image has busybox `nc` and `timeout`; `quit` makes memcached close the connection at once.
+/// Run on an image without `nc`, it passes rather than have a healthy memcached restarted.
+pub fn memcached_answers_command() -> String {
+    format!(
+        "command -v nc >/dev/null 2>&1 || exit 0; printf 'version\\r\\nquit\\r\\n' | \
+         timeout 2 nc 127.0.0.1 {MEMCACHED_PORT} | grep -q VERSION"
+    )
+}
+
 const MEMCACHED_CONTAINER: &str = "memcached";
 const SIDECAR_CONTAINER: &str = "sidecar";
 const WARM_VOLUME: &str = "warm";
@@ -197,7 +209,8 @@ fn memcached_container(module: &Validated<'_>) -> Container {
         args: Some(memcached_args(module)),
         ports: Some(vec![container_port("memcache", MEMCACHED_PORT)]),
         readiness_probe: Some(tcp_probe(5)),
-        liveness_probe: Some(tcp_probe(15)),
+        // A frozen memcached is restarted (the sidecars refill it from the other copies).
+        liveness_probe: Some(answers_probe()),
         resources: Some(memcached_resources(module)),
         volume_mounts: warm.then(|| {
             vec![VolumeMount {
@@ -430,6 +443,24 @@ fn tcp_probe(period_seconds: i32) -> Probe {
             ..TCPSocketAction::default()
         }),
         period_seconds: Some(period_seconds),
+        ..Probe::default()
+    }
+}
+
+/// [`memcached_answers_command`], every 10 s; three misses in a row restart memcached.
+fn answers_probe() -> Probe {
+    Probe {
+        exec: Some(ExecAction {
+            command: Some(vec![
+                "/bin/sh".to_owned(),
+                "-c".to_owned(),
+                memcached_answers_command(),
+            ]),
+        }),
+        period_seconds: Some(10),
+        timeout_seconds: Some(5),
+        failure_threshold: Some(3),
+        initial_delay_seconds: Some(10),
         ..Probe::default()
     }
 }

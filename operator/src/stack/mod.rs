@@ -32,9 +32,9 @@ use compose::{
 use crate::build::labels::{self, Component};
 use crate::build::{
     ADMIN_PORT, DATA_PORT, MEMCACHED_PORT, MEMCACHED_UID, METADATA_PORT, SIDECAR_UID,
-    STARTUP_WAIT_SECONDS, TERMINATION_GRACE_SECONDS, WARM_MOUNT, memcached_args,
-    memcached_resources, metrics_annotations, names, sidecar_env, sidecar_resources,
-    warm_host_path,
+    STARTUP_WAIT_SECONDS, TERMINATION_GRACE_SECONDS, WARM_MOUNT, memcached_answers_command,
+    memcached_args, memcached_resources, metrics_annotations, names, sidecar_env,
+    sidecar_resources, warm_host_path,
 };
 use crate::crd::{ServiceType, SpreadPolicy, ZenkoMemcachedModule};
 use crate::error::{Error, Result};
@@ -183,11 +183,9 @@ fn memcached(module: &Validated<'_>, slot: u32) -> Result<Service> {
         } else {
             Vec::new()
         },
-        // The official alpine image has busybox nc; `quit` closes the connection at once.
+        // Swarm replaces a task that stays unhealthy: a frozen memcached too.
         healthcheck: Some(Healthcheck {
-            test: HealthTest::Shell(format!(
-                "printf 'version\\r\\nquit\\r\\n' | nc -w 2 127.0.0.1 {MEMCACHED_PORT} | grep -q VERSION"
-            )),
+            test: HealthTest::Shell(memcached_answers_command()),
             interval: Seconds(10),
             timeout: Seconds(5),
             retries: 3,
