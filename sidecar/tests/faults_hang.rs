@@ -14,7 +14,8 @@ mod faults_common;
 use std::time::{Duration, Instant};
 
 use faults_common::mixed_load::{Load, list, placement_sidecar};
-use faults_common::{admin_get, metric};
+use faults_common::{admin_get, blob, delete_blob, get_blob, metric, put_blob};
+use reqwest::{Client, StatusCode};
 use zenko_memcached_testkit::{Memcached, Sidecar};
 
 /// One of these tests at a time: their timings must not depend on each other's.
@@ -77,6 +78,21 @@ async fn a_frozen_server_holds_up_no_read_and_loses_nothing() {
     let load = Load::start(&[&first, &second]);
     tokio::time::sleep(WARM_UP).await;
 
+    // Blobs stored and deleted: while a server is frozen, "no such blob" must still be an
+    // answer (from an owner that holds every item it owns), not a wait or a refusal.
+    let client = Client::new();
+    let mut deleted = Vec::new();
+    for seed in 0..12 {
+        let key = put_blob(&client, &first.data_url(), blob(900 + seed, 1000))
+            .await
+            .unwrap();
+        assert_eq!(
+            delete_blob(&client, &first.data_url(), &key).await,
+            StatusCode::NO_CONTENT
+        );
+        deleted.push(key);
+    }
+
     let before = reads(&[&first, &second]);
     let frozen = &servers[1];
     frozen.freeze();
@@ -89,8 +105,20 @@ async fn a_frozen_server_holds_up_no_read_and_loses_nothing() {
             ready.push(admin_get(sidecar, "/readyz"));
         }
     }
+    let mut missing = Vec::new();
+    for key in &deleted {
+        let started = Instant::now();
+        let answer = get_blob(&client, &second.data_url(), key).await;
+        missing.push((answer.err().map(|(status, _)| status), started.elapsed()));
+    }
     let during = reads(&[&first, &second]);
     frozen.thaw();
+    assert!(
+        missing
+            .iter()
+            .all(|(status, took)| *status == Some(StatusCode::NOT_FOUND) && *took <= READ_BOUND),
+        "deleted blobs while a server was frozen: {missing:?}"
+    );
     let longest = timed.iter().max().copied().unwrap_or_default();
     let [(gets, slow_gets), (downloads, slow_downloads)] =
         [0, 1].map(|n| (during[n].0 - before[n].0, during[n].1 - before[n].1));

@@ -185,6 +185,12 @@ async fn drive(
                 Phase::Copying => {
                     await_reports(named, recorded.generation, options, progress).await?;
                     let view = view_of(recorded).await?;
+                    // The servers the change adds hold every item they own once the copy is
+                    // done, unless they restart empty meanwhile (which takes the mark away);
+                    // nothing is read from them before.
+                    for server in change.servers.difference(&recorded.servers) {
+                        super::record::mark_filled(server, false).await?;
+                    }
                     copy_all(&view, options, progress).await?;
                     Placement {
                         generation: recorded.generation + 1,

@@ -7,11 +7,11 @@
 //!
 //! "No such item" needs more than one answer: an owner may have lost its contents (restarted
 //! empty, not yet refilled) and miss what another owner holds. So a miss is the answer only
-//! when every owner asked missed, or when an owner known to be complete missed: one seen
-//! holding its placement record (a server that lost its contents gets it back only once
-//! refilled) whose incarnation marker has not changed since, checked after the miss (a restart
-//! empties the marker, and a new one never has the same value). Every acknowledged write
-//! reached every owner, so such a miss is not hiding anything acknowledged.
+//! when every owner asked missed, or when an owner known to hold every item it owns missed: one
+//! seen holding its filled mark (`record::FILLED_ITEM`) whose value has not changed when
+//! checked after the miss (a restart empties the mark, and a new one never has the same value).
+//! Every acknowledged write reached every owner, so such a miss is not hiding anything
+//! acknowledged.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -121,7 +121,7 @@ where
     })
 }
 
-/// Whether `server` still holds the marker it held when last seen complete.
+/// Whether `server` still holds the filled mark it held when last seen.
 fn check_complete<T: Send + 'static>(server: Arc<Server>) -> Option<BoxFuture<'static, Event<T>>> {
     let expected = server
         .complete
@@ -130,11 +130,11 @@ fn check_complete<T: Send + 'static>(server: Arc<Server>) -> Option<BoxFuture<'s
         .clone()?;
     Some(Box::pin(async move {
         let read = async {
-            let key = record::key(record::INCARNATION_ITEM)?;
+            let key = record::key(record::FILLED_ITEM)?;
             server.store.get(&key).await
         };
         let held = tokio::time::timeout(server.health.silent_after(), read).await;
-        Event::Checked(matches!(held, Ok(Ok(Some(marker))) if marker == expected))
+        Event::Checked(matches!(held, Ok(Ok(Some(mark))) if mark == expected))
     }))
 }
 
@@ -211,23 +211,13 @@ where
     asked
 }
 
-/// Refresh what is known of `server`'s completeness: whether it holds its placement record,
-/// its marker (created only on a server of the store, one that holds its record), then its
-/// record again. A server that restarted empty in between holds no record at the end, or a
-/// marker other than the one read.
+/// Refresh what is known of `server`'s completeness: the filled mark it holds, if any.
 pub(super) async fn observe_complete(server: &Server) -> ItemResult<()> {
-    let record = record::key(record::PLACEMENT_ITEM)?;
-    let mut complete = None;
-    if server.store.get(&record).await?.is_some() {
-        let marker = super::incarnation::current_marker(server).await?;
-        if server.store.get(&record).await?.is_some() {
-            complete = Some(marker);
-        }
-    }
+    let mark = server.store.get(&record::key(record::FILLED_ITEM)?).await?;
     *server
         .complete
         .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner()) = complete;
+        .unwrap_or_else(|poisoned| poisoned.into_inner()) = mark;
     Ok(())
 }
 

@@ -21,10 +21,9 @@ pub struct Server {
     pub(super) marker: std::sync::Mutex<Option<bytes::Bytes>>,
     /// How it has been answering (see `health`).
     pub health: ServerHealth,
-    /// The incarnation marker the server held when it was last seen holding its placement
-    /// record: while it still holds that marker, it holds every acknowledged item it owns, so
-    /// its "no such item" is an answer on its own (see `hedged`). `None` while that is not
-    /// known (not seen yet, or lost its contents and not refilled).
+    /// The filled mark the server held when last probed (`record::FILLED_ITEM`): while it
+    /// still holds that value, it holds every acknowledged item it owns, so its "no such item"
+    /// is an answer on its own (see `hedged`). `None` while that is not known.
     pub(super) complete: std::sync::Mutex<Option<bytes::Bytes>>,
 }
 

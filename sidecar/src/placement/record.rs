@@ -21,9 +21,37 @@ pub const DRIVER_ITEM: &str = "zmm:placement:driver";
 /// server restarted empty, which a commit checks before it is acknowledged (`replicas`).
 pub const INCARNATION_ITEM: &str = "zmm:incarnation";
 
+/// A random value on a server known to hold every item it owns: written when a store is
+/// created on empty servers, by a refill once it is done, and by a change on each server it
+/// adds before copying to it (none is read from before the copy is done). Gone once the server
+/// restarts empty; a placement record alone does not say as much, since a change writes its
+/// records to servers whatever they hold. While it holds the value a sidecar read, that
+/// server's "no such item" is an answer on its own (`hedged`).
+pub const FILLED_ITEM: &str = "zmm:filled";
+
 /// Whether `key` is one of the items each server keeps of its own, never routed nor copied.
 pub fn is_server_local(key: &ItemKey) -> bool {
-    [PLACEMENT_ITEM, SIDECARS_ITEM, DRIVER_ITEM, INCARNATION_ITEM].contains(&key.as_str())
+    [
+        PLACEMENT_ITEM,
+        SIDECARS_ITEM,
+        DRIVER_ITEM,
+        INCARNATION_ITEM,
+        FILLED_ITEM,
+    ]
+    .contains(&key.as_str())
+}
+
+/// Mark `server` as holding every item it owns (see [`FILLED_ITEM`]); `fresh` replaces a value
+/// it holds, otherwise one is kept.
+pub(super) async fn mark_filled(server: &str, fresh: bool) -> ItemResult<()> {
+    let store = on(server).await?;
+    let value = Bytes::from(hex::encode(rand::random::<[u8; 16]>()));
+    let key = key(FILLED_ITEM)?;
+    if fresh {
+        store.set(&key, value, Expiry::Never).await
+    } else {
+        store.add(&key, value, Expiry::Never).await.map(|_| ())
+    }
 }
 
 /// Legacy epoch items (`zmm:epoch`, `zmm:epoch:<n>`): a server holding one holds data of a
@@ -344,6 +372,12 @@ pub async fn establish(servers: &[String], replication_factor: u32) -> ItemResul
     }
     let written =
         futures::future::try_join_all(servers.iter().map(|server| write(server, &wanted))).await?;
+    if matches!(verdict, Judged::Fresh) && replication_factor >= 2 {
+        // Empty servers hold every item of an empty store. (With one copy, a miss has no other
+        // owner to be checked against: no mark is needed.)
+        futures::future::try_join_all(servers.iter().map(|server| mark_filled(server, false)))
+            .await?;
+    }
     Ok(match judge(servers, &wanted, &written) {
         Judged::Done(verdict) => verdict,
         Judged::Fresh | Judged::Legacy => {

@@ -142,6 +142,7 @@ async fn refill_view(
         let placement = record::recorded(&others).await?.ok_or_else(|| {
             ItemError::Unavailable("no other server holds the placement record".into())
         })?;
+        record::mark_filled(name, true).await?;
         record::write_record(name, &placement).await?;
         Ok(())
     }
