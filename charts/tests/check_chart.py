@@ -740,6 +740,35 @@ def check_namespaced(objects: list[dict]) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
+def documented_installs() -> dict[str, dict]:
+    """The values of every `helm install` and `helm upgrade` command of README.md and docs/,
+    from their `--set` options, so that the commands the documents show render and pass."""
+    import shlex
+
+    found = {}
+    for doc in [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]:
+        text = doc.read_text()
+        for block in re.findall(r"```(?:sh|bash|shell)\n(.*?)```", text, re.S):
+            for line in block.replace("\\\n", " ").splitlines():
+                if not line.lstrip().startswith("helm "):
+                    continue
+                words = shlex.split(line, comments=True)
+                if words[:2] not in (["helm", "install"], ["helm", "upgrade"]):
+                    continue
+                overrides: dict = {}
+                for i, word in enumerate(words):
+                    if word == "--set":
+                        path, _, raw = words[i + 1].partition("=")
+                        value = yaml.safe_load(raw)
+                        node = overrides
+                        *parents, leaf = path.split(".")
+                        for key in parents:
+                            node = node.setdefault(key, {})
+                        node[leaf] = value
+                found[f"{doc.relative_to(ROOT)}: {' '.join(words[:3])} {overrides}"] = overrides
+    return found
+
+
 def leader_on(values: dict) -> bool:
     setting = values["leaderElection"]["enabled"]
     return values["replicaCount"] > 1 if setting == "auto" else bool(setting)
@@ -876,6 +905,12 @@ def main() -> int:
                            "type": "NodePort", "metadataPort": 30990}}}}},
     }
     for label, overrides in variants.items():
+        scenario(report, label, overrides, defaults, crd, facts)
+
+    documented = documented_installs()
+    report.check("the documents show helm commands", lambda: expect(len(documented) >= 4,
+                                                                     str(list(documented))))
+    for label, overrides in documented.items():
         scenario(report, label, overrides, defaults, crd, facts)
 
     for stack in STACKS_WITH_CLOUDSERVER:
