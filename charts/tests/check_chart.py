@@ -42,6 +42,39 @@ METRICS_SOURCES = {
     "zenko_memcached_operator": ROOT / "operator" / "src" / "metrics.rs",
 }
 
+STACKS_WITH_CLOUDSERVER = [
+    ROOT / "docker-stack-production.yml",
+    ROOT / "operator" / "tests" / "fixtures" / "stack" / "module-s3.stack.yml",
+]
+
+# What Zenko CloudServer's official image reads at start, and so the only names the chart and the
+# Swarm stack may give it: a misspelt one would be silently ignored. Each with where it is read
+# (github.com/scality/cloudserver):
+CLOUDSERVER_READS = {
+    # lib/Config.js, _configureBackends(): the backends ("file": the remote DATA and METADATA
+    # servers, dataClient and metadataClient of config.json)
+    "S3DATA": {"mem", "file", "scality", "multiple"},
+    "S3METADATA": None,
+    "S3BACKEND": {"mem", "file", "scality", "cdmi"},
+    "S3VAULT": None,
+    # lib/Config.js, _configureBackends(): the in-memory account's keys
+    "SCALITY_ACCESS_KEY_ID": None,
+    "SCALITY_SECRET_ACCESS_KEY": None,
+    # docker-entrypoint.sh: jq writes them into config.json (dataClient.host, metadataClient.host,
+    # restEndpoints[ENDPOINT], log.logLevel, listenOn); no variable sets dataClient.port or
+    # metadataClient.port, which stay config.json's 9991 and 9990
+    "DATA_HOST": None,
+    "METADATA_HOST": None,
+    "ENDPOINT": None,
+    "HOST_NAME": None,
+    "LOG_LEVEL": {"info", "debug", "trace"},
+    "LISTEN_ADDR": None,
+}
+# docker-entrypoint.sh sources this file (export lines) before starting the server.
+CLOUDSERVER_SECRET_FILE = "/run/secrets/s3-credentials"
+# config.json (dataClient.port, metadataClient.port): what CloudServer connects to.
+CLOUDSERVER_PORTS = {"data": 9991, "metadata": 9990}
+
 K8S_VERSION = "1.30.0"
 RELEASE = "zmm"
 NAMESPACE = "zenko-system"
@@ -320,10 +353,18 @@ def check_rbac(objects: list[dict], leader: bool, watch_ns: str, facts: dict) ->
         )
 
 
+def is_cloudserver(obj: dict) -> bool:
+    labels = obj["spec"].get("selector", {}).get("matchLabels") or obj["spec"].get("podSelector", {}).get("matchLabels") or {}
+    return labels.get("app.kubernetes.io/name") == "cloudserver"
+
+
 def check_security(objects: list[dict]) -> None:
-    pods = [(kind_name(o), o["spec"]["template"]["spec"]) for o in by_kind(objects, "Deployment")]
+    """Every pod hardened; CloudServer alone runs as its image's user on a writable root
+    filesystem (its entrypoint rewrites config.json in place), with everything else the same."""
+    pods = [(kind_name(o), o["spec"]["template"]["spec"], is_cloudserver(o))
+            for o in by_kind(objects, "Deployment")]
     expect(pods, "no Deployment")
-    for name, pod in pods:
+    for name, pod, image_user in pods:
         psc = pod.get("securityContext") or {}
         for host in ("hostNetwork", "hostPID", "hostIPC"):
             expect(not pod.get(host), f"{name}: {host}")
@@ -337,10 +378,14 @@ def check_security(objects: list[dict]) -> None:
         for c in pod.get("initContainers", []) + pod["containers"]:
             sc = c.get("securityContext") or {}
             where = f"{name} container {c['name']}"
-            non_root = sc.get("runAsNonRoot", psc.get("runAsNonRoot"))
-            expect(non_root is True, f"{where}: runAsNonRoot")
-            expect(sc.get("runAsUser", psc.get("runAsUser", 1)) != 0, f"{where}: runAsUser 0")
-            expect(sc.get("readOnlyRootFilesystem") is True, f"{where}: readOnlyRootFilesystem")
+            if not image_user:
+                non_root = sc.get("runAsNonRoot", psc.get("runAsNonRoot"))
+                expect(non_root is True, f"{where}: runAsNonRoot")
+                expect(sc.get("runAsUser", psc.get("runAsUser", 1)) != 0, f"{where}: runAsUser 0")
+                expect(sc.get("readOnlyRootFilesystem") is True, f"{where}: readOnlyRootFilesystem")
+            else:
+                expect(pod.get("automountServiceAccountToken") is False,
+                       f"{where}: no ServiceAccount token")
             expect(sc.get("allowPrivilegeEscalation") is False, f"{where}: allowPrivilegeEscalation")
             expect(sc.get("privileged") is not True, f"{where}: privileged")
             caps = sc.get("capabilities") or {}
@@ -348,8 +393,18 @@ def check_security(objects: list[dict]) -> None:
             expect(not caps.get("add"), f"{where}: capabilities.add {caps.get('add')}")
 
 
+def operator_deployment(objects: list[dict]) -> dict:
+    (dep,) = [d for d in by_kind(objects, "Deployment") if not is_cloudserver(d)]
+    return dep
+
+
+def operator_services(objects: list[dict]) -> list[dict]:
+    return [s for s in by_kind(objects, "Service")
+            if s["spec"]["selector"].get("app.kubernetes.io/name") != "cloudserver"]
+
+
 def check_deployment(objects: list[dict], values: dict, leader: bool, facts: dict) -> None:
-    dep = one(objects, "Deployment")
+    dep = operator_deployment(objects)
     spec = dep["spec"]
     pod = spec["template"]["spec"]
     (container,) = pod["containers"]
@@ -389,11 +444,11 @@ def check_deployment(objects: list[dict], values: dict, leader: bool, facts: dic
     sa = one(objects, "ServiceAccount")["metadata"]["name"]
     expect(pod["serviceAccountName"] == sa, "serviceAccountName")
     expect(pod.get("automountServiceAccountToken") is True, "the operator needs its token")
-    for svc in by_kind(objects, "Service"):
+    for svc in operator_services(objects):
         expect(svc["spec"]["selector"].items() <= labels.items(), f"{kind_name(svc)} selector")
         expect([p["targetPort"] for p in svc["spec"]["ports"]] == ["metrics"], "targetPort")
     for sm in by_kind(objects, "ServiceMonitor"):
-        (svc,) = by_kind(objects, "Service")
+        (svc,) = operator_services(objects)
         expect(
             sm["spec"]["selector"]["matchLabels"].items() <= svc["metadata"]["labels"].items(),
             "ServiceMonitor selects the metrics Service",
@@ -410,7 +465,7 @@ def peer_of(value: dict) -> dict:
 
 
 def check_network_policies(objects: list[dict], values: dict, facts: dict) -> None:
-    policies = by_kind(objects, "NetworkPolicy")
+    policies = [p for p in by_kind(objects, "NetworkPolicy") if not is_cloudserver(p)]
     np = values["networkPolicy"]
     if not np["enabled"]:
         expect(not policies, "NetworkPolicy rendered while networkPolicy.enabled is false")
@@ -423,7 +478,7 @@ def check_network_policies(objects: list[dict], values: dict, facts: dict) -> No
             expect(rule.get("from"), f"{kind_name(policy)}: a rule admits every source")
             expect(rule.get("ports"), f"{kind_name(policy)}: a rule admits every port")
         expect(policy["spec"]["policyTypes"] == ["Ingress"], "policyTypes")
-    dep = one(objects, "Deployment")
+    dep = operator_deployment(objects)
     op = [p for p in policies if p["metadata"]["namespace"] == NAMESPACE
           and p["spec"]["podSelector"]["matchLabels"] == dep["spec"]["selector"]["matchLabels"]]
     expect(len(op) == 1, "one policy for the operator pods")
@@ -453,9 +508,13 @@ def check_network_policies(objects: list[dict], values: dict, facts: dict) -> No
             for port in rule["ports"]:
                 expect(port.get("protocol", "TCP") == "TCP", "TCP only")
                 admitted.setdefault(port["port"], []).extend(rule["from"])
+        # The chart's own CloudServer, when it deploys one, besides networkPolicy.cloudServer.
+        servers_from = [cloudserver]
+        if values["cloudserver"]["enabled"]:
+            servers_from.append({"podSelector": {"matchLabels": cloudserver_selector(values)}})
         want = {
-            ports["METADATA_PORT"]: [cloudserver],
-            ports["DATA_PORT"]: [cloudserver],
+            ports["METADATA_PORT"]: servers_from,
+            ports["DATA_PORT"]: servers_from,
             # The module's pods, its placement Jobs and its scheduled exports (spec.backup).
             ports["MEMCACHED_PORT"]: [
                 {"podSelector": {"matchLabels": want_pods}},
@@ -514,6 +573,115 @@ def check_notes(notes: dict, values: dict) -> None:
         expect(line in notes, f"NOTES.txt lacks {line}:\n{notes}")
     for m in modules:
         expect(f"get zmm {m['name']} -o jsonpath" in notes, f"NOTES.txt: no status line of {m['name']}")
+    cs = values["cloudserver"]
+    if cs["enabled"]:
+        # The S3 endpoint, and how to read the keys.
+        endpoint = cs["endpoint"] or f"{cs['name']}.{ns}.svc"
+        secret = cs["credentials"]["existingSecret"] or f"{cs['name']}-credentials"
+        for line in (f"http://{endpoint}:{cs['service']['port']}",
+                     f"get secret {secret} -o jsonpath='{{.data.accessKeyId}}' | base64 -d",
+                     f"get secret {secret} -o jsonpath='{{.data.secretAccessKey}}' | base64 -d",
+                     f"port-forward svc/{cs['name']}"):
+            expect(line in notes, f"NOTES.txt lacks {line}:\n{notes}")
+
+
+def cloudserver_selector(values: dict) -> dict:
+    return {"app.kubernetes.io/name": "cloudserver",
+            "app.kubernetes.io/instance": values["cloudserver"]["name"],
+            "app.kubernetes.io/component": "s3"}
+
+
+def check_cloudserver_env(env: dict, where: str) -> None:
+    """Only names CloudServer's image reads, with values it accepts; the file backends on."""
+    unknown = set(env) - set(CLOUDSERVER_READS)
+    expect(not unknown, f"{where}: CloudServer reads no {sorted(unknown)}")
+    for name, value in env.items():
+        allowed = CLOUDSERVER_READS[name]
+        expect(allowed is None or value in allowed, f"{where}: {name}={value!r} not in {allowed}")
+    expect(env.get("S3DATA") == "file" and env.get("S3METADATA") == "file",
+           f"{where}: S3DATA and S3METADATA must be file")
+    for name in ("DATA_HOST", "METADATA_HOST", "ENDPOINT"):
+        expect(env.get(name), f"{where}: {name} unset")
+
+
+def check_cloudserver(objects: list[dict], values: dict) -> None:
+    cs = values["cloudserver"]
+    mine = [o for o in objects if o["kind"] in ("Deployment", "Service", "NetworkPolicy")
+            and o["metadata"]["name"] == cs["name"]]
+    if not cs["enabled"]:
+        expect(not mine, "CloudServer rendered while cloudserver.enabled is false")
+        return
+    ns = values["module"]["namespace"] or NAMESPACE
+    dep = next(o for o in mine if o["kind"] == "Deployment")
+    expect(dep["metadata"]["namespace"] == ns, "CloudServer lives next to the modules")
+    expect(dep["spec"]["replicas"] == cs["replicas"], "replicas")
+    pod = dep["spec"]["template"]["spec"]
+    (c,) = pod["containers"]
+    expect(c["image"] == f"{cs['image']['repository']}:{cs['image']['tag']}", c["image"])
+    env = {e["name"]: e.get("value") for e in c["env"]}
+    check_cloudserver_env({k: v for k, v in env.items() if v is not None}, kind_name(dep))
+    # The hosts are the Services of the modules serving data and metadata, on config.json's ports.
+    modules = expected_modules(values)
+    data = next(m for m in modules if m["spec"].get("role", "Combined") != "Metadata")
+    meta = next(m for m in modules if m["spec"].get("role", "Combined") != "Data")
+    expect(env["DATA_HOST"] == f"{data['name']}-data.{ns}.svc", f"DATA_HOST {env['DATA_HOST']}")
+    expect(env["METADATA_HOST"] == f"{meta['name']}-metadata.{ns}.svc",
+           f"METADATA_HOST {env['METADATA_HOST']}")
+    expect(env["ENDPOINT"] == (cs["endpoint"] or f"{cs['name']}.{ns}.svc"), "ENDPOINT")
+    secret = cs["credentials"]["existingSecret"] or f"{cs['name']}-credentials"
+    for e in c["env"]:
+        if e["name"].startswith("SCALITY_"):
+            ref = e["valueFrom"]["secretKeyRef"]
+            expect(ref["name"] == secret, f"{e['name']} from {ref}")
+    secrets = [o for o in by_kind(objects, "Secret") if o["metadata"]["name"] == secret]
+    expect(len(secrets) == (0 if cs["credentials"]["existingSecret"] else 1), "the generated Secret")
+    for sec in secrets:
+        expect(set(sec["data"]) == {"accessKeyId", "secretAccessKey"}, f"Secret keys {set(sec['data'])}")
+        expect(sec["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep", "Secret kept")
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        command = " ".join(c[probe]["exec"]["command"])
+        expect("127.0.0.1:8000/_/healthcheck" in command, f"{probe}: {command}")
+    expect(c["resources"] == cs["resources"], "resources")
+    expect([p["containerPort"] for p in c["ports"]] == [8000], "port 8000")
+    svc = next(o for o in mine if o["kind"] == "Service")
+    expect(svc["spec"]["selector"] == cloudserver_selector(values), "Service selector")
+    expect([p["port"] for p in svc["spec"]["ports"]] == [cs["service"]["port"]], "Service port")
+    policies = [o for o in mine if o["kind"] == "NetworkPolicy"]
+    if not cs["networkPolicy"]["enabled"]:
+        expect(not policies, "CloudServer NetworkPolicy while disabled")
+        return
+    (policy,) = policies
+    spec = policy["spec"]
+    expect(spec["podSelector"]["matchLabels"] == cloudserver_selector(values), "policy selector")
+    expect(spec["policyTypes"] == ["Ingress", "Egress"], "both directions")
+    expect(spec["ingress"] == [{"ports": [{"port": 8000, "protocol": "TCP"}]}], f"ingress {spec['ingress']}")
+    want = []
+    for m in modules:
+        role = m["spec"].get("role", "Combined")
+        ports = []
+        if role != "Metadata":
+            ports.append({"port": CLOUDSERVER_PORTS["data"], "protocol": "TCP"})
+        if role != "Data":
+            ports.append({"port": CLOUDSERVER_PORTS["metadata"], "protocol": "TCP"})
+        want.append({"to": [{"podSelector": {"matchLabels": {
+            "app.kubernetes.io/name": "zenko-memcached", "app.kubernetes.io/instance": m["name"],
+            "app.kubernetes.io/component": "storage"}}}], "ports": ports})
+    want.append({"ports": [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}]})
+    expect(spec["egress"] == want, f"egress {spec['egress']}, expected {want}")
+
+
+def check_stack_cloudserver(path: Path) -> None:
+    """The Swarm stacks give CloudServer the same environment, and its keys in the file the
+    entrypoint sources; its hosts are sidecar aliases on the stack's network."""
+    stack = yaml.safe_load(path.read_text())
+    s3 = stack["services"]["s3"]
+    check_cloudserver_env(s3["environment"], path.name)
+    aliases = {a for name, svc in stack["services"].items() if name != "s3"
+               for net in svc["networks"].values() for a in (net or {}).get("aliases", [])}
+    for name in ("DATA_HOST", "METADATA_HOST"):
+        expect(s3["environment"][name] in aliases, f"{path.name}: {name} is no sidecar alias")
+    targets = ["/run/secrets/" + sec["target"] for sec in s3["secrets"]]
+    expect(targets == [CLOUDSERVER_SECRET_FILE], f"{path.name}: secrets {targets}")
 
 
 def registered_metrics() -> set[str]:
@@ -572,6 +740,35 @@ def check_namespaced(objects: list[dict]) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
+def documented_installs() -> dict[str, dict]:
+    """The values of every `helm install` and `helm upgrade` command of README.md and docs/,
+    from their `--set` options, so that the commands the documents show render and pass."""
+    import shlex
+
+    found = {}
+    for doc in [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]:
+        text = doc.read_text()
+        for block in re.findall(r"```(?:sh|bash|shell)\n(.*?)```", text, re.S):
+            for line in block.replace("\\\n", " ").splitlines():
+                if not line.lstrip().startswith("helm "):
+                    continue
+                words = shlex.split(line, comments=True)
+                if words[:2] not in (["helm", "install"], ["helm", "upgrade"]):
+                    continue
+                overrides: dict = {}
+                for i, word in enumerate(words):
+                    if word == "--set":
+                        path, _, raw = words[i + 1].partition("=")
+                        value = yaml.safe_load(raw)
+                        node = overrides
+                        *parents, leaf = path.split(".")
+                        for key in parents:
+                            node = node.setdefault(key, {})
+                        node[leaf] = value
+                found[f"{doc.relative_to(ROOT)}: {' '.join(words[:3])} {overrides}"] = overrides
+    return found
+
+
 def leader_on(values: dict) -> bool:
     setting = values["leaderElection"]["enabled"]
     return values["replicaCount"] > 1 if setting == "auto" else bool(setting)
@@ -616,6 +813,7 @@ def scenario(report: Report, label: str, overrides: dict, defaults: dict, crd: d
     report.check(f"[{label}] NetworkPolicies", check_network_policies, objects, values, facts)
     report.check(f"[{label}] ZenkoMemcachedModule from values", check_module, objects, values, crd)
     report.check(f"[{label}] Grafana dashboard", check_dashboard, objects, values)
+    report.check(f"[{label}] CloudServer", check_cloudserver, objects, values)
     report.check(f"[{label}] namespaces", check_namespaced, objects)
     kinds = sorted({o["kind"] for o in objects})
     print(f"     rendered: {', '.join(kinds)}")
@@ -686,6 +884,18 @@ def main() -> int:
         "production pair, NetworkPolicy for both modules": {
             "networkPolicy": {"enabled": True},
             "module": {"enabled": True, "layout": "pair", "namespace": "zenko"}},
+        "CloudServer on the combined module": {
+            "module": {"enabled": True, "namespace": "zenko"}, "cloudserver": {"enabled": True}},
+        "CloudServer on the production pair, NetworkPolicies, given keys": {
+            "networkPolicy": {"enabled": True},
+            "module": {"enabled": True, "layout": "pair", "namespace": "zenko"},
+            "cloudserver": {"enabled": True, "name": "s3", "replicas": 3,
+                            "endpoint": "s3.example.com",
+                            "credentials": {"existingSecret": "my-s3-keys"},
+                            "service": {"type": "LoadBalancer", "port": 80}}},
+        "CloudServer without its NetworkPolicy": {
+            "module": {"enabled": True}, "cloudserver": {"enabled": True,
+                                                         "networkPolicy": {"enabled": False}}},
         "production pair on NodePorts, dashboard in the monitoring namespace": {
             "grafanaDashboard": {"enabled": True, "namespace": "monitoring"},
             "module": {"enabled": True, "layout": "pair", "keepOnUninstall": False,
@@ -697,6 +907,27 @@ def main() -> int:
     for label, overrides in variants.items():
         scenario(report, label, overrides, defaults, crd, facts)
 
+    documented = documented_installs()
+    report.check("the documents show helm commands", lambda: expect(len(documented) >= 4,
+                                                                     str(list(documented))))
+    for label, overrides in documented.items():
+        scenario(report, label, overrides, defaults, crd, facts)
+
+    for stack in STACKS_WITH_CLOUDSERVER:
+        report.check(f"{stack.relative_to(ROOT)}: CloudServer's environment", check_stack_cloudserver,
+                     stack)
+
+    def typo_caught() -> None:
+        try:
+            check_cloudserver_env({"S3DATA": "file", "S3METADATA": "file", "DATA_HOST": "d",
+                                   "METADATA_HOST": "m", "ENDPOINT": "e", "METADATA_HOTS": "m"}, "typo")
+        except AssertionError as e:
+            expect("METADATA_HOTS" in str(e), str(e))
+            return
+        raise AssertionError("a misspelt variable went through")
+
+    report.check("CloudServer environment check catches a misspelt variable", typo_caught)
+
     for bad in ({"replicaCount": 0}, {"metrics": {"port": 80}}, {"image": {"pullPolicy": "Sometimes"}}, {"replicas": 2},
                 {"leaderElection": {"enabled": "yes"}}, {"logFormat": "xml"},
                 {"watchNamespace": "Not_A_Namespace"}, {"networkPolicy": {"enabled": "true"}},
@@ -706,7 +937,11 @@ def main() -> int:
                 {"module": {"data": {"spec": {"role": "Metadata"}}}},
                 {"grafanaDashboard": {"enabled": "yes"}},
                 {"networkPolicy": {"enabled": True, "cloudServer": {"podSelector": None}}},
-                {"networkPolicy": {"metricsScraper": {"podSelector": {"matchLabels": None}}}}):
+                {"networkPolicy": {"metricsScraper": {"podSelector": {"matchLabels": None}}}},
+                {"cloudserver": {"enabled": True}},
+                {"cloudserver": {"enabled": True, "logLevel": "verbose"}},
+                {"module": {"enabled": True, "spec": {"services": {"dataPort": 30991}}},
+                 "cloudserver": {"enabled": True}}):
         report.check(f"values refused: {bad}", refused, bad)
 
     # The checks above must be able to fail: weakened values have to be caught.

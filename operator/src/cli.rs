@@ -5,7 +5,8 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::stack::{NetworkName, StackNetwork};
+use crate::stack::cloudserver::{self, CloudServer};
+use crate::stack::{NetworkName, StackNetwork, StackOptions};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -84,9 +85,10 @@ pub struct ManifestsArgs {
 
 #[derive(Debug, clap::Args)]
 pub struct StackArgs {
-    /// The ZenkoMemcachedModule YAML file; `-` reads standard input.
-    #[arg(short = 'f', long = "filename")]
-    pub file: PathBuf,
+    /// The ZenkoMemcachedModule YAML file; `-` reads standard input. Given twice, the Data and
+    /// the Metadata module of the production pair, in one stack.
+    #[arg(short = 'f', long = "filename", required = true)]
+    pub files: Vec<PathBuf>,
 
     /// Where to write the stack; standard output when unset. Nothing is written when the module is invalid.
     #[arg(short, long)]
@@ -108,13 +110,29 @@ pub struct StackArgs {
     /// the stack without this flag.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=64))]
     pub current_servers: Option<u32>,
+
+    /// Add CloudServer in front of the module(s): the service `s3`, publishing the S3 endpoint
+    /// on port 8000 of every node, with its keys from the Swarm secret
+    /// `<first module>-s3-credentials` (created beforehand).
+    #[arg(long)]
+    pub with_cloudserver: bool,
+
+    /// CloudServer's image, with --with-cloudserver.
+    #[arg(long, value_name = "IMAGE", default_value = cloudserver::DEFAULT_IMAGE)]
+    pub cloudserver_image: String,
 }
 
 impl StackArgs {
-    pub fn stack_network(&self) -> StackNetwork {
-        match &self.network {
-            Some(name) => StackNetwork::Shared(name.clone()),
-            None => StackNetwork::Own,
+    pub fn options(&self) -> StackOptions {
+        StackOptions {
+            network: match &self.network {
+                Some(name) => StackNetwork::Shared(name.clone()),
+                None => StackNetwork::Own,
+            },
+            current_servers: self.current_servers,
+            cloudserver: self.with_cloudserver.then(|| CloudServer {
+                image: self.cloudserver_image.clone(),
+            }),
         }
     }
 }
@@ -149,6 +167,18 @@ mod tests {
         };
         let out = parse(&["zenko-memcached-operator", "stack", "-f", "m.yaml"]);
         assert_eq!(out.output, None);
+        assert_eq!(out.options().cloudserver, None);
+        let pair = parse(&[
+            "zenko-memcached-operator",
+            "stack",
+            "-f",
+            "d.yaml",
+            "-f",
+            "m.yaml",
+            "--with-cloudserver",
+        ]);
+        assert_eq!(pair.files.len(), 2);
+        assert!(pair.options().cloudserver.is_some());
         let out = parse(&[
             "zenko-memcached-operator",
             "stack",

@@ -141,7 +141,7 @@ pub struct ZenkoMemcachedModuleSpec {
 
     /// Scheduled exports of the module's store (every metadata database, the deployment id and
     /// every blob) to files on a volume: a CronJob running the sidecar image's `export`.
-    /// Restore with `zenko-memcached-sidecar import` (see the README's Backups section).
+    /// Restore with `zenko-memcached-sidecar import` (docs/operations.md, "Backups").
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backup: Option<BackupSpec>,
 }

@@ -45,6 +45,10 @@ pub enum Error {
     )]
     InvalidQuantity { field: String, value: String },
 
+    /// Modules that cannot share one Swarm stack.
+    #[error("{0}")]
+    StackModules(String),
+
     #[error("leadership of Lease {0} was lost")]
     LeadershipLost(String),
 }
@@ -63,6 +67,7 @@ impl Error {
             Self::Io { .. } => "io",
             Self::LeadershipLost(_) => "leadership_lost",
             Self::InvalidQuantity { .. } => "invalid_quantity",
+            Self::StackModules(_) => "stack_modules",
         }
     }
 }

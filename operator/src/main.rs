@@ -37,12 +37,12 @@ fn manifests_command(args: &ManifestsArgs) -> Result<()> {
 /// The whole stack is built before the output file is opened, so that an invalid module
 /// leaves an existing file untouched.
 fn stack_command(args: &StackArgs) -> Result<()> {
-    let yaml = manifests::stack_yaml(
-        &read_input(&args.file)?,
-        &args.namespace,
-        &args.stack_network(),
-        args.current_servers,
-    )?;
+    let texts = args
+        .files
+        .iter()
+        .map(|file| read_input(file))
+        .collect::<Result<Vec<_>>>()?;
+    let yaml = manifests::stack_files_yaml(&texts, &args.namespace, &args.options())?;
     match &args.output {
         None => print(&yaml),
         Some(path) => std::fs::write(path, yaml).map_err(|source| Error::Io {

@@ -6,7 +6,7 @@ use serde::Deserialize;
 use crate::build::{self, to_yaml};
 use crate::crd::ZenkoMemcachedModule;
 use crate::error::{Error, Result};
-use crate::stack::{self, StackNetwork};
+use crate::stack::{self, StackNetwork, StackOptions};
 use crate::validate::validate;
 
 /// The CustomResourceDefinition, as shipped in the chart.
@@ -39,6 +39,20 @@ pub fn stack_yaml(
         network,
         current_servers,
     )
+}
+
+/// The Swarm stack of the modules in `texts` (one module, or the production pair), see
+/// `stack::build_stack`.
+pub fn stack_files_yaml(
+    texts: &[String],
+    default_namespace: &str,
+    options: &StackOptions,
+) -> Result<String> {
+    let modules = texts
+        .iter()
+        .map(|text| parse_module(text, default_namespace))
+        .collect::<Result<Vec<_>>>()?;
+    stack::stack_to_yaml(&modules, options)
 }
 
 /// The top-level fields naming the resource type.

@@ -460,8 +460,8 @@ fn desired_layout(
                 "this single-pod module was created by an earlier release, whose sidecar lists \
                  its memcached as {LOOPBACK_SERVER}, which no other pod can reach to move the \
                  data; its placement stays as it is. Scaling it needs a one-time rename of that \
-                 server to {}, which the operator does not make yet (see the README, \"Scaling a \
-                 module\")",
+                 server to {}, which the operator does not make yet (see docs/operations.md, \"Scaling \
+                 a module\")",
                 pod_server(module, 0)
             )),
         );

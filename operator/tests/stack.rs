@@ -11,9 +11,10 @@ use std::process::Command;
 
 use common::fixture;
 use zenko_memcached_operator::build::{self, memcached_args};
-use zenko_memcached_operator::manifests::stack_yaml;
+use zenko_memcached_operator::manifests::{stack_files_yaml, stack_yaml};
+use zenko_memcached_operator::stack::cloudserver::{self, CloudServer};
 use zenko_memcached_operator::stack::compose::{Capability, ComposeFile, Network};
-use zenko_memcached_operator::stack::{self, SIDECAR_BINARY, StackNetwork};
+use zenko_memcached_operator::stack::{self, SIDECAR_BINARY, StackNetwork, StackOptions};
 use zenko_memcached_operator::validate::validate;
 
 const OPERATOR: &str = env!("CARGO_BIN_EXE_zenko-memcached-operator");
@@ -43,7 +44,24 @@ const GOLDEN: &[(&str, &str, Option<&str>)] = &[
     ),
 ];
 
-/// The network of the production layout's README: both stacks and CloudServer join it.
+/// Stacks with CloudServer in front: the module files (from the repository's top) and the
+/// file each must produce (from the repository's top): the combined example, and the
+/// production pair in one stack, the example next to docker-stack.yml.
+const WITH_CLOUDSERVER: &[(&[&str], &str)] = &[
+    (
+        &["examples/module.yaml"],
+        "operator/tests/fixtures/stack/module-s3.stack.yml",
+    ),
+    (
+        &[
+            "examples/production-data.yaml",
+            "examples/production-metadata.yaml",
+        ],
+        "docker-stack-production.yml",
+    ),
+];
+
+/// The network of the production layout (docs/production.md): both stacks and CloudServer join it.
 const SHARED_NETWORK: &str = "zenko-storage";
 
 fn stack_network(shared: Option<&str>) -> StackNetwork {
@@ -104,10 +122,14 @@ fn golden_paths() -> Vec<(PathBuf, PathBuf, StackNetwork)> {
 
 #[test]
 fn golden_files_match() {
-    let stale: Vec<String> = golden_paths()
+    let mut stale: Vec<String> = golden_paths()
         .iter()
         .filter_map(|(input, golden, network)| check_golden(&generate_on(input, network), golden))
         .collect();
+    // The stacks with CloudServer, the example next to docker-stack.yml among them.
+    stale.extend(WITH_CLOUDSERVER.iter().filter_map(|(inputs, file)| {
+        check_golden(&generate_with_cloudserver(inputs), &repo_root().join(file))
+    }));
     assert!(
         stale.is_empty(),
         "the generator's output differs from {stale:?}; if the change is intended, run \
@@ -126,10 +148,172 @@ fn top_level_docker_stack_is_the_example_modules() {
     );
 }
 
+fn with_cloudserver() -> StackOptions {
+    StackOptions {
+        network: StackNetwork::Own,
+        current_servers: None,
+        cloudserver: Some(CloudServer {
+            image: cloudserver::DEFAULT_IMAGE.to_owned(),
+        }),
+    }
+}
+
+/// The stack of module files given from the repository's top, with CloudServer.
+fn generate_with_cloudserver(inputs: &[&str]) -> String {
+    let texts: Vec<String> = inputs.iter().map(|i| read(&repo_root().join(i))).collect();
+    stack_files_yaml(&texts, "default", &with_cloudserver())
+        .unwrap_or_else(|e| panic!("{inputs:?}: {e}"))
+}
+
+fn build_with_cloudserver(inputs: &[&str]) -> ComposeFile {
+    let modules: Vec<_> = inputs
+        .iter()
+        .map(|i| {
+            zenko_memcached_operator::manifests::parse_module(
+                &read(&repo_root().join(i)),
+                "default",
+            )
+            .unwrap_or_else(|e| panic!("{i}: {e}"))
+        })
+        .collect();
+    stack::build_stack(&modules, &with_cloudserver()).unwrap_or_else(|e| panic!("{inputs:?}: {e}"))
+}
+
+#[test]
+fn cloudserver_reaches_the_servers_of_the_modules_on_the_stacks_network() {
+    let combined = build_with_cloudserver(WITH_CLOUDSERVER[0].0);
+    let env = &combined.services["s3"].environment;
+    assert_eq!(env["DATA_HOST"], "zenko-storage-data");
+    assert_eq!(env["METADATA_HOST"], "zenko-storage-metadata");
+    assert_eq!(
+        sidecar_aliases(&combined),
+        [env["DATA_HOST"].clone(), env["METADATA_HOST"].clone()]
+    );
+
+    let pair = build_with_cloudserver(WITH_CLOUDSERVER[1].0);
+    assert_eq!(
+        pair.services.keys().collect::<Vec<_>>(),
+        [
+            "data-memcached-0",
+            "data-memcached-1",
+            "data-memcached-2",
+            "data-sidecar",
+            "metadata-memcached-0",
+            "metadata-memcached-1",
+            "metadata-memcached-2",
+            "metadata-sidecar",
+            "s3"
+        ]
+    );
+    let s3 = &pair.services["s3"];
+    // Each host is the alias of the sidecar serving it, and the servers listen on the ports
+    // CloudServer's config.json keeps (the entrypoint sets hosts only).
+    assert_eq!(
+        pair.services["data-sidecar"].networks["storage"].aliases,
+        [s3.environment["DATA_HOST"].clone()]
+    );
+    assert_eq!(
+        pair.services["metadata-sidecar"].networks["storage"].aliases,
+        [s3.environment["METADATA_HOST"].clone()]
+    );
+    assert_eq!(
+        pair.services["data-sidecar"].environment["ZMM_ROLE"],
+        "data"
+    );
+    assert_eq!(s3.environment["S3DATA"], "file");
+    assert_eq!(s3.environment["S3METADATA"], "file");
+    assert_eq!(s3.environment["ENDPOINT"], "zenko-data-s3");
+    assert_eq!(s3.networks["storage"].aliases, ["zenko-data-s3"]);
+    // The stack is named after its first module; the keys come from a secret made beforehand.
+    assert_eq!(
+        pair.networks["storage"],
+        Network::Created {
+            driver: zenko_memcached_operator::stack::compose::NetworkDriver::Overlay,
+            attachable: true,
+            name: "zenko-data".to_owned(),
+        }
+    );
+    assert_eq!(
+        pair.secrets["s3-credentials"].name,
+        "zenko-data-s3-credentials"
+    );
+    assert_eq!(s3.secrets[0].target, "s3-credentials");
+    assert_eq!(
+        s3.ports
+            .iter()
+            .map(|p| (p.target, p.published))
+            .collect::<Vec<_>>(),
+        [(8000, 8000)]
+    );
+    // CloudServer needs no storage node, and keeps no capability.
+    assert!(s3.deploy.placement.constraints.is_empty());
+    assert_eq!(s3.cap_drop, [Capability::All]);
+}
+
+#[test]
+fn a_stack_refuses_modules_that_are_not_one_module_or_the_pair() {
+    let out = |args: &[&str]| {
+        Command::new(OPERATOR)
+            .current_dir(repo_root())
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("{OPERATOR}: {e}"))
+    };
+    let two = out(&[
+        "stack",
+        "-f",
+        "examples/module.yaml",
+        "-f",
+        "examples/module-ha.yaml",
+    ]);
+    assert!(!two.status.success());
+    let stderr = String::from_utf8_lossy(&two.stderr);
+    assert!(
+        stderr.contains("one module, or the production pair") && stderr.contains("Combined"),
+        "{stderr}"
+    );
+    // CloudServer needs both servers: a Data module alone has no metadata to give it.
+    let half = out(&[
+        "stack",
+        "--with-cloudserver",
+        "-f",
+        "examples/production-data.yaml",
+    ]);
+    assert!(!half.status.success());
+    assert!(
+        String::from_utf8_lossy(&half.stderr).contains("one serving metadata"),
+        "{}",
+        String::from_utf8_lossy(&half.stderr)
+    );
+    // The command writes what the test compares with the example.
+    let pair = out(&[
+        "stack",
+        "--with-cloudserver",
+        "-f",
+        "examples/production-data.yaml",
+        "-f",
+        "examples/production-metadata.yaml",
+    ]);
+    assert!(
+        pair.status.success(),
+        "{}",
+        String::from_utf8_lossy(&pair.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&pair.stdout),
+        read(&repo_root().join("docker-stack-production.yml"))
+    );
+}
+
 #[test]
 fn docker_accepts_every_generated_stack() {
     let mut files: Vec<PathBuf> = golden_paths().into_iter().map(|(_, g, _)| g).collect();
     files.push(repo_root().join("docker-stack.yml"));
+    files.extend(
+        WITH_CLOUDSERVER
+            .iter()
+            .map(|(_, file)| repo_root().join(file)),
+    );
     for file in files {
         let output = Command::new("docker")
             .args(["stack", "config", "-c"])
@@ -350,7 +534,8 @@ fn every_service_runs_unprivileged_on_a_read_only_root() {
                 [Capability::All],
                 "{name} {service}: cap_drop ALL"
             );
-            let (uid, gid) = spec.user.split_once(':').unwrap_or(("0", "0"));
+            let user = spec.user.as_deref().unwrap_or("0:0");
+            let (uid, gid) = user.split_once(':').unwrap_or(("0", "0"));
             assert!(
                 uid.parse::<u32>().is_ok_and(|uid| uid != 0) && gid.parse::<u32>().is_ok(),
                 "{name} {service}: numeric non-root user, got {:?}",
@@ -359,11 +544,14 @@ fn every_service_runs_unprivileged_on_a_read_only_root() {
         }
         assert_eq!(
             file.services["memcached-0"].user,
-            format!("{}:{}", build::MEMCACHED_UID, build::MEMCACHED_UID)
+            Some(format!("{}:{}", build::MEMCACHED_UID, build::MEMCACHED_UID))
         );
         // The sidecar runs as the user its image declares, so files it could write match.
         assert!(
-            dockerfile.contains(&format!("USER {}\n", file.services["sidecar"].user)),
+            dockerfile.contains(&format!(
+                "USER {}\n",
+                file.services["sidecar"].user.as_deref().unwrap_or_default()
+            )),
             "{name}: the sidecar's user must be the Dockerfile's USER"
         );
     }

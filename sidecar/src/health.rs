@@ -43,6 +43,9 @@ struct State {
     /// configuration): why, in one line. `refusing` says whether it is set without a lock.
     refused: Mutex<Option<String>>,
     refusing: AtomicBool,
+    /// The store is the embedded in-process one: it starts empty on every start, and its log
+    /// lines speak of it rather than of memcached.
+    embedded: bool,
 }
 
 #[derive(Clone, Default)]
@@ -51,6 +54,25 @@ pub struct Health {
 }
 
 impl Health {
+    /// The health of a sidecar on the embedded store (no `--memcached`).
+    pub fn embedded() -> Self {
+        Health {
+            state: Arc::new(State {
+                embedded: true,
+                ..State::default()
+            }),
+        }
+    }
+
+    /// What the log calls the store.
+    fn store_name(&self) -> &'static str {
+        if self.state.embedded {
+            "the embedded store"
+        } else {
+            "memcached"
+        }
+    }
+
     pub fn is_ready(&self) -> bool {
         self.not_ready_reason().is_none()
     }
@@ -117,10 +139,11 @@ impl Health {
     pub fn set_ready(&self, ready: bool) {
         let was = self.state.reachable.swap(ready, Ordering::Relaxed);
         if was != ready {
+            let store = self.store_name();
             if ready {
-                tracing::info!("memcached reachable");
+                tracing::info!("{store} reachable");
             } else {
-                tracing::warn!("memcached unreachable: not ready");
+                tracing::warn!("{store} unreachable: not ready");
             }
         }
     }
@@ -154,7 +177,7 @@ impl Health {
             if known.contains(&key) {
                 continue;
             }
-            let value = Self::adopt_or_create(items, &key).await?;
+            let value = self.adopt_or_create(items, &key).await?;
             epoch.push((key, value));
         }
         lock(&self.state.epoch)
@@ -163,7 +186,7 @@ impl Health {
         Ok(())
     }
 
-    async fn adopt_or_create(items: &SharedItemStore, key: &ItemKey) -> ItemResult<Bytes> {
+    async fn adopt_or_create(&self, items: &SharedItemStore, key: &ItemKey) -> ItemResult<Bytes> {
         // Read first: memcached allocates an `add`'s item before it looks for the key, so on a
         // full memcached an `add` is refused even when the item exists, and a sidecar
         // restarting then could not adopt the epoch it shares with the others.
@@ -172,6 +195,14 @@ impl Health {
         }
         let fresh = Bytes::from(hex::encode(rand::random::<[u8; 16]>()));
         if items.add(key, fresh.clone(), Expiry::Never).await? {
+            if self.state.embedded {
+                // The embedded store lives and dies with the process: it is always fresh.
+                tracing::info!(
+                    epoch = %String::from_utf8_lossy(&fresh),
+                    "the embedded store starts empty: new epoch"
+                );
+                return Ok(fresh);
+            }
             tracing::warn!(
                 item = %key,
                 epoch = %String::from_utf8_lossy(&fresh),

@@ -246,7 +246,11 @@ pub async fn run(config: Config) -> Result<(), StartupError> {
         check_chunk_size(&items, config.chunk_size).await?;
     }
     let metrics = Metrics::for_role(role);
-    let health = Health::default();
+    let health = if config.memcached.is_empty() {
+        Health::embedded()
+    } else {
+        Health::default()
+    };
     let mut changing = false;
     match verdict {
         Some(Verdict::Agreed(placement)) => {

@@ -99,3 +99,37 @@ Data and Metadata modules of the pair, whose specs get their role from the chart
 {{- list (dict "name" $m.name "role" "Combined" "spec" (default (dict) $m.spec)) | toJson }}
 {{- end }}
 {{- end }}
+
+{{/* Where CloudServer finds the modules from values, as JSON {"data": {host, port}, "metadata":
+{host, port}}: the data Service of the module serving data, the metadata Service of the one
+serving metadata. */}}
+{{- define "zmm-operator.moduleEndpoints" -}}
+{{- $ns := include "zmm-operator.moduleNamespace" . }}
+{{- $out := dict }}
+{{- range include "zmm-operator.modules" . | fromJsonArray }}
+{{- if ne .role "Metadata" }}
+{{- $_ := set $out "data" (dict "host" (printf "%s-data.%s.svc" .name $ns) "port" (dig "services" "dataPort" 9991 .spec)) }}
+{{- end }}
+{{- if ne .role "Data" }}
+{{- $_ := set $out "metadata" (dict "host" (printf "%s-metadata.%s.svc" .name $ns) "port" (dig "services" "metadataPort" 9990 .spec)) }}
+{{- end }}
+{{- end }}
+{{- toJson $out }}
+{{- end }}
+
+{{/* Labels selecting the CloudServer pods. */}}
+{{- define "zmm-operator.cloudserverSelector" -}}
+app.kubernetes.io/name: cloudserver
+app.kubernetes.io/instance: {{ .Values.cloudserver.name }}
+app.kubernetes.io/component: s3
+{{- end }}
+
+{{/* Name of the Secret holding CloudServer's keys. */}}
+{{- define "zmm-operator.cloudserverSecret" -}}
+{{- default (printf "%s-credentials" .Values.cloudserver.name) .Values.cloudserver.credentials.existingSecret }}
+{{- end }}
+
+{{/* The host name CloudServer serves path-style requests for. */}}
+{{- define "zmm-operator.cloudserverEndpoint" -}}
+{{- default (printf "%s.%s.svc" .Values.cloudserver.name (include "zmm-operator.moduleNamespace" .)) .Values.cloudserver.endpoint }}
+{{- end }}

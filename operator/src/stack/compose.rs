@@ -16,6 +16,23 @@ pub struct ComposeFile {
     pub version: String,
     pub services: BTreeMap<String, Service>,
     pub networks: BTreeMap<String, Network>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub secrets: BTreeMap<String, Secret>,
+}
+
+/// A Swarm secret created beforehand (`docker secret create NAME FILE`) and only read by the
+/// stack: the stack never holds a credential itself.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Secret {
+    pub external: IsExternal,
+    pub name: String,
+}
+
+/// A secret mounted in a service's containers as `/run/secrets/<target>`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ServiceSecret {
+    pub source: String,
+    pub target: String,
 }
 
 /// One Swarm service.
@@ -32,6 +49,8 @@ pub struct Service {
     pub ports: Vec<Port>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub volumes: Vec<Mount>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<ServiceSecret>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub healthcheck: Option<Healthcheck>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -41,8 +60,10 @@ pub struct Service {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub cap_drop: Vec<Capability>,
     /// `uid:gid` the container runs as; numeric, so that it does not depend on the image's
-    /// /etc/passwd and cannot be root by accident.
-    pub user: String,
+    /// /etc/passwd and cannot be root by accident. `None` only for an image of another
+    /// project that must run as its own user (CloudServer, see `stack::cloudserver`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
     pub deploy: Deploy,
 }
 

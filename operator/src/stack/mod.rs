@@ -16,17 +16,23 @@
 //! A stack creates its own network, named after the module, or joins a shared one created
 //! beforehand: the production layout's data and metadata stacks share one network with
 //! CloudServer.
+//!
+//! One stack may also hold the production pair (a Data and a Metadata module, their services
+//! prefixed by role) and CloudServer in front of the module(s) (`cloudserver`), like Zenko's
+//! production stack.
 
+pub mod cloudserver;
 pub mod compose;
 mod resources;
 
 use std::collections::BTreeMap;
 
+use cloudserver::CloudServer;
 use compose::{
     COMPOSE_VERSION, Capability, ComposeFile, Deploy, DeployMode, EndpointMode, FailureAction,
     HealthTest, Healthcheck, IsExternal, Mount, MountType, Network, NetworkDriver, Placement, Port,
-    PortMode, Protocol, RestartCondition, RestartPolicy, Seconds, Service, ServiceNetwork, Signal,
-    UpdateConfig, UpdateOrder,
+    PortMode, Protocol, RestartCondition, RestartPolicy, Seconds, Secret, Service, ServiceNetwork,
+    Signal, UpdateConfig, UpdateOrder,
 };
 
 use crate::build::labels::{self, Component};
@@ -36,7 +42,7 @@ use crate::build::{
     memcached_args, memcached_resources, metrics_annotations, names, sidecar_env,
     sidecar_resources, warm_host_path,
 };
-use crate::crd::{ServiceType, SpreadPolicy, ZenkoMemcachedModule};
+use crate::crd::{Role, ServiceType, SpreadPolicy, ZenkoMemcachedModule};
 use crate::error::{Error, Result};
 use crate::placement::{Layout, default_replication_factor};
 use crate::validate::{Validated, Violation, Violations, validate};
@@ -102,40 +108,138 @@ impl NetworkName {
     }
 }
 
-/// The stack of a module, or why the module cannot be deployed.
-///
-/// `current_servers`: during a change of replicas, how many memcached servers the store is on
-/// now. The stack then runs the memcached services of both the current and the new count, and
-/// gives the sidecars the current list, so that a new memcached exists before
-/// `zenko-memcached-sidecar placement change` moves the data onto it and no sidecar restarts
-/// with a list the store does not have yet (it would refuse to serve). Deploying the stack
-/// without it afterwards gives the sidecars the new list (see the README, "Scaling a stack").
+/// What a stack holds besides its modules.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StackOptions {
+    pub network: StackNetwork,
+    /// During a change of replicas of a one-module stack: how many memcached servers the store
+    /// is on now. The stack then runs the memcached services of both the current and the new
+    /// count, and gives the sidecars the current list, so that a new memcached exists before
+    /// `zenko-memcached-sidecar placement change` moves the data onto it and no sidecar
+    /// restarts with a list the store does not have yet (it would refuse to serve). Deploying
+    /// the stack without it afterwards gives the sidecars the new list (docs/operations.md,
+    /// "Scaling a stack").
+    pub current_servers: Option<u32>,
+    /// CloudServer in front of the module(s), as the service `s3`.
+    pub cloudserver: Option<CloudServer>,
+}
+
+/// The stack of a module, or why the module cannot be deployed (see [`StackOptions`]).
 pub fn build(
     module: &ZenkoMemcachedModule,
     network: &StackNetwork,
     current_servers: Option<u32>,
 ) -> Result<ComposeFile> {
-    let valid = validate(module)?;
-    let replicas = u32::try_from(valid.module.spec.replicas).unwrap_or(1);
-    let listed = current_servers.unwrap_or(replicas);
-    let mut services = BTreeMap::new();
-    for slot in 0..replicas.max(listed) {
-        services.insert(memcached_service(slot), memcached(&valid, slot)?);
+    build_stack(
+        std::slice::from_ref(module),
+        &StackOptions {
+            network: network.clone(),
+            current_servers,
+            cloudserver: None,
+        },
+    )
+}
+
+/// The stack of one module or of the production pair (a Data and a Metadata module), or why
+/// it cannot be deployed. The stack is named after its first module: its own network, and
+/// CloudServer's host name and credentials secret.
+pub fn build_stack(
+    modules: &[ZenkoMemcachedModule],
+    options: &StackOptions,
+) -> Result<ComposeFile> {
+    let valid = modules
+        .iter()
+        .map(validate)
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    let pair = match valid.as_slice() {
+        [_] => false,
+        [a, b] if is_pair(a.role(), b.role()) => true,
+        _ => {
+            return Err(Error::StackModules(format!(
+                "a stack holds one module, or the production pair (one Data and one Metadata \
+                 module); got {}",
+                valid
+                    .iter()
+                    .map(|m| format!("{} ({:?})", m.name, m.role()))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+    };
+    if pair && options.current_servers.is_some() {
+        return Err(Error::StackModules(
+            "--current-servers changes one module: generate the stack of that module alone"
+                .to_owned(),
+        ));
     }
-    services.insert(
-        SIDECAR_SERVICE.to_owned(),
-        sidecar(&valid, replicas, listed)?,
-    );
+    let stack_name = valid[0].name;
+    let mut services = BTreeMap::new();
+    for module in &valid {
+        // The pair's services are told apart by role; a module alone keeps the plain names.
+        let prefix = if pair {
+            format!("{}-", module.role().sidecar_role())
+        } else {
+            String::new()
+        };
+        let replicas = u32::try_from(module.module.spec.replicas).unwrap_or(1);
+        let listed = options.current_servers.unwrap_or(replicas);
+        for slot in 0..replicas.max(listed) {
+            services.insert(
+                format!("{prefix}{}", memcached_service(slot)),
+                memcached(module, slot)?,
+            );
+        }
+        services.insert(
+            format!("{prefix}{SIDECAR_SERVICE}"),
+            sidecar(module, replicas, listed)?,
+        );
+    }
+    let mut secrets = BTreeMap::new();
+    if let Some(cloud) = &options.cloudserver {
+        let serving = |data: bool| {
+            valid.iter().find(|m| {
+                if data {
+                    m.role().serves_data()
+                } else {
+                    m.role().serves_metadata()
+                }
+            })
+        };
+        let (Some(data), Some(metadata)) = (serving(true), serving(false)) else {
+            return Err(Error::StackModules(
+                "CloudServer needs a module serving data and one serving metadata: give a \
+                 Combined module, or the Data and the Metadata module of the pair"
+                    .to_owned(),
+            ));
+        };
+        services.insert(
+            cloudserver::SERVICE.to_owned(),
+            cloudserver::service(
+                cloud,
+                stack_name,
+                NETWORK,
+                &names::data_service(data.name),
+                &names::metadata_service(metadata.name),
+            ),
+        );
+        secrets.insert(
+            cloudserver::CREDENTIALS_TARGET.to_owned(),
+            Secret {
+                external: IsExternal,
+                name: cloudserver::credentials_secret(stack_name),
+            },
+        );
+    }
     Ok(ComposeFile {
         version: COMPOSE_VERSION.to_owned(),
         services,
         networks: BTreeMap::from([(
             NETWORK.to_owned(),
-            match network {
+            match &options.network {
                 StackNetwork::Own => Network::Created {
                     driver: NetworkDriver::Overlay,
                     attachable: true,
-                    name: valid.name.to_owned(),
+                    name: stack_name.to_owned(),
                 },
                 StackNetwork::Shared(name) => Network::External {
                     external: IsExternal,
@@ -143,7 +247,15 @@ pub fn build(
                 },
             },
         )]),
+        secrets,
     })
+}
+
+fn is_pair(a: Role, b: Role) -> bool {
+    matches!(
+        (a, b),
+        (Role::Data, Role::Metadata) | (Role::Metadata, Role::Data)
+    )
 }
 
 /// The `docker-stack.yml` text of a module, headed by a comment saying where it comes from.
@@ -152,12 +264,36 @@ pub fn to_yaml(
     network: &StackNetwork,
     current_servers: Option<u32>,
 ) -> Result<String> {
-    let compose = build(module, network, current_servers)?;
+    stack_to_yaml(
+        std::slice::from_ref(module),
+        &StackOptions {
+            network: network.clone(),
+            current_servers,
+            cloudserver: None,
+        },
+    )
+}
+
+/// The `docker-stack.yml` text of a stack, headed by a comment saying where it comes from.
+pub fn stack_to_yaml(modules: &[ZenkoMemcachedModule], options: &StackOptions) -> Result<String> {
+    let compose = build_stack(modules, options)?;
     let body = serde_saphyr::to_string(&compose).map_err(|e| Error::YamlWrite(e.to_string()))?;
-    let name = module.metadata.name.as_deref().unwrap_or_default();
+    let names: Vec<&str> = modules
+        .iter()
+        .map(|m| m.metadata.name.as_deref().unwrap_or_default())
+        .collect();
+    let what = match names.as_slice() {
+        [one] => format!("the ZenkoMemcachedModule {one}"),
+        several => format!("the ZenkoMemcachedModules {}", several.join(" and ")),
+    };
+    let front = if options.cloudserver.is_some() {
+        " with CloudServer in front"
+    } else {
+        ""
+    };
     Ok(format!(
-        "# Swarm stack of the ZenkoMemcachedModule {name}, generated by \
-         `zenko-memcached-operator stack`: regenerate it rather than edit it.\n{body}"
+        "# Swarm stack of {what}{front}, generated by `zenko-memcached-operator stack`: \
+         regenerate it rather than edit it.\n{body}"
     ))
 }
 
@@ -174,6 +310,7 @@ fn memcached(module: &Validated<'_>, slot: u32) -> Result<Service> {
         environment: BTreeMap::new(),
         networks: network(vec![memcached_host(module.name, slot)]),
         ports: Vec::new(),
+        secrets: Vec::new(),
         volumes: if warm {
             vec![Mount {
                 type_: MountType::Bind,
@@ -196,7 +333,7 @@ fn memcached(module: &Validated<'_>, slot: u32) -> Result<Service> {
         stop_grace_period: grace_period(),
         read_only: true,
         cap_drop: vec![Capability::All],
-        user: format!("{MEMCACHED_UID}:{MEMCACHED_UID}"),
+        user: Some(format!("{MEMCACHED_UID}:{MEMCACHED_UID}")),
         deploy: Deploy {
             mode: DeployMode::Replicated,
             replicas: 1,
@@ -221,7 +358,7 @@ fn sidecar(module: &Validated<'_>, replicas: u32, listed: u32) -> Result<Service
     let spec = &module.module.spec;
     // Swarm has no operator to record a placement: the stack is the placement, and a change of
     // it is made with `zenko-memcached-sidecar placement change` before the stack is deployed
-    // with the new list (see the README). Its factor follows the same rule as on Kubernetes.
+    // with the new list (docs/operations.md). Its factor follows the same rule as on Kubernetes.
     let placement = Layout {
         servers: (0..listed)
             .map(|slot| format!("{}:{MEMCACHED_PORT}", memcached_host(module.name, slot)))
@@ -256,6 +393,7 @@ fn sidecar(module: &Validated<'_>, replicas: u32, listed: u32) -> Result<Service
         networks: network(aliases),
         ports: published_ports(module)?,
         volumes: Vec::new(),
+        secrets: Vec::new(),
         // The sidecar image has no shell: the binary probes its own readiness endpoint.
         healthcheck: Some(Healthcheck {
             test: HealthTest::Cmd(vec![
@@ -272,7 +410,7 @@ fn sidecar(module: &Validated<'_>, replicas: u32, listed: u32) -> Result<Service
         stop_grace_period: grace_period(),
         read_only: true,
         cap_drop: vec![Capability::All],
-        user: format!("{SIDECAR_UID}:{SIDECAR_UID}"),
+        user: Some(format!("{SIDECAR_UID}:{SIDECAR_UID}")),
         deploy: Deploy {
             mode: DeployMode::Replicated,
             replicas,
@@ -341,11 +479,11 @@ fn published_ports(module: &Validated<'_>) -> Result<Vec<Port>> {
     Ok(ports)
 }
 
-fn grace_period() -> Seconds {
+pub(super) fn grace_period() -> Seconds {
     Seconds(u32::try_from(TERMINATION_GRACE_SECONDS).unwrap_or(30))
 }
 
-fn restart_policy() -> RestartPolicy {
+pub(super) fn restart_policy() -> RestartPolicy {
     RestartPolicy {
         condition: RestartCondition::Any,
         delay: Seconds(5),
@@ -355,7 +493,7 @@ fn restart_policy() -> RestartPolicy {
 
 /// Stop-first: a new memcached must not start while the old one still owns the memory file,
 /// and with one task per node a start-first sidecar would wait for a free node forever.
-fn update_config(parallelism: u32, failure_action: FailureAction) -> UpdateConfig {
+pub(super) fn update_config(parallelism: u32, failure_action: FailureAction) -> UpdateConfig {
     UpdateConfig {
         parallelism,
         delay: Seconds(10),
