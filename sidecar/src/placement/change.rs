@@ -11,8 +11,8 @@ use super::copy::{BATCH, Pacer, copy_batch, dump};
 use super::follow::{REPORT_LIFE, Reports, now_secs, read_reports};
 use super::layout::View;
 use super::record::{
-    Change, DRIVER_ITEM, Phase, Placement, is_server_local, key, list, on, read_record,
-    replace_record,
+    Change, DRIVER_ITEM, FILLED_ITEM, Phase, Placement, is_server_local, key, list, on,
+    read_record, replace_record,
 };
 use super::replicas::ReplicatedStore;
 use crate::items::{Expiry, ItemError, ItemKey, ItemResult, ItemStore, MemcachedStore};
@@ -553,8 +553,14 @@ async fn clean_up(
             .find(|server| view.servers[*server].name == *name);
         for dumped in dump(name).await? {
             let key = dumped.key;
-            if is_server_local(&key) || member.is_some_and(|m| view.read.owners(&key).contains(&m))
-            {
+            // A server that left keeps only its record: not the mark that says it holds what
+            // it owns (it owns nothing now, and may join again empty).
+            let kept = if is_server_local(&key) {
+                member.is_some() || key.as_str() != FILLED_ITEM
+            } else {
+                member.is_some_and(|m| view.read.owners(&key).contains(&m))
+            };
+            if kept {
                 continue;
             }
             if store.delete(&key).await? {

@@ -186,6 +186,9 @@ where
             }
             Some(Event::Answer(server, Ok(None))) => {
                 asked.missed.push(server);
+                if asked.missed.len() == order.len() {
+                    break;
+                }
                 if let Some(check) = check_complete(view.servers[server].clone()) {
                     pending.push(check);
                 }
