@@ -5,6 +5,10 @@
 //   node bench.js PORT list CLIENTS COUNT COUNT listings of 1000 keys
 //   node bench.js PORT fill CLIENTS SECS  puts of fresh 1 KiB values into bucket "space" for
 //                                         SECS seconds; also prints `LIVE <value bytes>`
+//   node bench.js PORT timeline SECS      one client, a put then a get of a fresh key, one call
+//                                         at a time, for SECS seconds; prints a line
+//                                         `CALL <ms since start> <put|get> <ms taken> <ok|err>`
+//                                         per call (benches/hang.rs bins them by second)
 // Prints one line `OPS <operations> <seconds>`; benches/metadata.rs reads memcached's counters
 // around each run.
 'use strict';
@@ -53,6 +57,29 @@ async function main() {
         seconds = Number(process.hrtime.bigint() - started) / 1e9;
         operations = done;
         console.log(`LIVE ${done * VALUE.length}`);
+    } else if (phase === 'timeline') {
+        clients = await connectAll(port, 1);
+        const [client] = clients;
+        const started = Date.now();
+        const until = started + Number(first) * 1000;
+        const timed = async (op, call) => {
+            const at = Date.now();
+            let outcome = 'ok';
+            try {
+                await call();
+            } catch (error) {
+                outcome = 'err';
+            }
+            console.log(`CALL ${at - started} ${op} ${Date.now() - at} ${outcome}`);
+        };
+        operations = 0;
+        for (let i = 0; Date.now() < until; i += 1) {
+            const key = `timeline/${String(i).padStart(8, '0')}`;
+            await timed('put', () => client.call('put', [key, VALUE, {}], BUCKET));
+            await timed('get', () => client.call('get', [key, {}], BUCKET));
+            operations += 2;
+        }
+        seconds = (Date.now() - started) / 1000;
     } else if (phase === 'load') {
         operations = Number(first);
         clients = await connectAll(port, 32);
