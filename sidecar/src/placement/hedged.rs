@@ -99,26 +99,13 @@ async fn within_limit<T>(
     }
 }
 
-/// One attempt at one server, [`within`] its time; an owner alone waits as long as memcached's
-/// own timeout lets it, since no other owner could answer instead.
-fn attempt<T, Fut>(
-    index: usize,
-    server: Arc<Server>,
-    alone: bool,
-    read: Fut,
-) -> BoxFuture<'static, Event<T>>
+/// One attempt at one owner of several, [`within`] its time.
+fn attempt<T, Fut>(index: usize, server: Arc<Server>, read: Fut) -> BoxFuture<'static, Event<T>>
 where
     T: Send + 'static,
     Fut: Future<Output = ItemResult<Option<T>>> + Send + 'static,
 {
-    Box::pin(async move {
-        let limit = if alone {
-            super::health::SILENT_MAX
-        } else {
-            server.health.silent_after()
-        };
-        Event::Answer(index, within_limit(&server, limit, read).await)
-    })
+    Box::pin(async move { Event::Answer(index, within(&server, read).await) })
 }
 
 /// Whether `server` still holds the filled mark it held when last seen.
@@ -157,18 +144,23 @@ where
     let launch = |pending: &mut FuturesUnordered<_>, next: &mut usize| {
         let index = order[*next];
         let server = view.servers[index].clone();
-        pending.push(attempt(
-            index,
-            server.clone(),
-            order.len() == 1,
-            read(server),
-        ));
+        pending.push(attempt(index, server.clone(), read(server)));
         *next += 1;
     };
-    if order.is_empty() {
-        return asked;
+    match order.as_slice() {
+        [] => return asked,
+        // One owner (a store of one copy): nothing to hedge with, no task to spawn.
+        [index] => {
+            let server = view.servers[*index].clone();
+            match within_limit(&server, super::health::SILENT_MAX, read(server.clone())).await {
+                Ok(Some(found)) => asked.found = Some((*index, found)),
+                Ok(None) => asked.missed.push(*index),
+                Err(error) => asked.failed = Some(error),
+            }
+            return asked;
+        }
+        _ => launch(&mut pending, &mut next),
     }
-    launch(&mut pending, &mut next);
     loop {
         let hedge = view.servers[order[next - 1]].health.hedge_after();
         let event = tokio::select! {
