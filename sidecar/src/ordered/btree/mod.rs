@@ -5,9 +5,10 @@
 //! ever replaced, always by CAS: the commit point) that holds the root node inline; immutable
 //! pages (`o:<db>:p:<id>`) written with `add` under fresh random ids; large values in chunks
 //! (`o:<db>:v:<id>:<n>`). A commit writes new pages, then swaps the root record. Pages a
-//! commit replaces are listed in the new root record, and the next commit gives them an expiry
-//! of one grace period, so memcached itself reclaims them even if this process dies; scans
-//! older than that fail with [`OrderedError::SnapshotExpired`].
+//! commit replaces are listed in the new root record and freed once the commit is acknowledged
+//! (deleted, or given an expiry of one grace period while scans run); if this process dies
+//! first, the next commit of the database frees them from that list. Scans older than the
+//! grace period fail with [`OrderedError::SnapshotExpired`].
 //!
 //! Nothing is kept in the process that is not also in memcached, apart from a capped cache of
 //! immutable pages and the last root record read of a few databases, used only while memcached
@@ -30,6 +31,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use tokio::sync::watch;
 
 use crate::items::SharedItemStore;
 use crate::ordered::{
@@ -65,6 +67,9 @@ pub struct TreeConfig {
     pub grace_period: Duration,
     /// Most batches coalesced into one commit.
     pub max_group: usize,
+    /// How long a commit keeps retrying against other writers for a batch that carries no
+    /// deadline of its own.
+    pub write_wait: Duration,
     pub cache: PageCacheConfig,
 }
 
@@ -77,6 +82,7 @@ impl Default for TreeConfig {
             key_max_bytes: 8 << 10,
             grace_period: Duration::from_secs(300),
             max_group: 512,
+            write_wait: Duration::from_secs(25),
             cache: PageCacheConfig::default(),
         }
     }
@@ -102,6 +108,7 @@ struct Limits {
     chunk_size: usize,
     grace: Duration,
     max_group: usize,
+    write_wait: Duration,
 }
 
 impl Limits {
@@ -131,43 +138,63 @@ impl Limits {
             chunk_size,
             grace: config.grace_period,
             max_group: config.max_group.max(1),
+            write_wait: config.write_wait,
         })
     }
 }
 
-/// The generation of each database whose predecessor's garbage this process freed, so that
-/// the next commit need not free it again.
+/// What this process did with the items each database's last commit by it replaced, so that
+/// the next commit frees them again only if that did not succeed. The freeing runs after the
+/// commit is acknowledged; the next commit waits for its outcome only in its own freeing.
 #[derive(Default)]
-struct Freed(Mutex<HashMap<DbId, u64>>);
+struct Freed(Mutex<HashMap<DbId, FreeOutcome>>);
+
+/// The generation of a commit and, once known, whether what it replaced is freed.
+type FreeOutcome = (u64, watch::Receiver<Option<bool>>);
 
 impl Freed {
     /// Most databases remembered; past it, forgetting costs only deletes of missing items.
     const MAX: usize = 4096;
 
-    /// Whether this process freed what the commit of `generation` replaced.
-    fn knows(&self, db: DbId, generation: u64) -> bool {
-        let map = self
-            .0
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<DbId, FreeOutcome>> {
+        self.0
             .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        map.get(&db) == Some(&generation)
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Record whether what the commit of `generation` replaced is freed (only then may the
-    /// next commit skip it).
-    fn record(&self, db: DbId, generation: u64, freed: bool) {
-        let mut map = self
-            .0
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if !freed {
-            map.remove(&db);
-            return;
-        }
+    /// A commit of `generation` was written by this process: where to send whether what it
+    /// replaced got freed, and how the freeing of the previous generation's went if this
+    /// process wrote that one too.
+    fn begin(
+        &self,
+        db: DbId,
+        generation: u64,
+    ) -> (
+        Option<watch::Receiver<Option<bool>>>,
+        watch::Sender<Option<bool>>,
+    ) {
+        let (outcome, receiver) = watch::channel(None);
+        let mut map = self.map();
         if map.len() >= Self::MAX && !map.contains_key(&db) {
             map.clear();
         }
-        map.insert(db, generation);
+        let previous = map
+            .insert(db, (generation, receiver))
+            .filter(|(known, _)| known + 1 == generation)
+            .map(|(_, receiver)| receiver);
+        (previous, outcome)
+    }
+
+    /// Whether a freeing by this process succeeded (waiting for one still under way).
+    async fn outcome(receiver: Option<watch::Receiver<Option<bool>>>) -> bool {
+        let Some(mut receiver) = receiver else {
+            return false;
+        };
+        match receiver.wait_for(Option::is_some).await {
+            Ok(outcome) => outcome.unwrap_or(false),
+            // The freeing task ended without a word.
+            Err(_) => false,
+        }
     }
 }
 
@@ -223,6 +250,19 @@ impl MemcachedOrderedStore {
         self.inner.cache.stats()
     }
 
+    /// Keys past the limit are refused before anything is queued.
+    fn check_batch(&self, batch: &Batch) -> OrderedResult<()> {
+        for mutation in &batch.mutations {
+            match mutation {
+                Mutation::Put { key, .. } | Mutation::Delete { key } => self.check_key(key)?,
+            }
+        }
+        for (key, _) in &batch.expect {
+            self.check_key(key)?;
+        }
+        Ok(())
+    }
+
     fn check_key(&self, key: &str) -> OrderedResult<()> {
         if key.len() > self.inner.limits.key_max {
             return Err(OrderedError::Items(crate::items::ItemError::TooLarge {
@@ -243,18 +283,46 @@ impl OrderedStore for MemcachedOrderedStore {
     }
 
     async fn write(&self, db: &Sublevel, batch: Batch) -> OrderedResult<()> {
-        for mutation in &batch.mutations {
-            match mutation {
-                Mutation::Put { key, .. } | Mutation::Delete { key } => self.check_key(key)?,
-            }
-        }
-        for (key, _) in &batch.expect {
-            self.check_key(key)?;
-        }
-        if batch.mutations.is_empty() && batch.expect.is_empty() {
+        self.check_batch(&batch)?;
+        if batch.is_empty() {
             return Ok(());
         }
-        commit::submit(&self.inner, DbId::of(db), db.clone(), batch).await
+        let mut results = commit::submit(&self.inner, DbId::of(db), db.clone(), vec![batch]).await;
+        results.pop().unwrap_or(Ok(()))
+    }
+
+    async fn write_many(&self, db: &Sublevel, batches: Vec<Batch>) -> Vec<OrderedResult<()>> {
+        // Refused and empty batches answer at once; the others go to one commit queue together.
+        let mut results: Vec<Option<OrderedResult<()>>> = Vec::with_capacity(batches.len());
+        let mut queued = Vec::new();
+        for batch in batches {
+            match self.check_batch(&batch) {
+                Err(error) => results.push(Some(Err(error))),
+                Ok(()) if batch.is_empty() => results.push(Some(Ok(()))),
+                Ok(()) => {
+                    results.push(None);
+                    queued.push(batch);
+                }
+            }
+        }
+        let mut committed = if queued.is_empty() {
+            Vec::new()
+        } else {
+            commit::submit(&self.inner, DbId::of(db), db.clone(), queued).await
+        }
+        .into_iter();
+        results
+            .into_iter()
+            .map(|result| {
+                result.unwrap_or_else(|| {
+                    committed.next().unwrap_or_else(|| {
+                        Err(OrderedError::Items(crate::items::ItemError::Unavailable(
+                            "the commit task stopped".into(),
+                        )))
+                    })
+                })
+            })
+            .collect()
     }
 
     async fn scan(
