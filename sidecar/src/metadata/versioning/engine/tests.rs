@@ -8,7 +8,7 @@ use serde_json::json;
 
 use super::*;
 use crate::metadata::versioning::{ReplicationGroupId, VersionIdGenerator};
-use crate::ordered::MemoryOrderedStore;
+use crate::ordered::{MemoryOrderedStore, OrderedError};
 
 fn engine() -> VersioningEngine {
     let store: Arc<dyn OrderedStore> = Arc::new(MemoryOrderedStore::default());
