@@ -650,3 +650,101 @@ async fn conflicts_are_retried() {
     assert_eq!(r.as_deref(), Some("{\"versionId\":\"v1\"}"));
     assert_eq!(store.conflicts.load(std::sync::atomic::Ordering::SeqCst), 2);
 }
+
+/// A store on which every write conflicts, as if other sidecars kept winning.
+struct AlwaysConflicts(MemoryOrderedStore);
+
+#[async_trait::async_trait]
+impl OrderedStore for AlwaysConflicts {
+    async fn get(&self, db: &Sublevel, key: &str) -> crate::ordered::OrderedResult<Option<String>> {
+        self.0.get(db, key).await
+    }
+    async fn write(&self, _: &Sublevel, _: Batch) -> crate::ordered::OrderedResult<()> {
+        Err(OrderedError::Conflict)
+    }
+    async fn scan(
+        &self,
+        db: &Sublevel,
+        range: KeyRange,
+        reverse: bool,
+    ) -> crate::ordered::OrderedResult<crate::ordered::ScanStream> {
+        self.0.scan(db, range, reverse).await
+    }
+    async fn databases(&self) -> crate::ordered::OrderedResult<Vec<Sublevel>> {
+        self.0.databases().await
+    }
+}
+
+#[tokio::test]
+async fn conflicts_are_retried_until_the_call_deadline_then_refused_clearly() {
+    let e = VersioningEngine::new(
+        Arc::new(AlwaysConflicts(MemoryOrderedStore::default())),
+        VersionIdGenerator::new(ReplicationGroupId::default()),
+        None,
+    )
+    .with_call_deadline(std::time::Duration::from_millis(300));
+    let started = std::time::Instant::now();
+    let error = e
+        .del(&db(), "k", &sel(json!({"versionId": "v1"})))
+        .await
+        .unwrap_err();
+    assert!(started.elapsed() >= std::time::Duration::from_millis(300));
+    assert!(
+        error.to_string().contains("until the call's deadline"),
+        "{error}"
+    );
+}
+
+/// Two engines on two ordered stores sharing one item store, as two sidecars share memcached:
+/// 50 dels of the versions of one key at once, newest first, each leaving a placeholder for
+/// the next; every one succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_version_dels_of_one_key_from_two_processes_all_succeed() {
+    use crate::items::{EmbeddedStore, SharedItemStore};
+    use crate::ordered::{MemcachedOrderedStore, TreeConfig};
+    let items: SharedItemStore = Arc::new(EmbeddedStore::new(64 << 20, 1 << 20));
+    let mut engines = Vec::new();
+    for _ in 0..2 {
+        let store = MemcachedOrderedStore::open(items.clone(), TreeConfig::default())
+            .await
+            .unwrap();
+        engines.push(VersioningEngine::new(
+            Arc::new(store),
+            VersionIdGenerator::new(ReplicationGroupId::default()),
+            None,
+        ));
+    }
+    let mut vids = Vec::new();
+    for n in 0..50 {
+        let put = engines[0]
+            .put(
+                &db(),
+                "/",
+                &format!("{{\"n\":{n}}}"),
+                &put_opts(json!({"versioning": true})),
+            )
+            .await
+            .unwrap();
+        vids.push(vid_of(&put));
+    }
+    vids.reverse();
+    let dels = vids.iter().enumerate().map(|(i, vid)| {
+        let engine = engines[i % 2].clone();
+        let vid = vid.clone();
+        async move {
+            engine
+                .del(&db(), "/", &sel(json!({"versionId": vid})))
+                .await
+        }
+    });
+    for result in futures::future::join_all(dels).await {
+        result.unwrap();
+    }
+    let left = dump(&engines[1]).await;
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert!(is_placeholder(&left["/"]));
+    assert!(matches!(
+        engines[0].get(&db(), "/", &sel(json!({}))).await,
+        Err(MetadataError::ObjNotFound)
+    ));
+}
