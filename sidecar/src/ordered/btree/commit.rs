@@ -190,7 +190,7 @@ pub(super) struct Cleanup {
     replaced: Vec<Garbage>,
     /// What the previous commit replaced (listed in the root record this one replaced), with
     /// how its freeing by this process went, if this process wrote that record.
-    previous: Option<(Option<watch::Receiver<Option<bool>>>, Vec<Garbage>)>,
+    previous: Option<(Option<super::FreeWatch>, Vec<Garbage>)>,
     /// Values staged for batches that did not apply.
     unused: Vec<ValueRef>,
 }

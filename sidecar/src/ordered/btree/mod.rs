@@ -149,8 +149,11 @@ impl Limits {
 #[derive(Default)]
 struct Freed(Mutex<HashMap<DbId, FreeOutcome>>);
 
+/// Whether a freeing succeeded, once it is over.
+type FreeWatch = watch::Receiver<Option<bool>>;
+
 /// The generation of a commit and, once known, whether what it replaced is freed.
-type FreeOutcome = (u64, watch::Receiver<Option<bool>>);
+type FreeOutcome = (u64, FreeWatch);
 
 impl Freed {
     /// Most databases remembered; past it, forgetting costs only deletes of missing items.
@@ -165,14 +168,7 @@ impl Freed {
     /// A commit of `generation` was written by this process: where to send whether what it
     /// replaced got freed, and how the freeing of the previous generation's went if this
     /// process wrote that one too.
-    fn begin(
-        &self,
-        db: DbId,
-        generation: u64,
-    ) -> (
-        Option<watch::Receiver<Option<bool>>>,
-        watch::Sender<Option<bool>>,
-    ) {
+    fn begin(&self, db: DbId, generation: u64) -> (Option<FreeWatch>, watch::Sender<Option<bool>>) {
         let (outcome, receiver) = watch::channel(None);
         let mut map = self.map();
         if map.len() >= Self::MAX && !map.contains_key(&db) {
@@ -186,7 +182,7 @@ impl Freed {
     }
 
     /// Whether a freeing by this process succeeded (waiting for one still under way).
-    async fn outcome(receiver: Option<watch::Receiver<Option<bool>>>) -> bool {
+    async fn outcome(receiver: Option<FreeWatch>) -> bool {
         let Some(mut receiver) = receiver else {
             return false;
         };
