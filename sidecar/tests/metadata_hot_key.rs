@@ -92,7 +92,12 @@ fn random_waves_of_calls_on_one_key_against_the_model() {
         .map_or(0, |since| since.as_secs())
         % 100_000)
         .to_string();
-    for (sidecars, seed) in [(1, "11"), (2, "12"), (1, fresh.as_str()), (2, fresh.as_str())] {
+    for (sidecars, seed) in [
+        (1, "11"),
+        (2, "12"),
+        (1, fresh.as_str()),
+        (2, fresh.as_str()),
+    ] {
         run_case("random", sidecars, seed);
     }
 }
