@@ -4,7 +4,8 @@
 // Every case first builds the history of a cleaned-up versioned bucket on key `/`: an object
 // put before versioning, versions with ACL updates and delete markers, then a suspended
 // bucket's null master. Then many calls run at once, spread over the sidecars:
-//   del50     50 `del` of the versions (the null master first), as one DeleteObjects does;
+//   del50     `del` of every version (the null master first), 50 in flight, each after a
+//             `get` of that version, as one DeleteObjects does;
 //   put50     50 versioned puts;
 //   mix       puts of given versions (ACLs), delete markers, dels of versions, gets;
 //   random    random waves of the mix's calls with random concurrency (seeded).
@@ -222,6 +223,8 @@ function racedMasters(done) {
 const calls = {
     delVersion: (vid, isNull) => async (cluster, index) => {
         const options = isNull ? { versionId: vid, isNull: true } : { versionId: vid };
+        // CloudServer reads the version it is about to delete.
+        await cluster.call(index, 'get', [KEY, { versionId: vid }]);
         const outcome = await cluster.call(index, 'del', [KEY, options]);
         return Object.assign(outcome, {
             what: `del ${vid}`, apply: model => model.delVersion(vid, isNull),
@@ -253,9 +256,19 @@ const calls = {
     },
 };
 
-// Run `wave` (call makers) all at once; the failures are problems.
-async function runWave(cluster, wave, problems) {
-    const done = await Promise.all(wave.map((make, index) => make(cluster, index)));
+// Run `wave` (call makers), `inFlight` at a time (default: all at once), in order; the
+// failures are problems.
+async function runWave(cluster, wave, problems, inFlight) {
+    const done = [];
+    let next = 0;
+    const worker = async () => {
+        while (next < wave.length) {
+            const index = next;
+            next += 1;
+            done.push(await wave[index](cluster, index));
+        }
+    };
+    await Promise.all(Array.from({ length: Math.min(inFlight || wave.length, wave.length) }, worker));
     for (const call of done) {
         if (call.error) {
             problems.push(`${call.what} failed: ${describe(call.error)}`);
@@ -320,11 +333,12 @@ async function runCase(cluster, name, random) {
     const masterVid = info(model.items.get(KEY)).versionId;
     const waves = [];
     if (name === 'del50') {
-        waves.push([calls.delVersion(masterVid, true), ...vids.slice(0, 49).map(vid => calls.delVersion(vid, false))]);
+        // One DeleteObjects of every version listed, newest first, 50 in flight.
+        waves.push([calls.delVersion(masterVid, true), ...vids.map(vid => calls.delVersion(vid, false))]);
     } else if (name === 'put50') {
         waves.push(Array.from({ length: 50 }, (_, i) => calls.putVersioned(i, false)));
     } else if (name === 'mix') {
-        waves.push(() => mixWave(vids, masterVid, false, 60, random, 0));
+        waves.push(() => mixWave(vids, masterVid, false, 150, random, 0));
     } else if (name === 'random') {
         for (let wave = 0; wave < 6; wave += 1) {
             waves.push(() => {
@@ -341,7 +355,7 @@ async function runCase(cluster, name, random) {
     for (const planned of waves) {
         const wave = typeof planned === 'function' ? planned() : planned;
         const before = new Model(model.items);
-        const done = await runWave(cluster, wave, problems);
+        const done = await runWave(cluster, wave, problems, 50);
         replay(model, done);
         checkGets(problems, done, before, model);
         let masters;
