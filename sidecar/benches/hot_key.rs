@@ -58,6 +58,11 @@ fn start(binary: &str) -> (Memcached, Sidecar) {
     (memcached, sidecar)
 }
 
+/// memcached requests (reads and writes) served so far.
+fn requests(memcached: &Memcached) -> u64 {
+    memcached.stat("cmd_get").unwrap_or(0) + memcached.write_commands()
+}
+
 fn main() {
     let secs = std::env::var("BENCH_SECS").unwrap_or_else(|_| "5".into());
     let mut builds = Vec::new();
@@ -67,34 +72,42 @@ fn main() {
     builds.push(("this build", BINARY.to_owned()));
     println!("one hot key: {secs} s per phase; other keys: one get and one put at a time");
     println!(
-        "{:<11} {:<5} {:>8} {:>9} {:>8} {:>13} {:>13}",
-        "build", "calls", "in flight", "calls/s", "failed", "other get p99", "other put p99"
+        "{:<5} {:>9} {:<11} {:>8} {:>7} {:>10} {:>14} {:>14}",
+        "calls", "in flight", "build", "calls/s", "failed", "mc req/call", "other get p99", "other put p99"
     );
-    for (label, binary) in &builds {
-        for (call, inflight) in [
-            ("alone", "0"),
-            ("put", "1"),
-            ("put", "16"),
-            ("put", "50"),
-            ("del", "1"),
-            ("del", "16"),
-            ("del", "50"),
-        ] {
-            // A fresh store each phase: the dels phase puts its versions first.
-            let (_memcached, sidecar) = start(binary);
+    // Each phase on each build in turn, so that both meet the same load of the machine.
+    for (call, inflight) in [
+        ("alone", "0"),
+        ("put", "1"),
+        ("put", "16"),
+        ("put", "50"),
+        ("del", "1"),
+        ("del", "16"),
+        ("del", "50"),
+    ] {
+        for (label, binary) in &builds {
+            // A fresh store each phase; the dels phase puts its versions first.
+            let (memcached, sidecar) = start(binary);
+            if call == "del" {
+                phase(&sidecar, &["versions", "0", &secs]);
+            }
+            let before = requests(&memcached);
             let output = phase(&sidecar, &[call, inflight, &secs]);
             let hot = fields(&output, "HOT ");
             let other = fields(&output, "OTHER ");
             let (ok, failed, seconds) = (hot[0], hot[1], hot[2]);
+            // Requests per call of the phase, the other keys' calls included.
+            let per_call = (requests(&memcached) - before) as f64 / (ok + failed + other[0] + other[2]);
             println!(
-                "{label:<11} {call:<5} {inflight:>8} {:>9.0} {:>8} {:>10.2} ms {:>10.2} ms",
+                "{call:<5} {inflight:>9} {label:<11} {:>8.0} {:>7} {:>10.1} {:>11.2} ms {:>11.2} ms",
                 ok / seconds,
                 failed,
+                per_call,
                 other[1],
                 other[3]
             );
             if let Some(error) = output.lines().find_map(|l| l.strip_prefix("ERROR ")) {
-                println!("            first failure: {error}");
+                println!("      first failure: {error}");
             }
         }
     }

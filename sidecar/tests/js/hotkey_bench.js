@@ -1,8 +1,8 @@
 // One hot key benchmark driver, through the real socket.io 4.x client (benches/hot_key.rs):
 //   node hotkey_bench.js PORT load                 1000 other keys of 1 KiB in the bucket
 //   node hotkey_bench.js PORT put INFLIGHT SECS    versioned puts of key `/`, INFLIGHT at once
-//   node hotkey_bench.js PORT del INFLIGHT SECS    dels of the versions of `/` (put first),
-//                                                  INFLIGHT at once
+//   node hotkey_bench.js PORT versions 0 SECS      versions of `/` for a dels phase of SECS
+//   node hotkey_bench.js PORT del INFLIGHT SECS    dels of those versions, INFLIGHT at once
 //   node hotkey_bench.js PORT alone 0 SECS         no hot key calls (other keys only)
 // Meanwhile one more connection gets and puts random other keys of the bucket, one call at a
 // time. Prints `HOT <ok> <failed> <seconds>` and `OTHER <gets> <get p99 ms> <puts> <put p99 ms>`.
@@ -77,16 +77,21 @@ async function main() {
         clients.concat([quiet]).forEach(client => client.close());
         return;
     }
+    if (phase === 'versions') {
+        // Enough versions of `/` for a dels phase of `secs`, put 50 at a time.
+        for (let i = 0; i < 1000 * secs; i += 50) {
+            await Promise.all(Array.from({ length: 50 },
+                (_, j) => clients[j % clients.length].call('put', [HOT, VALUE, { versioning: true }], BUCKET)));
+        }
+        clients.concat([quiet]).forEach(client => client.close());
+        return;
+    }
+    // The versions to delete, newest first (as a version listing gives them, and a
+    // DeleteObjects of it deletes them: each leaves a placeholder master), popped from the end.
     const versions = [];
     if (phase === 'del') {
-        // Enough versions for the time given, put 50 at a time; deleted newest first, as a
-        // DeleteObjects of a version listing does (each leaves a placeholder master).
-        const wanted = 400 * secs;
-        for (let i = 0; i < wanted; i += 50) {
-            const answers = await Promise.all(Array.from({ length: 50 },
-                (_, j) => clients[j % clients.length].call('put', [HOT, VALUE, { versioning: true }], BUCKET)));
-            versions.push(...answers.map(answer => JSON.parse(answer).versionId));
-        }
+        const listed = await quiet.list('createReadStream', { gte: `${HOT}\u0000`, lt: `${HOT}\u0001` }, BUCKET);
+        versions.push(...listed.map(({ key }) => key.slice(HOT.length + 1)).reverse());
     }
     let done = false;
     const quietRun = others(quiet, () => done);
