@@ -73,7 +73,14 @@ fn main() {
     println!("one hot key: {secs} s per phase; other keys: one get and one put at a time");
     println!(
         "{:<5} {:>9} {:<11} {:>8} {:>7} {:>10} {:>14} {:>14}",
-        "calls", "in flight", "build", "calls/s", "failed", "mc req/call", "other get p99", "other put p99"
+        "calls",
+        "in flight",
+        "build",
+        "calls/s",
+        "failed",
+        "mc req/call",
+        "other get p99",
+        "other put p99"
     );
     // Each phase on each build in turn, so that both meet the same load of the machine.
     for (call, inflight) in [
@@ -97,7 +104,8 @@ fn main() {
             let other = fields(&output, "OTHER ");
             let (ok, failed, seconds) = (hot[0], hot[1], hot[2]);
             // Requests per call of the phase, the other keys' calls included.
-            let per_call = (requests(&memcached) - before) as f64 / (ok + failed + other[0] + other[2]);
+            let per_call =
+                (requests(&memcached) - before) as f64 / (ok + failed + other[0] + other[2]);
             println!(
                 "{call:<5} {inflight:>9} {label:<11} {:>8.0} {:>7} {:>10.1} {:>11.2} ms {:>11.2} ms",
                 ok / seconds,
