@@ -598,14 +598,15 @@ async fn versioned_put_of_a_non_object_is_refused() {
     ));
 }
 
-/// A store whose first write conflicts, as if another sidecar wrote in between.
-struct ConflictOnce {
+/// A store whose first `times` writes conflict, as if other sidecars wrote in between.
+struct Conflicting {
     inner: MemoryOrderedStore,
     conflicts: std::sync::atomic::AtomicU32,
+    times: u32,
 }
 
 #[async_trait::async_trait]
-impl OrderedStore for ConflictOnce {
+impl OrderedStore for Conflicting {
     async fn get(&self, db: &Sublevel, key: &str) -> crate::ordered::OrderedResult<Option<String>> {
         self.inner.get(db, key).await
     }
@@ -613,7 +614,7 @@ impl OrderedStore for ConflictOnce {
         if self
             .conflicts
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
-            == 0
+            < self.times
         {
             return Err(OrderedError::Conflict);
         }
@@ -634,9 +635,10 @@ impl OrderedStore for ConflictOnce {
 
 #[tokio::test]
 async fn conflicts_are_retried() {
-    let store = Arc::new(ConflictOnce {
+    let store = Arc::new(Conflicting {
         inner: MemoryOrderedStore::default(),
         conflicts: Default::default(),
+        times: 1,
     });
     let e = VersioningEngine::new(
         store.clone(),
@@ -651,34 +653,15 @@ async fn conflicts_are_retried() {
     assert_eq!(store.conflicts.load(std::sync::atomic::Ordering::SeqCst), 2);
 }
 
-/// A store on which every write conflicts, as if other sidecars kept winning.
-struct AlwaysConflicts(MemoryOrderedStore);
-
-#[async_trait::async_trait]
-impl OrderedStore for AlwaysConflicts {
-    async fn get(&self, db: &Sublevel, key: &str) -> crate::ordered::OrderedResult<Option<String>> {
-        self.0.get(db, key).await
-    }
-    async fn write(&self, _: &Sublevel, _: Batch) -> crate::ordered::OrderedResult<()> {
-        Err(OrderedError::Conflict)
-    }
-    async fn scan(
-        &self,
-        db: &Sublevel,
-        range: KeyRange,
-        reverse: bool,
-    ) -> crate::ordered::OrderedResult<crate::ordered::ScanStream> {
-        self.0.scan(db, range, reverse).await
-    }
-    async fn databases(&self) -> crate::ordered::OrderedResult<Vec<Sublevel>> {
-        self.0.databases().await
-    }
-}
-
 #[tokio::test]
 async fn conflicts_are_retried_until_the_call_deadline_then_refused_clearly() {
+    let always = Conflicting {
+        inner: MemoryOrderedStore::default(),
+        conflicts: Default::default(),
+        times: u32::MAX,
+    };
     let e = VersioningEngine::new(
-        Arc::new(AlwaysConflicts(MemoryOrderedStore::default())),
+        Arc::new(always),
         VersionIdGenerator::new(ReplicationGroupId::default()),
         None,
     )
