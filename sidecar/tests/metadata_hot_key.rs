@@ -2,7 +2,8 @@
 //! on one sidecar and on two sharing the store: the cases of `tests/js/hotkey.js` (50 dels of
 //! the versions of one key, 50 versioned puts, a mix of given-version puts, delete markers,
 //! version dels and gets, and random waves of that mix), each from the history of a cleaned-up
-//! versioned bucket (key `/`, an object from before versioning, a suspended bucket). Every call
+//! versioned bucket (key `/`, an object from before versioning, a suspended bucket); and the
+//! bucket list's databases while many buckets are created and deleted at once. Every call
 //! must succeed and leave what a model applying them one at a time leaves; `check` must then
 //! find the store sound.
 
@@ -15,8 +16,13 @@ use zenko_memcached_testkit::{Memcached, Sidecar};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_zenko-memcached-sidecar");
 
-/// Run `case` of hotkey.js against `sidecars` sidecars sharing a fresh memcached, then `check`.
+/// Run `case` of hotkey.js against `sidecars` sidecars sharing a fresh memcached, then `check`
+/// (which must find the case's database, `[hot-key-bucket]` unless said otherwise, sound).
 fn run_case(case: &str, sidecars: usize, seed: &str) {
+    run_case_on(case, sidecars, seed, "[hot-key-bucket]");
+}
+
+fn run_case_on(case: &str, sidecars: usize, seed: &str, database: &str) {
     let js = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/js");
     assert!(
         js.join("node_modules").is_dir(),
@@ -47,7 +53,7 @@ fn run_case(case: &str, sidecars: usize, seed: &str) {
         .unwrap();
     let report = String::from_utf8_lossy(&check.stdout);
     assert!(
-        check.status.success() && report.contains("ok   [hot-key-bucket]"),
+        check.status.success() && report.contains(&format!("ok   {database}")),
         "check after {case} on {sidecars} sidecar(s):\n{report}\n{}",
         String::from_utf8_lossy(&check.stderr)
     );
@@ -100,4 +106,9 @@ fn random_waves_of_calls_on_one_key_against_the_model() {
     ] {
         run_case("random", sidecars, seed);
     }
+}
+
+#[test]
+fn three_hundred_buckets_created_and_deleted_50_at_a_time_on_two_sidecars() {
+    run_case_on("buckets", 2, "1", "[users..bucket]");
 }

@@ -8,7 +8,8 @@
 //             `get` of that version, as one DeleteObjects does;
 //   put50     50 versioned puts;
 //   mix       puts of given versions (ACLs), delete markers, dels of versions, gets;
-//   random    random waves of the mix's calls with random concurrency (seeded).
+//   random    random waves of the mix's calls with random concurrency (seeded);
+//   buckets   300 buckets created then deleted, 50 at a time (the bucket list's databases).
 // Every call must succeed. The key's items must then equal a model that applies the same calls
 // one at a time in the order they were acknowledged (version ids of puts as the sidecar gave
 // them). Two cases remain open to the interleaving, and the check takes that into account:
@@ -128,11 +129,11 @@ class Cluster {
 
     // One call; resolves {answer, error, sent, acked, sidecar}: `sent` and `acked` count the
     // acks seen before the call left and when its own came.
-    async call(index, name, args) {
+    async call(index, name, args, db) {
         const sidecar = index % this.clients.length;
         const sent = this.acks;
         try {
-            const answer = await this.clients[sidecar].call(name, args, DB);
+            const answer = await this.clients[sidecar].call(name, args, db || DB);
             this.acks += 1;
             return { answer, sent, acked: this.acks, sidecar };
         } catch (error) {
@@ -326,7 +327,60 @@ function checkGets(problems, done, before, after) {
     }
 }
 
+// Many buckets created, then deleted, at once, as CloudServer keeps its bucket list (one
+// `__metastore` entry and one `users..bucket` entry per bucket): every call succeeds, and the
+// owner's listing holds exactly the buckets that exist.
+async function buckets(cluster) {
+    const problems = [];
+    const owner = 'a1b2c3d4e5f6'.repeat(5);
+    const names = Array.from({ length: 300 }, (_, i) => `hot-bucket-${String(i).padStart(4, '0')}`);
+    const userKey = name => `${owner}..|..${name}`;
+    const bucketMD = (name, extra) => JSON.stringify(Object.assign({ name, owner, transient: false, deleted: false },
+        extra || {}));
+    const step = (index, name, args, db) => async () => {
+        const outcome = await cluster.call(index, name, args, db);
+        if (outcome.error) {
+            problems.push(`${name} ${JSON.stringify(args[0])} in ${db} failed: ${describe(outcome.error)}`);
+        }
+    };
+    const run = async makers => {
+        let next = 0;
+        await Promise.all(Array.from({ length: 50 }, async () => {
+            while (next < makers.length) {
+                const index = next;
+                next += 1;
+                await makers[index](index);
+            }
+        }));
+    };
+    const listed = async () => (await cluster.clients[0].list('createReadStream',
+        { gte: `${owner}..|..`, lt: `${owner}..|./` }, ['users..bucket'])).map(({ key }) => key);
+    await run(names.map(name => async index => {
+        await step(index, 'put', [name, bucketMD(name, { transient: true }), {}], ['__metastore'])();
+        await step(index, 'put', [userKey(name), '{"creationDate":"2026-12-07T00:00:00.000Z"}', {}],
+            ['users..bucket'])();
+        await step(index, 'put', [name, bucketMD(name), {}], ['__metastore'])();
+    }));
+    const created = await listed();
+    if (created.join() !== names.map(userKey).join()) {
+        problems.push(`after creating, the owner's listing holds ${created.length} of ${names.length} buckets`);
+    }
+    await run(names.map(name => async index => {
+        await step(index, 'put', [name, bucketMD(name, { deleted: true }), {}], ['__metastore'])();
+        await step(index, 'del', [userKey(name), {}], ['users..bucket'])();
+        await step(index, 'del', [name, {}], ['__metastore'])();
+    }));
+    const left = await listed();
+    if (left.length > 0) {
+        problems.push(`after deleting, the owner's listing still holds ${left.length} buckets`);
+    }
+    return problems;
+}
+
 async function runCase(cluster, name, random) {
+    if (name === 'buckets') {
+        return buckets(cluster);
+    }
     const problems = [];
     const vids = await history(cluster);
     const model = new Model(await cluster.items());
