@@ -14,19 +14,19 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::{StreamExt, stream};
-use tokio::sync::{oneshot, watch};
+use tokio::sync::oneshot;
 
 use super::Inner;
 use super::catalog;
 use super::ids::{DbId, chunk_key, page_key, root_key};
 use super::node::{Garbage, LeafValue, RootRecord, ValueRef, encode_chunk};
-use super::readers;
+use super::reclaim::{Cleanup, delete_keys, delete_values};
 use super::tree::{Change, TreeWriter};
 use crate::items::{CasOutcome, CasToken, Expiry, ItemError, ItemKey};
 use crate::ordered::{Batch, Mutation, OrderedError, OrderedResult, Sublevel};
 
-/// Concurrent memcached requests one commit issues.
-const PARALLEL: usize = 16;
+/// Concurrent memcached requests one commit (or its freeing) issues.
+pub(super) const PARALLEL: usize = 16;
 /// Pauses between two attempts of a commit that other writers beat: the first at most, and
 /// the longest.
 const FIRST_PAUSE: Duration = Duration::from_micros(250);
@@ -179,47 +179,6 @@ struct Staged {
     value: Option<LeafValue>,
     /// The text of an out-of-line value, to check later preconditions in the same group.
     text: Option<String>,
-}
-
-/// What a successful commit leaves to free once it is acknowledged.
-pub(super) struct Cleanup {
-    db: DbId,
-    /// Where to tell whether `replaced` is freed; `None` when no root record was written.
-    outcome: Option<watch::Sender<Option<bool>>>,
-    /// Items this commit replaced (listed in its root record, or past what the record holds).
-    replaced: Vec<Garbage>,
-    /// What the previous commit replaced (listed in the root record this one replaced), with
-    /// how its freeing by this process went, if this process wrote that record.
-    previous: Option<(Option<super::FreeWatch>, Vec<Garbage>)>,
-    /// Values staged for batches that did not apply.
-    unused: Vec<ValueRef>,
-}
-
-impl Cleanup {
-    /// Only the unused values of a group in which no batch applied.
-    fn values(db: DbId, unused: Vec<ValueRef>) -> Cleanup {
-        Cleanup {
-            db,
-            outcome: None,
-            replaced: Vec::new(),
-            previous: None,
-            unused,
-        }
-    }
-
-    pub(super) async fn run(self, inner: &Inner) {
-        let mut freeable = self.replaced;
-        if let Some((previous_outcome, garbage)) = self.previous
-            && !super::Freed::outcome(previous_outcome).await
-        {
-            freeable.extend(garbage);
-        }
-        let freed = free(inner, self.db, &freeable).await;
-        if let Some(outcome) = self.outcome {
-            let _ = outcome.send(Some(freed));
-        }
-        delete_values(inner, self.db, &self.unused).await;
-    }
 }
 
 /// The error of a batch whose deadline passed while other writers kept winning.
@@ -380,82 +339,6 @@ async fn add_all(inner: &Inner, items: Vec<(ItemKey, Bytes)>) -> OrderedResult<(
         .collect()
         .await;
     results.into_iter().collect()
-}
-
-fn garbage_keys(db: DbId, garbage: &[Garbage]) -> Vec<ItemKey> {
-    let mut keys = Vec::new();
-    for item in garbage {
-        match item {
-            Garbage::Page(page) => keys.extend(page_key(db, *page).ok()),
-            Garbage::Value { id, chunks } => {
-                keys.extend((0..*chunks).filter_map(|i| chunk_key(db, *id, i).ok()))
-            }
-        }
-    }
-    keys
-}
-
-/// Give replaced items a finite life: memcached drops them after the grace period (touches
-/// pipelined). Whether every item could be given its expiry (or was gone already).
-async fn expire(inner: &Inner, db: DbId, garbage: &[Garbage]) -> bool {
-    let expiry = Expiry::After(inner.limits.grace);
-    match inner
-        .items
-        .touch_many(&garbage_keys(db, garbage), expiry)
-        .await
-    {
-        Ok(_) => true,
-        Err(error) => {
-            tracing::debug!(%error, "could not expire replaced items");
-            false
-        }
-    }
-}
-
-/// Reclaim items no current root reaches: at once when no scan is registered on the database,
-/// else after the grace period (scans that outlive it end with `SnapshotExpired`). Whether
-/// every item was dealt with: if not, the next commit frees them again.
-async fn free(inner: &Inner, db: DbId, garbage: &[Garbage]) -> bool {
-    if garbage.is_empty() {
-        return true;
-    }
-    match readers::running(inner, db).await {
-        Ok(0) => delete_keys(inner, garbage_keys(db, garbage)).await,
-        Ok(_) => expire(inner, db, garbage).await,
-        Err(error) => {
-            tracing::debug!(%error, "could not count the scans; replaced items kept a grace period");
-            expire(inner, db, garbage).await;
-            false
-        }
-    }
-}
-
-/// Removal of items no root refers to any more; whether every one is gone.
-async fn delete_keys(inner: &Inner, keys: Vec<ItemKey>) -> bool {
-    stream::iter(keys)
-        .map(|key| async move {
-            match inner.items.delete(&key).await {
-                Ok(_) => true,
-                Err(error) => {
-                    tracing::debug!(%key, %error, "could not delete an unused item");
-                    false
-                }
-            }
-        })
-        .buffer_unordered(PARALLEL)
-        .fold(true, |all, done| async move { all && done })
-        .await
-}
-
-async fn delete_values(inner: &Inner, db: DbId, values: &[ValueRef]) {
-    let garbage: Vec<Garbage> = values
-        .iter()
-        .map(|v| Garbage::Value {
-            id: v.id,
-            chunks: v.chunks,
-        })
-        .collect();
-    delete_keys(inner, garbage_keys(db, &garbage)).await;
 }
 
 /// What an attempt read from the tree of the root it started from. A page or value of that

@@ -23,6 +23,7 @@ mod ids;
 mod node;
 mod read;
 mod readers;
+mod reclaim;
 mod scan;
 mod tree;
 
@@ -31,7 +32,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use tokio::sync::watch;
 
 use crate::items::SharedItemStore;
 use crate::ordered::{
@@ -44,6 +44,7 @@ pub use check::{DatabaseReport, StoreReport};
 use cache::PageCache;
 use commit::DbQueue;
 use ids::DbId;
+use reclaim::Freed;
 
 /// The memcached key of the catalog's root record, one of the few items whose name is fixed.
 pub fn catalog_root_item() -> Option<String> {
@@ -140,57 +141,6 @@ impl Limits {
             max_group: config.max_group.max(1),
             write_wait: config.write_wait,
         })
-    }
-}
-
-/// What this process did with the items each database's last commit by it replaced, so that
-/// the next commit frees them again only if that did not succeed. The freeing runs after the
-/// commit is acknowledged; the next commit waits for its outcome only in its own freeing.
-#[derive(Default)]
-struct Freed(Mutex<HashMap<DbId, FreeOutcome>>);
-
-/// Whether a freeing succeeded, once it is over.
-type FreeWatch = watch::Receiver<Option<bool>>;
-
-/// The generation of a commit and, once known, whether what it replaced is freed.
-type FreeOutcome = (u64, FreeWatch);
-
-impl Freed {
-    /// Most databases remembered; past it, forgetting costs only deletes of missing items.
-    const MAX: usize = 4096;
-
-    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<DbId, FreeOutcome>> {
-        self.0
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    /// A commit of `generation` was written by this process: where to send whether what it
-    /// replaced got freed, and how the freeing of the previous generation's went if this
-    /// process wrote that one too.
-    fn begin(&self, db: DbId, generation: u64) -> (Option<FreeWatch>, watch::Sender<Option<bool>>) {
-        let (outcome, receiver) = watch::channel(None);
-        let mut map = self.map();
-        if map.len() >= Self::MAX && !map.contains_key(&db) {
-            map.clear();
-        }
-        let previous = map
-            .insert(db, (generation, receiver))
-            .filter(|(known, _)| known + 1 == generation)
-            .map(|(_, receiver)| receiver);
-        (previous, outcome)
-    }
-
-    /// Whether a freeing by this process succeeded (waiting for one still under way).
-    async fn outcome(receiver: Option<FreeWatch>) -> bool {
-        let Some(mut receiver) = receiver else {
-            return false;
-        };
-        match receiver.wait_for(Option::is_some).await {
-            Ok(outcome) => outcome.unwrap_or(false),
-            // The freeing task ended without a word.
-            Err(_) => false,
-        }
     }
 }
 
