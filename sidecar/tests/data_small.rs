@@ -66,17 +66,24 @@ async fn a_small_blob_costs_one_write_and_one_key_read() {
 
     // A blob of three chunks: its chunks, the manifest and three touches (one pipelined
     // batch); read back with the manifest and the first chunk in one multi-get, then the rest.
-    let (writes_before, touches_before) = (
-        memcached.write_commands(),
-        memcached.stat("cmd_touch").unwrap(),
-    );
-    let big = content(9, 3 * 512 * 1024);
-    let key = put(&client, &url, big.clone()).await;
-    assert_eq!(memcached.stat("cmd_touch").unwrap() - touches_before, 3);
-    assert_eq!(memcached.write_commands() - writes_before, 3 + 1 + 3);
-    let reads_before = memcached.stat("cmd_get").unwrap();
-    assert_eq!(get(&client, &url, &key, None).await, (StatusCode::OK, big));
-    let keys_read = memcached.stat("cmd_get").unwrap() - reads_before;
+    // The sidecar's once-a-second work (its epoch check, placement record and report) also
+    // reads and writes, and only ever adds to a count: the fewest of three tries is the cost.
+    let (mut touches, mut writes, mut keys_read) = (u64::MAX, u64::MAX, u64::MAX);
+    for seed in 9..12 {
+        let (writes_before, touches_before) = (
+            memcached.write_commands(),
+            memcached.stat("cmd_touch").unwrap(),
+        );
+        let big = content(seed, 3 * 512 * 1024);
+        let key = put(&client, &url, big.clone()).await;
+        touches = touches.min(memcached.stat("cmd_touch").unwrap() - touches_before);
+        writes = writes.min(memcached.write_commands() - writes_before);
+        let reads_before = memcached.stat("cmd_get").unwrap();
+        assert_eq!(get(&client, &url, &key, None).await, (StatusCode::OK, big));
+        keys_read = keys_read.min(memcached.stat("cmd_get").unwrap() - reads_before);
+    }
+    assert_eq!(touches, 3);
+    assert_eq!(writes, 3 + 1 + 3);
     assert!(
         (4..=5).contains(&keys_read),
         "{keys_read} keys for a 3-chunk GET"
