@@ -9,7 +9,6 @@ mod memory;
 
 use std::fmt;
 use std::ops::Bound;
-use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use futures::stream::BoxStream;
@@ -90,9 +89,6 @@ pub struct Batch {
     /// otherwise the write fails with [`OrderedError::Conflict`] and changes nothing.
     pub expect: Vec<(String, Option<String>)>,
     pub mutations: Vec<Mutation>,
-    /// When the caller stops waiting (its call's deadline): until then a store retries the
-    /// write against other writers; `None`: the store's own limit.
-    pub deadline: Option<Instant>,
 }
 
 impl Batch {
@@ -112,15 +108,6 @@ impl Batch {
     pub fn expect(mut self, key: impl Into<String>, value: Option<String>) -> Batch {
         self.expect.push((key.into(), value));
         self
-    }
-
-    pub fn until(mut self, deadline: Instant) -> Batch {
-        self.deadline = Some(deadline);
-        self
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.mutations.is_empty() && self.expect.is_empty()
     }
 }
 
@@ -143,14 +130,6 @@ pub enum OrderedError {
 
 pub type OrderedResult<T> = Result<T, OrderedError>;
 
-/// A random pause before retry `attempt + 1` of a write other writers got in the way of:
-/// doubling from `first` up to `max`, drawn uniformly below that (full jitter), so that
-/// writers that lost together do not come back together.
-pub fn backoff(attempt: u32, first: Duration, max: Duration) -> Duration {
-    let ceiling = first.saturating_mul(1 << attempt.min(16)).min(max);
-    ceiling.mul_f64(rand::random::<f64>())
-}
-
 /// The items of a scan, in order, from one consistent snapshot.
 pub type ScanStream = BoxStream<'static, OrderedResult<(String, String)>>;
 
@@ -160,16 +139,6 @@ pub trait OrderedStore: Send + Sync + 'static {
 
     /// Apply the batch atomically: on success every mutation is durable, on error none is.
     async fn write(&self, db: &Sublevel, batch: Batch) -> OrderedResult<()>;
-
-    /// Apply each batch atomically, in order, each checked on the state the ones before it
-    /// leave (a store may commit them together); one result per batch.
-    async fn write_many(&self, db: &Sublevel, batches: Vec<Batch>) -> Vec<OrderedResult<()>> {
-        let mut results = Vec::with_capacity(batches.len());
-        for batch in batches {
-            results.push(self.write(db, batch).await);
-        }
-        results
-    }
 
     /// Items of `range` in ascending (or, with `reverse`, descending) key order, read lazily
     /// from a snapshot taken when the scan starts: later writes do not show.

@@ -1,25 +1,22 @@
 //! The versioning decision rules for put, get and del, each applied as one atomic batch whose
-//! preconditions are the values it read. Writes to one key go through its queue (see
-//! [`super::serial`]): in order inside this process, retried when another sidecar sharing the
-//! database changed the key in between.
+//! preconditions are the values it read (retried on conflict, as two sidecars may share a
+//! database).
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures::StreamExt;
 
 use super::options::{PutOptions, VersionSelector};
-use super::serial::{KeyQueues, Planner};
 use super::value::{
     VersionInfo, append_flag, append_version_id, is_placeholder, null_key, placeholder, version_key,
 };
 use super::version_id::{VersionId, VersionIdGenerator};
 use crate::metadata::errors::{MetadataError, MetadataResult};
-use crate::ordered::{Batch, KeyRange, OrderedStore, Sublevel};
+use crate::ordered::{Batch, KeyRange, OrderedError, OrderedStore, Sublevel};
 
-/// How long a call may keep waiting for its turn against other sidecars' writes: under
-/// CloudServer's 30 s call timeout, so that it gets this service's answer rather than a timeout.
-pub const CALL_DEADLINE: Duration = Duration::from_secs(25);
+/// How often a read-modify-write is retried when another writer changed its keys.
+const MAX_ATTEMPTS: u32 = 32;
 
 /// The rules, bound to a store and a version id generator.
 #[derive(Clone)]
@@ -29,32 +26,14 @@ pub struct VersioningEngine {
     /// Delay before a placeholder left by a version delete is repaired in the background
     /// (the reference waits 15 s); `None` leaves repair to the next get.
     repair_delay: Option<Duration>,
-    keys: Arc<KeyQueues>,
-    call_deadline: Duration,
 }
 
 /// A planned write and the answer to give once it is applied.
-pub struct Plan {
-    pub batch: Batch,
-    pub result: Option<String>,
+struct Plan {
+    batch: Batch,
+    result: Option<String>,
     /// A placeholder was written: schedule its repair.
-    pub placeholder_written: bool,
-}
-
-impl Plan {
-    /// A write whose outcome answers nothing.
-    fn write(batch: Batch) -> Plan {
-        Plan {
-            batch,
-            result: None,
-            placeholder_written: false,
-        }
-    }
-
-    fn answering(mut self, version_id: &str) -> Plan {
-        self.result = Some(version_result(version_id));
-        self
-    }
+    placeholder_written: bool,
 }
 
 fn version_result(version_id: &str) -> String {
@@ -73,38 +52,48 @@ impl VersioningEngine {
             store,
             ids: Arc::new(ids),
             repair_delay,
-            keys: Arc::default(),
-            call_deadline: CALL_DEADLINE,
         }
-    }
-
-    /// How long a write may wait for other sidecars' writes to the same key.
-    pub fn with_call_deadline(mut self, call_deadline: Duration) -> VersioningEngine {
-        self.call_deadline = call_deadline;
-        self
     }
 
     pub fn store(&self) -> &Arc<dyn OrderedStore> {
         &self.store
     }
 
-    /// Queue a write of `key`, planned on its master when `reads_master`; its answer.
-    async fn apply(
+    /// Read what the plan needs, plan, write; on a conflict start again from the read.
+    async fn apply<F>(
         &self,
         db: &Sublevel,
         key: &str,
-        reads_master: bool,
-        plan: Planner,
-    ) -> MetadataResult<Option<String>> {
-        let deadline = Instant::now() + self.call_deadline;
-        let applied = self
-            .keys
-            .run(&self.store, db, key, reads_master, deadline, plan)
-            .await?;
-        if applied.placeholder_written {
-            self.schedule_repair(db.clone(), key.to_owned());
+        read_master: bool,
+        plan: F,
+    ) -> MetadataResult<Option<String>>
+    where
+        F: Fn(Option<&str>) -> MetadataResult<Plan>,
+    {
+        for attempt in 0..MAX_ATTEMPTS {
+            let master = if read_master {
+                self.store.get(db, key).await?
+            } else {
+                None
+            };
+            let planned = plan(master.as_deref())?;
+            match self.store.write(db, planned.batch).await {
+                Ok(()) => {
+                    if planned.placeholder_written {
+                        self.schedule_repair(db.clone(), key.to_owned());
+                    }
+                    return Ok(planned.result);
+                }
+                Err(OrderedError::Conflict) => {
+                    tracing::debug!(attempt, key, "versioned write conflicted, retrying");
+                    tokio::time::sleep(Duration::from_millis(u64::from(attempt.min(10)))).await;
+                }
+                Err(error) => return Err(error.into()),
+            }
         }
-        Ok(applied.result)
+        Err(MetadataError::Internal(format!(
+            "gave up after {MAX_ATTEMPTS} conflicting writes to the same key"
+        )))
     }
 
     pub async fn put(
@@ -114,69 +103,68 @@ impl VersioningEngine {
         value: &str,
         options: &PutOptions,
     ) -> MetadataResult<Option<String>> {
-        let ids = self.ids.clone();
-        let owned_key = key.to_owned();
-        let value = value.to_owned();
         match options.version_id.as_deref() {
             Some("") => {
-                let delete_null_key = options.delete_null_key;
-                let plan = move |_: Option<&str>| {
-                    let vid = ids.next();
-                    let mut batch =
-                        Batch::default().put(&owned_key, append_version_id(&value, &vid)?);
-                    if delete_null_key {
-                        batch = batch.delete(null_key(&owned_key));
+                self.apply(db, key, false, |_| {
+                    let vid = self.ids.next();
+                    let mut batch = Batch::default().put(key, append_version_id(value, &vid)?);
+                    if options.delete_null_key {
+                        batch = batch.delete(null_key(key));
                     }
-                    Ok(Plan::write(batch).answering(vid.as_str()))
-                };
-                self.apply(db, key, false, Box::new(plan)).await
+                    Ok(Plan {
+                        batch,
+                        result: Some(version_result(vid.as_str())),
+                        placeholder_written: false,
+                    })
+                })
+                .await
             }
             Some("null") => {
-                let plan = move |_: Option<&str>| {
-                    Ok(
-                        Plan::write(Batch::default().put(null_key(&owned_key), value.as_str()))
-                            .answering("null"),
-                    )
-                };
-                self.apply(db, key, false, Box::new(plan)).await
+                let batch = Batch::default().put(null_key(key), value);
+                self.store.write(db, batch).await?;
+                Ok(Some(version_result("null")))
             }
             Some(vid) => {
                 let vid = VersionId::from_client(vid);
-                let is_null = options.is_null;
-                let plan = move |master: Option<&str>| {
-                    let batch = plan_version_specific_put(
-                        &owned_key,
-                        &value,
-                        &vid,
-                        is_null,
-                        master,
-                        &VersionId::infinite(ids.replication_group_id()),
-                    )?;
-                    Ok(Plan::write(batch).answering(vid.as_str()))
-                };
-                self.apply(db, key, true, Box::new(plan)).await
+                self.apply(db, key, true, |master| {
+                    Ok(Plan {
+                        batch: plan_version_specific_put(
+                            key,
+                            value,
+                            &vid,
+                            options.is_null,
+                            master,
+                            &VersionId::infinite(self.ids.replication_group_id()),
+                        )?,
+                        result: Some(version_result(vid.as_str())),
+                        placeholder_written: false,
+                    })
+                })
+                .await
             }
             None if options.versioning => {
-                let plan = move |_: Option<&str>| {
-                    let vid = ids.next();
-                    let versioned = append_version_id(&value, &vid)?;
-                    let vkey = version_key(&owned_key, &vid);
+                self.apply(db, key, false, |_| {
+                    let vid = self.ids.next();
+                    let versioned = append_version_id(value, &vid)?;
+                    let vkey = version_key(key, &vid);
                     // A fresh id must not collide with another sidecar's version.
                     let batch = Batch::default()
                         .expect(vkey.clone(), None)
-                        .put(&owned_key, versioned.clone())
+                        .put(key, versioned.clone())
                         .put(vkey, versioned);
-                    Ok(Plan::write(batch).answering(vid.as_str()))
-                };
-                self.apply(db, key, false, Box::new(plan)).await
+                    Ok(Plan {
+                        batch,
+                        result: Some(version_result(vid.as_str())),
+                        placeholder_written: false,
+                    })
+                })
+                .await
             }
             None => {
-                let plan = move |_: Option<&str>| {
-                    Ok(Plan::write(
-                        Batch::default().put(&owned_key, value.as_str()),
-                    ))
-                };
-                self.apply(db, key, false, Box::new(plan)).await
+                self.store
+                    .write(db, Batch::default().put(key, value))
+                    .await?;
+                Ok(None)
             }
         }
     }
@@ -258,16 +246,15 @@ impl VersioningEngine {
                 (batch, Ok(value))
             }
         };
-        // Through the key's queue, and only if the master is still that placeholder.
-        let repair = move |master: Option<&str>| {
-            Ok(Plan::write(if master == Some(master_value.as_str()) {
-                batch.clone()
-            } else {
-                Batch::default()
-            }))
-        };
-        if let Err(error) = self.apply(db, key, true, Box::new(repair)).await {
-            tracing::warn!(key, %error, "placeholder repair failed");
+        match self.store.write(db, batch).await {
+            Ok(()) => tracing::debug!(key, "placeholder master repaired"),
+            Err(OrderedError::Conflict) => {
+                tracing::debug!(
+                    key,
+                    "placeholder changed meanwhile, repair left to its writer"
+                )
+            }
+            Err(error) => tracing::warn!(key, %error, "placeholder repair failed"),
         }
         answer
     }
@@ -293,33 +280,27 @@ impl VersioningEngine {
         key: &str,
         selector: &VersionSelector,
     ) -> MetadataResult<Option<String>> {
-        let owned_key = key.to_owned();
         match selector.version_id.as_deref() {
             None => {
-                let plan =
-                    move |_: Option<&str>| Ok(Plan::write(Batch::default().delete(&owned_key)));
-                self.apply(db, key, false, Box::new(plan)).await
+                self.store.write(db, Batch::default().delete(key)).await?;
+                Ok(None)
             }
             Some("null") => {
-                let plan =
-                    move |_: Option<&str>| {
-                        Ok(Plan::write(Batch::default().delete(null_key(&owned_key)))
-                            .answering("null"))
-                    };
-                self.apply(db, key, false, Box::new(plan)).await
+                self.store
+                    .write(db, Batch::default().delete(null_key(key)))
+                    .await?;
+                Ok(Some(version_result("null")))
             }
             Some(vid) => {
                 let vid = VersionId::from_client(vid);
-                let ids = self.ids.clone();
-                let is_null = selector.is_null;
-                let plan = move |master: Option<&str>| {
-                    let target = if is_null {
-                        null_key(&owned_key)
+                self.apply(db, key, true, |master| {
+                    let target = if selector.is_null {
+                        null_key(key)
                     } else {
-                        version_key(&owned_key, &vid)
+                        version_key(key, &vid)
                     };
                     let mut batch = Batch::default()
-                        .expect(&owned_key, master.map(str::to_owned))
+                        .expect(key, master.map(str::to_owned))
                         .delete(target);
                     let master_is_target = master.is_some_and(|m| {
                         is_placeholder(m)
@@ -329,15 +310,15 @@ impl VersioningEngine {
                                 .is_some_and(|mv| mv == vid.as_str())
                     });
                     if master_is_target {
-                        batch = batch.put(&owned_key, placeholder(&ids.next()));
+                        batch = batch.put(key, placeholder(&self.ids.next()));
                     }
                     Ok(Plan {
                         batch,
                         result: Some(version_result(vid.as_str())),
                         placeholder_written: master_is_target,
                     })
-                };
-                self.apply(db, key, true, Box::new(plan)).await
+                })
+                .await
             }
         }
     }

@@ -3,11 +3,10 @@
 
 mod engine;
 mod options;
-mod serial;
 mod value;
 mod version_id;
 
-pub use engine::{CALL_DEADLINE, VersioningEngine};
+pub use engine::VersioningEngine;
 pub use options::{PutOptions, VersionSelector, truthy};
 pub use value::{VERSION_SEPARATOR, is_placeholder, null_key, placeholder, version_key};
 pub use version_id::{ReplicationGroupId, ReplicationGroupIdError, VersionId, VersionIdGenerator};

@@ -4,7 +4,7 @@
 use futures::TryStreamExt;
 
 use super::Inner;
-use super::commit::commit_and_free;
+use super::commit::commit_group;
 use super::ids::DbId;
 use crate::ordered::{Batch, KeyRange, OrderedError, OrderedResult, Sublevel};
 
@@ -33,7 +33,7 @@ async fn register_now(inner: &Inner, sublevel: &Sublevel) -> OrderedResult<()> {
         return Ok(());
     }
     let batch = Batch::default().put(key, "");
-    for result in commit_and_free(inner, DbId::catalog(), &catalog, vec![batch]).await {
+    for result in commit_group(inner, DbId::catalog(), &catalog, vec![batch]).await {
         result?;
     }
     Ok(())

@@ -3,14 +3,12 @@
 //!
 //! A commit: stage large values out of line; read the root record with its CAS token; check
 //! each batch's preconditions against that state plus the batches before it in the group;
-//! write the new pages; CAS the new root record; acknowledge; then free what it replaced (the
-//! new root record lists those items, so the next commit frees them if this process cannot).
-//! Losing the CAS race deletes this attempt's pages and starts over on the new root, after a
-//! jittered pause, for as long as a batch of the group is within its deadline.
+//! write the new pages; expire what the previous commit replaced; CAS the new root record.
+//! Losing the CAS race deletes this attempt's pages and starts over on the new root.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures::{StreamExt, stream};
@@ -20,17 +18,15 @@ use super::Inner;
 use super::catalog;
 use super::ids::{DbId, chunk_key, page_key, root_key};
 use super::node::{Garbage, LeafValue, RootRecord, ValueRef, encode_chunk};
-use super::reclaim::{Cleanup, delete_keys, delete_values};
+use super::readers;
 use super::tree::{Change, TreeWriter};
 use crate::items::{CasOutcome, CasToken, Expiry, ItemError, ItemKey};
 use crate::ordered::{Batch, Mutation, OrderedError, OrderedResult, Sublevel};
 
-/// Concurrent memcached requests one commit (or its freeing) issues.
-pub(super) const PARALLEL: usize = 16;
-/// Pauses between two attempts of a commit that other writers beat: the first at most, and
-/// the longest.
-const FIRST_PAUSE: Duration = Duration::from_micros(250);
-const MAX_PAUSE: Duration = Duration::from_millis(20);
+/// Concurrent memcached requests one commit issues.
+const PARALLEL: usize = 16;
+/// Attempts before a commit gives up against other writers.
+const MAX_ATTEMPTS: u32 = 200;
 
 struct Pending {
     batch: Batch,
@@ -43,43 +39,34 @@ pub struct DbQueue {
     pending: Vec<Pending>,
 }
 
-/// Queue `batches` (together and in order) and wait for the commits that include them.
+/// Queue `batch` and wait for the commit that includes it.
 pub async fn submit(
     inner: &Arc<Inner>,
     db: DbId,
     sublevel: Sublevel,
-    batches: Vec<Batch>,
-) -> Vec<OrderedResult<()>> {
-    let wait = Instant::now() + inner.limits.write_wait;
-    let mut receivers = Vec::with_capacity(batches.len());
+    batch: Batch,
+) -> OrderedResult<()> {
+    let (done, result) = oneshot::channel();
     let start = {
         let mut queues = inner
             .queues
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         let start = !queues.contains_key(&db);
-        let queue = queues.entry(db).or_default();
-        for mut batch in batches {
-            batch.deadline.get_or_insert(wait);
-            let (done, result) = oneshot::channel();
-            queue.pending.push(Pending { batch, done });
-            receivers.push(result);
-        }
+        queues
+            .entry(db)
+            .or_default()
+            .pending
+            .push(Pending { batch, done });
         start
     };
     if start {
         // A task of its own, so that a caller giving up cannot strand the others.
         tokio::spawn(run_queue(inner.clone(), db, sublevel));
     }
-    let mut results = Vec::with_capacity(receivers.len());
-    for result in receivers {
-        results.push(result.await.unwrap_or_else(|_| {
-            Err(OrderedError::Items(ItemError::Unavailable(
-                "the commit task stopped".into(),
-            )))
-        }));
-    }
-    results
+    result.await.map_err(|_| {
+        OrderedError::Items(ItemError::Unavailable("the commit task stopped".into()))
+    })?
 }
 
 /// Drops a database's queue if its commit task panics, so that the batches in it fail
@@ -121,32 +108,11 @@ async fn run_queue(inner: Arc<Inner>, db: DbId, sublevel: Sublevel) {
         };
         let (batches, waiters): (Vec<Batch>, Vec<_>) =
             group.into_iter().map(|p| (p.batch, p.done)).unzip();
-        let (results, cleanup) = commit_group(&inner, db, &sublevel, batches).await;
-        // Acknowledged first: what the commit replaced is freed afterwards, meanwhile the next
-        // group commits.
+        let results = commit_group(&inner, db, &sublevel, batches).await;
         for (waiter, result) in waiters.into_iter().zip(results) {
             let _ = waiter.send(result);
         }
-        if let Some(cleanup) = cleanup {
-            let inner = inner.clone();
-            tokio::spawn(async move { cleanup.run(&inner).await });
-        }
     }
-}
-
-/// Commit `batches` and free what the commit replaced before returning (for commits that are
-/// not on a caller's path, such as the catalog's).
-pub(super) async fn commit_and_free(
-    inner: &Inner,
-    db: DbId,
-    sublevel: &Sublevel,
-    batches: Vec<Batch>,
-) -> Vec<OrderedResult<()>> {
-    let (results, cleanup) = commit_group(inner, db, sublevel, batches).await;
-    if let Some(cleanup) = cleanup {
-        cleanup.run(inner).await;
-    }
-    results
 }
 
 /// A copy of an error for each batch of a failed group.
@@ -164,16 +130,10 @@ fn duplicate(error: &OrderedError) -> OrderedError {
     }
 }
 
-/// A batch ready to apply: its preconditions, staged mutations, and deadline.
-struct StagedBatch {
-    expect: Vec<(String, Option<String>)>,
-    mutations: Vec<Staged>,
-    deadline: Option<Instant>,
-    /// Still waiting for its commit (not past its deadline).
-    live: bool,
-}
-
 /// One mutation with its value ready for a leaf.
+/// A batch ready to apply: its preconditions and staged mutations.
+type StagedBatch = (Vec<(String, Option<String>)>, Vec<Staged>);
+
 struct Staged {
     key: String,
     value: Option<LeafValue>,
@@ -181,68 +141,43 @@ struct Staged {
     text: Option<String>,
 }
 
-/// The error of a batch whose deadline passed while other writers kept winning.
-fn gave_up(sublevel: &Sublevel) -> OrderedError {
-    OrderedError::Items(ItemError::Unavailable(format!(
-        "other writers committed to database {sublevel} before this write every time until \
-         its deadline; try again"
-    )))
-}
-
-/// A pause before attempt `attempt + 1`, never past the group's last deadline.
-fn pause(attempt: u32, until: Option<Instant>) -> Duration {
-    let pause = crate::ordered::backoff(attempt, FIRST_PAUSE, MAX_PAUSE);
-    match until {
-        Some(until) => pause.min(until.saturating_duration_since(Instant::now())),
-        None => pause,
-    }
-}
-
-/// Commit `batches` as one group: their results, and what to free once they are answered.
 pub(super) async fn commit_group(
     inner: &Inner,
     db: DbId,
     sublevel: &Sublevel,
     batches: Vec<Batch>,
-) -> (Vec<OrderedResult<()>>, Option<Cleanup>) {
+) -> Vec<OrderedResult<()>> {
     let count = batches.len();
     let mut staged_values = Vec::new();
-    let mut staged = match stage(inner, db, batches, &mut staged_values).await {
+    let staged = match stage(inner, db, batches, &mut staged_values).await {
         Ok(staged) => staged,
         Err(error) => {
             delete_values(inner, db, &staged_values).await;
-            return ((0..count).map(|_| Err(duplicate(&error))).collect(), None);
+            return (0..count).map(|_| Err(duplicate(&error))).collect();
         }
     };
     let mut attempt = 0;
     loop {
+        attempt += 1;
         match try_commit(inner, db, sublevel, &staged, &staged_values).await {
-            Ok(Some((results, cleanup))) => return (results, Some(cleanup)),
+            Ok(Some(results)) => return results,
+            Ok(None) | Err(Failure::Retry) if attempt < MAX_ATTEMPTS => {
+                let pause = rand::random::<u64>() % (u64::from(attempt.min(20)) * 500 + 1);
+                tokio::time::sleep(Duration::from_micros(pause)).await;
+            }
             Ok(None) | Err(Failure::Retry) => {
-                let now = Instant::now();
-                for batch in &mut staged {
-                    batch.live &= batch.deadline.is_none_or(|deadline| now < deadline);
-                }
-                let until = staged
-                    .iter()
-                    .filter(|batch| batch.live)
-                    .filter_map(|batch| batch.deadline)
-                    .max();
-                if staged.iter().all(|batch| !batch.live) {
-                    delete_values(inner, db, &staged_values).await;
-                    tracing::warn!(db = %sublevel, attempt, "commit gave up against other writers");
-                    return ((0..count).map(|_| Err(gave_up(sublevel))).collect(), None);
-                }
-                tracing::debug!(db = %sublevel, attempt, "another writer committed first, retrying");
-                tokio::time::sleep(pause(attempt, until)).await;
-                attempt += 1;
+                delete_values(inner, db, &staged_values).await;
+                let error = OrderedError::Items(ItemError::Unavailable(
+                    "too many concurrent writers, gave up".into(),
+                ));
+                return (0..count).map(|_| Err(duplicate(&error))).collect();
             }
             Err(Failure::Failed { error, ambiguous }) => {
                 if !ambiguous {
                     delete_values(inner, db, &staged_values).await;
                 }
                 tracing::warn!(db = %sublevel, %error, ambiguous, "commit failed");
-                return ((0..count).map(|_| Err(duplicate(&error))).collect(), None);
+                return (0..count).map(|_| Err(duplicate(&error))).collect();
             }
         }
     }
@@ -280,12 +215,7 @@ async fn stage(
                 }
             });
         }
-        staged.push(StagedBatch {
-            expect: batch.expect,
-            mutations,
-            deadline: batch.deadline,
-            live: true,
-        });
+        staged.push((batch.expect, mutations));
     }
     Ok(staged)
 }
@@ -339,6 +269,82 @@ async fn add_all(inner: &Inner, items: Vec<(ItemKey, Bytes)>) -> OrderedResult<(
         .collect()
         .await;
     results.into_iter().collect()
+}
+
+fn garbage_keys(db: DbId, garbage: &[Garbage]) -> Vec<ItemKey> {
+    let mut keys = Vec::new();
+    for item in garbage {
+        match item {
+            Garbage::Page(page) => keys.extend(page_key(db, *page).ok()),
+            Garbage::Value { id, chunks } => {
+                keys.extend((0..*chunks).filter_map(|i| chunk_key(db, *id, i).ok()))
+            }
+        }
+    }
+    keys
+}
+
+/// Give replaced items a finite life: memcached drops them after the grace period (touches
+/// pipelined). Whether every item could be given its expiry (or was gone already).
+async fn expire(inner: &Inner, db: DbId, garbage: &[Garbage]) -> bool {
+    let expiry = Expiry::After(inner.limits.grace);
+    match inner
+        .items
+        .touch_many(&garbage_keys(db, garbage), expiry)
+        .await
+    {
+        Ok(_) => true,
+        Err(error) => {
+            tracing::debug!(%error, "could not expire replaced items");
+            false
+        }
+    }
+}
+
+/// Reclaim items no current root reaches: at once when no scan is registered on the database,
+/// else after the grace period (scans that outlive it end with `SnapshotExpired`). Whether
+/// every item was dealt with: if not, the next commit frees them again.
+async fn free(inner: &Inner, db: DbId, garbage: &[Garbage]) -> bool {
+    if garbage.is_empty() {
+        return true;
+    }
+    match readers::running(inner, db).await {
+        Ok(0) => delete_keys(inner, garbage_keys(db, garbage)).await,
+        Ok(_) => expire(inner, db, garbage).await,
+        Err(error) => {
+            tracing::debug!(%error, "could not count the scans; replaced items kept a grace period");
+            expire(inner, db, garbage).await;
+            false
+        }
+    }
+}
+
+/// Removal of items no root refers to any more; whether every one is gone.
+async fn delete_keys(inner: &Inner, keys: Vec<ItemKey>) -> bool {
+    stream::iter(keys)
+        .map(|key| async move {
+            match inner.items.delete(&key).await {
+                Ok(_) => true,
+                Err(error) => {
+                    tracing::debug!(%key, %error, "could not delete an unused item");
+                    false
+                }
+            }
+        })
+        .buffer_unordered(PARALLEL)
+        .fold(true, |all, done| async move { all && done })
+        .await
+}
+
+async fn delete_values(inner: &Inner, db: DbId, values: &[ValueRef]) {
+    let garbage: Vec<Garbage> = values
+        .iter()
+        .map(|v| Garbage::Value {
+            id: v.id,
+            chunks: v.chunks,
+        })
+        .collect();
+    delete_keys(inner, garbage_keys(db, &garbage)).await;
 }
 
 /// What an attempt read from the tree of the root it started from. A page or value of that
@@ -399,7 +405,7 @@ async fn try_commit(
     sublevel: &Sublevel,
     staged: &[StagedBatch],
     staged_values: &[ValueRef],
-) -> Result<Option<(Vec<OrderedResult<()>>, Cleanup)>, Failure> {
+) -> Result<Option<Vec<OrderedResult<()>>>, Failure> {
     let current = inner.current_root(db, sublevel).await?;
     let base = match &current {
         Some((record, _)) => record.clone(),
@@ -409,17 +415,7 @@ async fn try_commit(
     // The group's net effect, checking each batch on the state the batches before it leave.
     let mut overlay: BTreeMap<&str, (&Option<LeafValue>, Option<&str>)> = BTreeMap::new();
     let mut results = Vec::with_capacity(staged.len());
-    for StagedBatch {
-        expect,
-        mutations,
-        live,
-        ..
-    } in staged
-    {
-        if !live {
-            results.push(Err(gave_up(sublevel)));
-            continue;
-        }
+    for (expect, mutations) in staged {
         let mut holds = true;
         for (key, wanted) in expect {
             let matches = match overlay.get(key.as_str()) {
@@ -481,7 +477,8 @@ async fn try_commit(
         .copied()
         .collect();
     if overlay.is_empty() {
-        return Ok(Some((results, Cleanup::values(db, unused))));
+        delete_values(inner, db, &unused).await;
+        return Ok(Some(results));
     }
     if current.is_none() && db != DbId::catalog() {
         // Listed before its first key lands, so a database is never missing from the catalog.
@@ -569,18 +566,15 @@ async fn try_commit(
             }
             // What the previous commit replaced is listed in its root record, in case its
             // writer died before freeing it; this process knows when that writer was itself.
-            let (previous_outcome, outcome) = inner.freed.begin(db, base.generation + 1);
-            let mut replaced = record_garbage;
-            replaced.extend(overflow);
-            let cleanup = Cleanup {
-                db,
-                outcome: Some(outcome),
-                replaced,
-                previous: (!base.garbage.is_empty())
-                    .then(|| (previous_outcome, base.garbage.clone())),
-                unused,
-            };
-            Ok(Some((results, cleanup)))
+            let mut freeable = record_garbage;
+            freeable.extend(overflow);
+            if !inner.freed.knows(db, base.generation) {
+                freeable.extend(base.garbage.iter().copied());
+            }
+            let freed = free(inner, db, &freeable).await;
+            inner.freed.record(db, base.generation + 1, freed);
+            delete_values(inner, db, &unused).await;
+            Ok(Some(results))
         }
         Ok(CasOutcome::Conflict | CasOutcome::NotFound) => {
             delete_keys(inner, page_keys).await;

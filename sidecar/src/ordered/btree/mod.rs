@@ -5,10 +5,9 @@
 //! ever replaced, always by CAS: the commit point) that holds the root node inline; immutable
 //! pages (`o:<db>:p:<id>`) written with `add` under fresh random ids; large values in chunks
 //! (`o:<db>:v:<id>:<n>`). A commit writes new pages, then swaps the root record. Pages a
-//! commit replaces are listed in the new root record and freed once the commit is acknowledged
-//! (deleted, or given an expiry of one grace period while scans run); if this process dies
-//! first, the next commit of the database frees them from that list. Scans older than the
-//! grace period fail with [`OrderedError::SnapshotExpired`].
+//! commit replaces are listed in the new root record, and the next commit gives them an expiry
+//! of one grace period, so memcached itself reclaims them even if this process dies; scans
+//! older than that fail with [`OrderedError::SnapshotExpired`].
 //!
 //! Nothing is kept in the process that is not also in memcached, apart from a capped cache of
 //! immutable pages and the last root record read of a few databases, used only while memcached
@@ -23,7 +22,6 @@ mod ids;
 mod node;
 mod read;
 mod readers;
-mod reclaim;
 mod scan;
 mod tree;
 
@@ -44,7 +42,6 @@ pub use check::{DatabaseReport, StoreReport};
 use cache::PageCache;
 use commit::DbQueue;
 use ids::DbId;
-use reclaim::Freed;
 
 /// The memcached key of the catalog's root record, one of the few items whose name is fixed.
 pub fn catalog_root_item() -> Option<String> {
@@ -68,9 +65,6 @@ pub struct TreeConfig {
     pub grace_period: Duration,
     /// Most batches coalesced into one commit.
     pub max_group: usize,
-    /// How long a commit keeps retrying against other writers for a batch that carries no
-    /// deadline of its own.
-    pub write_wait: Duration,
     pub cache: PageCacheConfig,
 }
 
@@ -83,7 +77,6 @@ impl Default for TreeConfig {
             key_max_bytes: 8 << 10,
             grace_period: Duration::from_secs(300),
             max_group: 512,
-            write_wait: Duration::from_secs(25),
             cache: PageCacheConfig::default(),
         }
     }
@@ -109,7 +102,6 @@ struct Limits {
     chunk_size: usize,
     grace: Duration,
     max_group: usize,
-    write_wait: Duration,
 }
 
 impl Limits {
@@ -139,8 +131,43 @@ impl Limits {
             chunk_size,
             grace: config.grace_period,
             max_group: config.max_group.max(1),
-            write_wait: config.write_wait,
         })
+    }
+}
+
+/// The generation of each database whose predecessor's garbage this process freed, so that
+/// the next commit need not free it again.
+#[derive(Default)]
+struct Freed(Mutex<HashMap<DbId, u64>>);
+
+impl Freed {
+    /// Most databases remembered; past it, forgetting costs only deletes of missing items.
+    const MAX: usize = 4096;
+
+    /// Whether this process freed what the commit of `generation` replaced.
+    fn knows(&self, db: DbId, generation: u64) -> bool {
+        let map = self
+            .0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        map.get(&db) == Some(&generation)
+    }
+
+    /// Record whether what the commit of `generation` replaced is freed (only then may the
+    /// next commit skip it).
+    fn record(&self, db: DbId, generation: u64, freed: bool) {
+        let mut map = self
+            .0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if !freed {
+            map.remove(&db);
+            return;
+        }
+        if map.len() >= Self::MAX && !map.contains_key(&db) {
+            map.clear();
+        }
+        map.insert(db, generation);
     }
 }
 
@@ -196,19 +223,6 @@ impl MemcachedOrderedStore {
         self.inner.cache.stats()
     }
 
-    /// Keys past the limit are refused before anything is queued.
-    fn check_batch(&self, batch: &Batch) -> OrderedResult<()> {
-        for mutation in &batch.mutations {
-            match mutation {
-                Mutation::Put { key, .. } | Mutation::Delete { key } => self.check_key(key)?,
-            }
-        }
-        for (key, _) in &batch.expect {
-            self.check_key(key)?;
-        }
-        Ok(())
-    }
-
     fn check_key(&self, key: &str) -> OrderedResult<()> {
         if key.len() > self.inner.limits.key_max {
             return Err(OrderedError::Items(crate::items::ItemError::TooLarge {
@@ -229,46 +243,18 @@ impl OrderedStore for MemcachedOrderedStore {
     }
 
     async fn write(&self, db: &Sublevel, batch: Batch) -> OrderedResult<()> {
-        self.check_batch(&batch)?;
-        if batch.is_empty() {
-            return Ok(());
-        }
-        let mut results = commit::submit(&self.inner, DbId::of(db), db.clone(), vec![batch]).await;
-        results.pop().unwrap_or(Ok(()))
-    }
-
-    async fn write_many(&self, db: &Sublevel, batches: Vec<Batch>) -> Vec<OrderedResult<()>> {
-        // Refused and empty batches answer at once; the others go to one commit queue together.
-        let mut results: Vec<Option<OrderedResult<()>>> = Vec::with_capacity(batches.len());
-        let mut queued = Vec::new();
-        for batch in batches {
-            match self.check_batch(&batch) {
-                Err(error) => results.push(Some(Err(error))),
-                Ok(()) if batch.is_empty() => results.push(Some(Ok(()))),
-                Ok(()) => {
-                    results.push(None);
-                    queued.push(batch);
-                }
+        for mutation in &batch.mutations {
+            match mutation {
+                Mutation::Put { key, .. } | Mutation::Delete { key } => self.check_key(key)?,
             }
         }
-        let mut committed = if queued.is_empty() {
-            Vec::new()
-        } else {
-            commit::submit(&self.inner, DbId::of(db), db.clone(), queued).await
+        for (key, _) in &batch.expect {
+            self.check_key(key)?;
         }
-        .into_iter();
-        results
-            .into_iter()
-            .map(|result| {
-                result.unwrap_or_else(|| {
-                    committed.next().unwrap_or_else(|| {
-                        Err(OrderedError::Items(crate::items::ItemError::Unavailable(
-                            "the commit task stopped".into(),
-                        )))
-                    })
-                })
-            })
-            .collect()
+        if batch.mutations.is_empty() && batch.expect.is_empty() {
+            return Ok(());
+        }
+        commit::submit(&self.inner, DbId::of(db), db.clone(), batch).await
     }
 
     async fn scan(

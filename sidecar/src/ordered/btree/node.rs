@@ -364,15 +364,6 @@ mod tests {
             ],
         };
         assert_eq!(RootRecord::decode(&root.encode()).unwrap(), root);
-        // The bytes stores already hold: a root record that lists what its commit replaced
-        // (those items are freed after the commit is acknowledged, or by the next commit).
-        let stored = hex::decode(
-            "b80101066275636b6574070000000000000002000500000000000000010600000000000000\
-             020202000100000000000000016d020000000000000052be7d11",
-        )
-        .unwrap();
-        assert_eq!(RootRecord::decode(&stored).unwrap(), root);
-        assert_eq!(root.encode(), stored);
         let chunk = encode_chunk(ValueId(1), 2, b"data");
         assert_eq!(decode_chunk(&chunk, ValueId(1), 2).unwrap(), b"data");
         assert!(decode_chunk(&chunk, ValueId(1), 3).is_err());
