@@ -77,6 +77,11 @@ async fn a_frozen_server_holds_up_no_read_and_loses_nothing() {
     let second = placement_sidecar(&list, 2);
     let load = Load::start(&[&first, &second]);
     tokio::time::sleep(WARM_UP).await;
+    // Reads pick what was acknowledged: the load must have something to read on a busy machine.
+    assert!(
+        load.progress(3, Duration::from_secs(30)).await,
+        "the load acknowledged nothing before the freeze"
+    );
 
     // Blobs stored and deleted: while a server is frozen, "no such blob" must still be an
     // answer (from an owner that holds every item it owns), not a wait or a refusal.
