@@ -817,12 +817,11 @@ impl ItemStore for ReplicatedStore {
             }
         }))
         .await;
+        let readers = view.read.members_indices();
         let silent: Vec<&str> = members
             .iter()
             .zip(&answered)
-            .filter(|(server, answered)| {
-                !**answered && view.read.members_indices().contains(server)
-            })
+            .filter(|(server, answered)| !**answered && readers.contains(server))
             .map(|(server, _)| view.servers[*server].name.as_str())
             .collect();
         if silent.len() >= view.read.factor() {
